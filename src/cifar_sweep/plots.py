@@ -1,0 +1,75 @@
+"""Figures of one run: learning curves, confusion matrix, correctly and wrongly classified images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def learning_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
+    epochs = range(1, len(history["train_loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, history["train_loss"], label="train")
+    ax_loss.plot(epochs, history["val_loss"], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_acc.plot(epochs, history["train_accuracy"], label="train")
+    ax_acc.plot(epochs, history["val_accuracy"], label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_confusion(ax, confusion: list[list[int]], classes: list[str], title: str = "") -> None:
+    matrix = torch.tensor(confusion, dtype=torch.float)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    threshold = matrix.max() / 2
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
+                    color="white" if matrix[i, j] > threshold else "black")
+
+
+def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 6))
+    draw_confusion(ax, confusion, classes, "Confusion matrix (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def prediction_grid(
+    images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, classes: list[str],
+    correct: bool, path: Path, count: int = 16,
+) -> Path:
+    """The report's figures 1 and 2: test images with true class, predicted class and confidence."""
+    confidence, preds = probs.max(1)
+    chosen = torch.nonzero((preds == labels) == correct).flatten()[:count]
+    cols = 4
+    rows = max(1, (len(chosen) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, chosen.tolist()):
+        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        ax.set_title(f"true: {classes[labels[i]]}\npred: {classes[preds[i]]} ({confidence[i]:.0%})",
+                     fontsize=8, color="green" if correct else "red")
+    fig.suptitle("Correctly classified" if correct else "Wrongly classified")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

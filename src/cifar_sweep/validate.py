@@ -1,0 +1,64 @@
+"""Value checks on a composed config: one clear line per problem, before any training starts."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_sweep.errors import UserInputError
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _number(cfg: DictConfig, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def check_config(cfg: DictConfig) -> None:
+    if "root" in cfg.data and OmegaConf.is_missing(cfg.data, "root"):
+        raise UserInputError(f"data.root is missing: data={cfg.data.name} needs the folder to read, "
+                             f"e.g. data.root=/path/to/cifar10-jpeg")
+    def require(key: str, ok, allowed: str) -> None:
+        value = _number(cfg, key)
+        try:
+            fine = ok(value)
+        except TypeError:
+            fine = False
+        if not fine:
+            raise UserInputError(f"{key}={value} is invalid: {allowed}")
+
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    require("lr.value", lambda v: is_num(v) and v > 0, "must be a number > 0")
+    require("trainer.epochs", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    require("trainer.batch_size", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    require("trainer.eval_batch_size", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    require("trainer.val_fraction", lambda v: is_num(v) and 0 < v < 1,
+            "must be a number strictly between 0 and 1")
+    require("trainer.seed", is_int, "must be an integer")
+    require("trainer.num_threads", lambda v: v is None or (is_int(v) and v >= 1),
+            "must be null (automatic) or an integer >= 1")
+    require("trainer.precision", lambda v: v in ("auto", "fp32", "bf16"),
+            "allowed: auto, fp32, bf16")
+    require("trainer.device", lambda v: bool(DEVICE_PATTERN.match(str(v))),
+            "allowed: auto, cpu, cuda, cuda:N, mps")
+    resolve_device(str(cfg.trainer.device))
+    instantiate(cfg.data.source).check()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"trainer.device={name} is invalid: CUDA is not available here "
+                             f"(allowed: auto, cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError("trainer.device=mps is invalid: MPS is not available here "
+                             "(allowed: auto, cpu)")
+    return torch.device(name)
