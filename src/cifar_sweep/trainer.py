@@ -34,6 +34,7 @@ class Setup:
     eval_batch_size: int
     precision: str
     channels_last: bool
+    chunk_images: int
 
 
 def configure_threads(num_threads: int | None, concurrent_jobs: int = 1) -> int:
@@ -74,11 +75,13 @@ def prepare(cfg: DictConfig, dataset: Dataset, device: torch.device) -> Setup:
         generator=torch.Generator(device=device).manual_seed(t.seed),
         batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
         precision=precision, channels_last=channels_last,
+        chunk_images=16384 if device.type == "cuda" else 1024,
     )
 
 
 def run_epoch(s: Setup) -> EpochStats:
-    batches = training_batches(s.train, s.batch_size, s.normalize, s.augment, s.generator)
+    batches = training_batches(s.train, s.batch_size, s.normalize, s.augment, s.generator,
+                               s.chunk_images)
     return train_one_epoch(s.model, batches, s.optimizer, s.scheduler, s.criterion,
                            s.precision, s.channels_last)
 

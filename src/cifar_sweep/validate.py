@@ -21,7 +21,7 @@ def _number(cfg: DictConfig, key: str):
 
 
 def check_config(cfg: DictConfig) -> None:
-    if "root" in cfg.data and OmegaConf.is_missing(cfg.data, "root"):
+    if "root" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "root"):
         raise UserInputError(f"data.root is missing: data={cfg.data.name} needs the folder to read, "
                              f"e.g. data.root=/path/to/cifar10-jpeg")
     def require(key: str, ok, allowed: str) -> None:

@@ -1,0 +1,55 @@
+"""Tests run the real entrypoint in a subprocess, in a scratch folder, and read results back the
+way a user would: through MLflow's client and the files written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "src" / "train.py"
+# Small and quick: 2,000 synthetic images, batch 64, one thread per process.
+FAST = ["data=synthetic", "trainer.epochs=1", "trainer.num_threads=1"]
+
+
+class Project:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.store = workdir / "mlruns"
+
+    def run(self, *overrides: str, script: Path = TRAIN, check: bool | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+        proc = subprocess.run([sys.executable, str(script), *overrides], cwd=self.workdir,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+        if check is True and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def train(self, *overrides: str, **kw) -> subprocess.CompletedProcess:
+        # Hydra's argument parser needs -m/--multirun before the first override.
+        flags = [o for o in overrides if o.startswith("-")]
+        return self.run(*flags, *FAST, *[o for o in overrides if not o.startswith("-")], **kw)
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=f"sqlite:///{self.store / 'mlflow.db'}")
+
+    def runs(self, experiment: str = "cifar-sweep"):
+        if not (self.store / "mlflow.db").exists():
+            return []
+        client = self.client
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
