@@ -60,10 +60,12 @@ def run_job(cfg: DictConfig) -> float | None:
     choices = {g: str(hydra.runtime.choices.get(g)) for g in GROUPS}
     tags = {**choices, "git_commit": git_commit(), "data_fingerprint": dataset.fingerprint,
             "data_cache": dataset.cache, "device": str(device), "num_threads": str(threads),
-            "cifar_sweep.role": "job", "mlflow.source.name": "src/train.py"}
+            "cifar_sweep.role": "job", "mlflow.source.name": "src/train.py",
+            "job.overrides": " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or "")}
     parent = parent_run_id(hydra.sweep.dir) if multirun else None
     if parent:
         tags["mlflow.parentRunId"] = parent
+        tags["job.num"] = str(hydra.job.num)
     if multirun:
         run_name = f"#{hydra.job.num} {hydra.job.override_dirname or 'defaults'}"
     else:

@@ -38,6 +38,10 @@ def store_locations(uri: str) -> tuple[str, str | None]:
     return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
 
 
+def open_store(tracking: DictConfig) -> MlflowClient:
+    return MlflowClient(tracking_uri=store_locations(str(tracking.uri))[0])
+
+
 def open_experiment(tracking: DictConfig) -> tuple[MlflowClient, str]:
     uri, artifact_location = store_locations(str(tracking.uri))
     client = MlflowClient(tracking_uri=uri)
@@ -112,12 +116,19 @@ class MlflowSweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep = " ".join(config.hydra.overrides.task) or "(no overrides)"
+        values: dict[str, set[str]] = {}
+        for overrides in jobs:
+            for override in overrides:
+                key, _, value = override.partition("=")
+                values.setdefault(key, set()).add(value)
+        varying = [k for k, v in values.items() if len(v) > 1]
         run = self.client.create_run(
             experiment_id,
             run_name=f"sweep: {sweep}"[:250],
             tags={"cifar_sweep.role": "sweep", "sweep.overrides": sweep,
-                  "sweep.jobs": str(len(jobs)), "sweep.dir": str(sweep_dir.resolve()),
-                  "ablation": str(config.get("ablation_name") or ""),
+                  "sweep.jobs": str(len(jobs)), "sweep.varying": " ".join(varying), "sweep.dir": str(sweep_dir.resolve()),
+                  "study.name": str(config.study.name or ""),
+                  "study.baseline": str(config.study.baseline or ""),
                   "git_commit": git_commit(), "mlflow.source.name": "src/train.py"},
         )
         self.parent_id = run.info.run_id

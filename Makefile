@@ -1,0 +1,36 @@
+# cifar-sweep: `make help` lists the targets.
+PYTHON ?= .venv/bin/python
+EPOCHS ?=
+ARGS ?=
+EPOCHS_ARG = $(if $(EPOCHS),trainer.epochs=$(EPOCHS),)
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-full lint ui bench tables clean \
+	ablations ablation-lr ablation-optimizer ablation-loss ablation-arch
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install the package with its dev tools
+	python3 -m venv .venv
+	.venv/bin/pip install --upgrade pip
+	.venv/bin/pip install -e '.[dev]'
+
+train:  ## one run with the defaults (ModifiedNet, SGD 0.005); pass EPOCHS= and ARGS=
+	$(PYTHON) src/train.py $(EPOCHS_ARG) $(ARGS)
+
+test:  ## the default test suite (CPU, synthetic data, a few minutes)
+	$(PYTHON) -m pytest -q
+
+test-full:  ## every test, the slow ones included
+	$(PYTHON) -m pytest -q -m ''
+
+lint:  ## ruff
+	$(PYTHON) -m ruff check src tests benchmarks
+
+ui:  ## the MLflow UI on the local store, at http://127.0.0.1:5000
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+
+clean:  ## remove Hydra outputs and caches (keeps the MLflow store mlruns/)
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,69 @@
+"""A tiny study through the real multirun; the report reads it back from MLflow alone."""
+
+import csv
+import statistics
+
+from PIL import Image
+
+from conftest import ROOT
+
+REPORT = ROOT / "src" / "report.py"
+
+
+def test_tiny_study_table_matches_the_logged_runs(project):
+    project.train("-m", "ablation=lr", "lr.value=0.005,0.05", "trainer.seed=0,1", check=True)
+    proc = project.run("ablation=lr", script=REPORT, check=True)
+    out = project.workdir / "reports" / "lr"
+    md = (out / "table.md").read_text()
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["setting"] for r in rows] == ["lr.value=0.005", "lr.value=0.05"]
+    assert [r["baseline"] for r in rows] == ["True", "False"]
+    assert all(r["runs"] == "2" and r["seeds"] == "0 1" for r in rows)
+
+    client = project.client
+    exp = client.get_experiment_by_name("ablation-lr")
+    jobs = client.search_runs([exp.experiment_id], "tags.`cifar_sweep.role` = 'job'")
+    assert len(jobs) == 4
+    for row in rows:
+        lr = row["setting"].split("=")[1]
+        logged = [j for j in jobs if j.data.params["lr.value"] == lr]
+        assert sorted(row["run_ids"].split()) == sorted(j.info.run_id for j in logged)
+        for metric in ("test_accuracy", "test_f1_weighted", "train_seconds"):
+            values = [j.data.metrics[metric] for j in logged]
+            assert abs(float(row[f"{metric}_mean"]) - statistics.fmean(values)) < 1e-9
+            assert abs(float(row[f"{metric}_std"]) - statistics.stdev(values)) < 1e-9
+        acc = statistics.fmean(j.data.metrics["test_accuracy"] for j in logged) * 100
+        acc_std = statistics.stdev(j.data.metrics["test_accuracy"] for j in logged) * 100
+        assert f"{acc:.2f} ± {acc_std:.2f}" in md
+    assert "0.005 (baseline)" in md and "Runs behind each row" in md
+    assert "\\begin{tabular}" in (out / "table.tex").read_text()
+    for name in ("curves.png", "confusion.png", "per_class_accuracy.png"):
+        with Image.open(out / name) as image:
+            image.verify()
+    # logged to the study's sweep run too
+    [parent] = client.search_runs([exp.experiment_id], "tags.`cifar_sweep.role` = 'sweep'")
+    assert {"report/table.md", "report/curves.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "lr.value" in proc.stdout
+
+    # without training, again: the same table
+    project.run("ablation=lr", script=REPORT, check=True)
+    assert (out / "table.md").read_text() == md
+
+
+def test_report_without_runs_says_what_to_do(project):
+    proc = project.run("ablation=loss", script=REPORT)
+    assert proc.returncode == 1
+    assert "make ablation-loss" in proc.stderr
+    proc = project.run("ablation=nope", script=REPORT)
+    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|optimizer>" in proc.stderr
+
+
+def test_model_tables(project):
+    project.run("models", script=REPORT, check=True)
+    md = (project.workdir / "reports" / "models.md").read_text()
+    assert "| OriginNet | 132,402 | 0.530 | 48,252 |" in md
+    assert "| ModifiedNet | 100,080 | 0.401 | 35,730 |" in md
+    assert "| ResNet18 | 11,689,512 |" in md
+    assert "Table III: OriginNet: layers for a 3x32x32 input (48,252 parameters)" in md
+    assert "Table VI: ModifiedNet: layers for a 3x32x32 input (35,730 parameters)" in md
