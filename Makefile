@@ -2,14 +2,18 @@
 PYTHON ?= .venv/bin/python
 EPOCHS ?=
 ARGS ?=
+DATA ?=
 EPOCHS_ARG = $(if $(EPOCHS),trainer.epochs=$(EPOCHS),)
+# the report reads the store only: of ARGS it takes the tracking.* overrides
+REPORT_ARGS = $(filter tracking.%,$(ARGS))
+STUDIES = lr optimizer loss arch
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-full lint ui bench tables clean \
 	ablations ablation-lr ablation-optimizer ablation-loss ablation-arch
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 install:  ## create .venv and install the package with its dev tools
 	python3 -m venv .venv
@@ -30,6 +34,18 @@ lint:  ## ruff
 
 ui:  ## the MLflow UI on the local store, at http://127.0.0.1:5000
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+
+ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
+
+ablation-%:  ## run one study (lr, optimizer, loss, arch) and print its table; EPOCHS=, ARGS=
+	@status=0; $(PYTHON) src/train.py -m ablation=$* $(EPOCHS_ARG) $(ARGS) || status=$$?; \
+	$(PYTHON) src/report.py ablation=$* $(REPORT_ARGS) && exit $$status
+
+tables:  ## regenerate every table and figure from the MLflow store, without training
+	$(PYTHON) src/report.py all $(REPORT_ARGS)
+
+bench:  ## the side-by-side speed benchmark; DATA=<extracted CIFAR-10 JPEG copy> or synthetic
+	$(PYTHON) benchmarks/bench.py $(if $(DATA),--data-root $(DATA),)
 
 clean:  ## remove Hydra outputs and caches (keeps the MLflow store mlruns/)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

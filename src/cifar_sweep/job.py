@@ -13,7 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -126,14 +126,15 @@ class MlflowSweepCallback(Callback):
             experiment_id,
             run_name=f"sweep: {sweep}"[:250],
             tags={"cifar_sweep.role": "sweep", "sweep.overrides": sweep,
-                  "sweep.jobs": str(len(jobs)), "sweep.varying": " ".join(varying), "sweep.dir": str(sweep_dir.resolve()),
+                  "sweep.jobs": str(len(jobs)), "sweep.varying": " ".join(varying),
+                  "sweep.dir": str(sweep_dir.resolve()),
                   "study.name": str(config.study.name or ""),
                   "study.baseline": str(config.study.baseline or ""),
                   "git_commit": git_commit(), "mlflow.source.name": "src/train.py"},
         )
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=[
-            _param("sweep.overrides", sweep), _param("sweep.jobs", len(jobs))])
+            Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
         (sweep_dir / PARENT_FILE).write_text(self.parent_id)
         atexit.register(self._close, "FAILED")  # if the sweep is interrupted or exits early
 
@@ -154,12 +155,6 @@ class MlflowSweepCallback(Callback):
             self.client.set_terminated(self.parent_id, status)
 
 
-def _param(key: str, value) -> "Param":
-    from mlflow.entities import Param
-
-    return Param(key, str(value))
-
-
 def parent_run_id(sweep_dir: str) -> str | None:
     path = Path(sweep_dir) / PARENT_FILE
     return path.read_text().strip() if path.is_file() else None
@@ -169,5 +164,3 @@ def resolved_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")
