@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import sys
@@ -55,6 +56,8 @@ def run_job(cfg: DictConfig) -> float | None:
         client, experiment_id = open_experiment(cfg.tracking)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if multirun:  # let the other jobs run; the sweep's exit status reports this one
+            return None
         sys.exit(2)
 
     choices = {g: str(hydra.runtime.choices.get(g)) for g in GROUPS}
@@ -141,9 +144,9 @@ def _train_and_log(cfg, dataset, device, client, run_id, started) -> float:
         images = dataset.test.images.float() / 255
         plots.prediction_grid(images, test.labels, probs, dataset.classes, True, out / "correct.png")
         plots.prediction_grid(images, test.labels, probs, dataset.classes, False, out / "wrong.png")
-        (out / "evaluation.json").write_text(_json({
+        (out / "evaluation.json").write_text(json.dumps({
             "classes": dataset.classes, "confusion": report["confusion"],
-            "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}))
+            "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
         torch.save({k: v.cpu() for k, v in setup.model.state_dict().items()}, out / "best_weights.pt")
         client.log_artifacts(run_id, str(out))
     summary["total_seconds"] = time.perf_counter() - started
@@ -151,9 +154,3 @@ def _train_and_log(cfg, dataset, device, client, run_id, started) -> float:
     log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
              result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
     return summary["test_accuracy"]
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, indent=1)

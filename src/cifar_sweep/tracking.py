@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cifar_sweep.errors import UserInputError
 
@@ -100,6 +100,7 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
         self.parent_id: str | None = None
+        self.jobs = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from cifar_sweep.validate import check_config
@@ -133,6 +134,7 @@ class MlflowSweepCallback(Callback):
                   "git_commit": git_commit(), "mlflow.source.name": "src/train.py"},
         )
         self.parent_id = run.info.run_id
+        self.jobs = len(jobs)
         self.client.log_batch(self.parent_id, params=[
             Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
         (sweep_dir / PARENT_FILE).write_text(self.parent_id)
@@ -143,11 +145,14 @@ class MlflowSweepCallback(Callback):
             [self.client.get_run(self.parent_id).info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'", max_results=10000,
         )
-        failed = [c for c in children if c.info.status != "FINISHED"]
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        # a job that stopped before creating its run counts as failed too
+        failed = self.jobs - len(finished)
         self._close("FAILED" if failed else "FINISHED")
         if failed:
-            names = ", ".join(c.info.run_name for c in failed)
-            print(f"error: {len(failed)} of {len(children)} jobs failed: {names}", file=sys.stderr)
+            names = ", ".join(c.info.run_name for c in children if c.info.status != "FINISHED")
+            print(f"error: {failed} of {self.jobs} jobs failed: {names or 'see the log above'}",
+                  file=sys.stderr)
             sys.exit(1)
 
     def _close(self, status: str) -> None:
@@ -158,9 +163,3 @@ class MlflowSweepCallback(Callback):
 def parent_run_id(sweep_dir: str) -> str | None:
     path = Path(sweep_dir) / PARENT_FILE
     return path.read_text().strip() if path.is_file() else None
-
-
-def resolved_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
