@@ -58,7 +58,9 @@ def prediction_grid(
 ) -> Path:
     """The report's figures 1 and 2: test images with true class, predicted class and confidence."""
     confidence, preds = probs.max(1)
-    chosen = torch.nonzero((preds == labels) == correct).flatten()[:count]
+    # a fixed random sample, so that the grid shows many classes, not the first class in the split
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    chosen = order[((preds == labels) == correct)[order]][:count]
     cols = 4
     rows = max(1, (len(chosen) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5), squeeze=False)
