@@ -1,6 +1,8 @@
 """The single entrypoint: `python src/train.py [group=option ...] [key=value ...]`, or `-m` to sweep."""
 
 import os
+import signal
+import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +17,9 @@ def concurrent_jobs() -> int:
 
 
 OmegaConf.register_new_resolver("concurrent_jobs", concurrent_jobs, use_cache=True)
+# `kill` should end runs as KILLED, not leave them RUNNING: turn SIGTERM into a normal exit,
+# which runs the handlers that close the MLflow runs.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -62,3 +62,28 @@ def test_nan_loss_in_a_single_run_exits_non_zero(project):
     assert "error: run" in proc.stderr and "training loss became" in proc.stderr
     [run] = project.runs()
     assert run.info.status == "FAILED" and "failure_reason" in run.data.tags
+
+
+def test_sigterm_leaves_the_run_killed_not_running(project):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import FAST, TRAIN
+
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *FAST, "trainer.epochs=500"],
+                            cwd=project.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True)
+    try:
+        for line in proc.stdout:  # wait until training has started
+            if "epoch 1/500" in line:
+                break
+        proc.terminate()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    [run] = project.runs()
+    assert run.info.status == "KILLED"
+    assert time.time() * 1000 >= run.info.end_time

@@ -80,7 +80,8 @@ def run_job(cfg: DictConfig) -> float | None:
              dataset.fingerprint, dataset.cache)
     try:
         accuracy = _train_and_log(cfg, dataset, device, client, run_id, started)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
+        client.set_tag(run_id, "failure_reason", "interrupted")
         client.set_terminated(run_id, "KILLED")
         raise
     except Exception as exc:
