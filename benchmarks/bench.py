@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -30,23 +29,10 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from cifar_sweep.data import load_dataset, split_train_val
+from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
 from cifar_sweep.trainer import prepare, run_epoch
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def reset_peak_rss() -> None:
-    try:  # Linux: writing 5 resets this process's peak RSS (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 class ReportStyleDataset(torch.utils.data.Dataset):

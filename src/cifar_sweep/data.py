@@ -245,4 +245,7 @@ def load_dataset(source, cache_dir: str | None) -> Dataset:
 def split_train_val(train: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(len(train) * val_fraction))
+    if len(train) - n_val < 2:
+        raise UserInputError(f"trainer.val_fraction={val_fraction} leaves {len(train) - n_val} of "
+                             f"{len(train)} images for training; at least 2 are needed")
     return train.subset(order[n_val:]), train.subset(order[:n_val])

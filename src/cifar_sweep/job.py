@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from cifar_sweep.data import load_dataset
 from cifar_sweep.errors import NonFiniteLossError, UserInputError
 from cifar_sweep.metrics import classification_report
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
+from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
 from cifar_sweep.tracking import GROUPS, flatten, git_commit, open_experiment, parent_run_id
 from cifar_sweep.trainer import configure_threads, evaluate_split, fit, prepare
 from cifar_sweep.validate import check_config, resolve_device
@@ -38,13 +38,14 @@ def _metrics(values: dict, step: int = 0) -> list[Metric]:
 def _peak_memory_metrics(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         return {"peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 1e6}
-    # ru_maxrss is in KiB on Linux; it is the whole process's peak, data included.
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}
+    # this process's peak since the job started (reset there), the data in memory included
+    return {"peak_rss_mb": peak_rss_mb()}
 
 
 def run_job(cfg: DictConfig) -> float | None:
     """Returns the test accuracy, or None when the job failed inside a sweep (already logged)."""
     started = time.perf_counter()
+    reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
     try:
@@ -148,7 +149,8 @@ def _train_and_log(cfg, dataset, device, client, run_id, started) -> float:
         (out / "evaluation.json").write_text(json.dumps({
             "classes": dataset.classes, "confusion": report["confusion"],
             "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
-        torch.save({k: v.cpu() for k, v in setup.model.state_dict().items()}, out / "best_weights.pt")
+        plain = getattr(setup.model, "_orig_mod", setup.model)  # torch.compile's wrapper
+        torch.save({k: v.cpu() for k, v in plain.state_dict().items()}, out / "best_weights.pt")
         client.log_artifacts(run_id, str(out))
     summary["total_seconds"] = time.perf_counter() - started
     client.log_batch(run_id, metrics=_metrics(summary, step=epochs))

@@ -83,7 +83,17 @@ def collect(client: MlflowClient, experiment: str, study: str, baseline: str | N
     if not sweeps:
         raise UserInputError(f"study {study}: experiment '{experiment}' holds no finished sweep; "
                              f"run `make ablation-{study}` first")
-    keys = [k for k in sweeps[0].data.tags.get("sweep.varying", "").split() if k not in SEED_KEYS]
+    # only sweeps comparable with the newest: same data and the same epoch budget
+    def signature(sweep) -> tuple[str, str]:
+        child = by_parent[sweep.info.run_id][0]
+        return child.data.tags.get("data_fingerprint", ""), child.data.params.get("trainer.epochs", "")
+
+    newest = signature(sweeps[0])
+    ignored = [s for s in sweeps if signature(s) != newest]
+    sweeps = [s for s in sweeps if signature(s) == newest]
+    # the row keys: everything any of these sweeps varied, but the seed
+    keys = list(dict.fromkeys(k for s in sweeps for k in s.data.tags.get("sweep.varying", "").split()
+                              if k not in SEED_KEYS))
     rows: dict[str, Row] = {}
     for sweep in sweeps:  # newest first: the first sweep holding a setting provides its row
         children = sorted(by_parent[sweep.info.run_id], key=lambda r: int(r.data.tags["job.num"]))
@@ -99,7 +109,7 @@ def collect(client: MlflowClient, experiment: str, study: str, baseline: str | N
         sweep_order.index(r.sweep_id), min(int(c.data.tags["job.num"]) for c in r.runs)))
     for row in ordered:
         row.baseline = bool(baseline) and baseline in row.setting.split()
-    return ordered, sweeps, keys
+    return ordered, sweeps, keys, ignored
 
 
 def _label(row: Row, keys: list[str]) -> str:
@@ -128,7 +138,7 @@ def table(rows: list[Row], keys: list[str]) -> tuple[list[list[str]], list[dict]
             text = f"{mean * scale:,.{digits}f}"
             if len(row.runs) > 1 and metric not in ("parameters", "model_size_fp32_mb"):
                 text += f" ± {std * scale:,.{digits}f}"
-            if base is not None and not row.baseline and metric and metric.startswith("test_"):
+            if base is not None and not row.baseline and metric:
                 delta = (mean - stats[rows.index(base)][metric][0]) * scale
                 text += f" ({delta:+.{digits}f})"
             line.append(text)
@@ -248,7 +258,7 @@ def figures(client: MlflowClient, rows: list[Row], keys: list[str], out: Path, s
 
 def study_report(client: MlflowClient, experiment: str, study: str, baseline: str | None,
                  out: Path) -> str:
-    rows, sweeps, keys = collect(client, experiment, study, baseline)
+    rows, sweeps, keys, ignored = collect(client, experiment, study, baseline)
     cells, raw, best = table(rows, keys)
     header = _header(keys)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,8 +269,11 @@ def study_report(client: MlflowClient, experiment: str, study: str, baseline: st
         "in brackets are to the baseline; bold marks the best of each column. Memory is the "
         "float32 size of the weights; peak memory is the process's peak RSS on a CPU.",
         f"Runs chosen: for each setting, all finished runs of the newest sweep holding it "
-        f"({len(sweeps)} sweep(s) in the store; used: {', '.join(used)}).",
+        f"({len(sweeps)} comparable sweep(s) in the store; used: {', '.join(used)}).",
     ]
+    if ignored:
+        notes.append(f"Ignored {len(ignored)} older sweep(s) on other data or another epoch "
+                     f"budget: {', '.join(s.info.run_id for s in ignored)}.")
     if baseline and not any(r.baseline for r in rows):
         notes.append(f"The baseline `{baseline}` is not among these runs: no differences shown.")
     runs = ["| Setting | Sweep | Runs |", "|---|---|---|"] + [

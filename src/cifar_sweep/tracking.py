@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.errors import UserInputError
 
@@ -103,13 +103,23 @@ class MlflowSweepCallback(Callback):
         self.jobs = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra.utils import instantiate
+
+        from cifar_sweep.data import load_dataset
         from cifar_sweep.validate import check_config
 
         loader = GlobalHydra.instance().config_loader()
         jobs = sweep_job_overrides(config)
         try:
+            sources = {}
             for overrides in jobs:
-                check_config(loader.load_sweep_config(config, overrides))
+                job_config = loader.load_sweep_config(config, overrides)
+                check_config(job_config)
+                sources[OmegaConf.to_yaml(job_config.data)] = job_config.data
+            # decode (or download) each data source once, here, before parallel workers start;
+            # they then read the disk cache, and in-process jobs the copy in memory
+            for data in sources.values():
+                load_dataset(instantiate(data.source), data.cache_dir)
             self.client, experiment_id = open_experiment(config.tracking)
         except UserInputError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -156,8 +166,16 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _close(self, status: str) -> None:
-        if self.parent_id and self.client.get_run(self.parent_id).info.status == "RUNNING":
-            self.client.set_terminated(self.parent_id, status)
+        if not self.parent_id or self.client.get_run(self.parent_id).info.status != "RUNNING":
+            return
+        # jobs whose worker process was killed could not close their own runs
+        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
+        for child in self.client.search_runs(
+                [experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}' "
+                                 "and attributes.status = 'RUNNING'"):
+            self.client.set_tag(child.info.run_id, "failure_reason", "sweep ended before the job")
+            self.client.set_terminated(child.info.run_id, "KILLED")
+        self.client.set_terminated(self.parent_id, status)
 
 
 def parent_run_id(sweep_dir: str) -> str | None:

@@ -53,8 +53,9 @@ def prepare(cfg: DictConfig, dataset: Dataset, device: torch.device) -> Setup:
     train, val, test = train.to(device), val.to(device), dataset.test.to(device)
 
     precision = t.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "auto":  # emulated bf16 (pre-Ampere GPUs) is slower than fp32
+        native_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        precision = "bf16" if native_bf16 else "fp32"
     channels_last = device.type == "cuda"
 
     model = instantiate(cfg.model, num_classes=len(dataset.classes)).to(device)

@@ -58,6 +58,10 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError(f"trainer.device={name} is invalid: CUDA is not available here "
                              f"(allowed: auto, cpu)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserInputError(f"trainer.device={name} is invalid: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1}")
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserInputError("trainer.device=mps is invalid: MPS is not available here "
                              "(allowed: auto, cpu)")
