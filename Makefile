@@ -13,7 +13,9 @@ STUDIES = lr optimizer loss arch
 	ablations ablation-lr ablation-optimizer ablation-loss ablation-arch
 
 help:  ## list the targets
-	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s
+", $$1, $$2}'
+	@echo '  ablation-<study>      run a study (lr, optimizer, loss, arch), then print its table; EPOCHS=, ARGS='
 
 install:  ## create .venv and install the package with its dev tools
 	python3 -m venv .venv
@@ -37,7 +39,7 @@ ui:  ## the MLflow UI on the local store, at http://127.0.0.1:5000
 
 ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 
-ablation-%:  ## run one study (lr, optimizer, loss, arch) and print its table; EPOCHS=, ARGS=
+$(addprefix ablation-,$(STUDIES)): ablation-%:
 	@status=0; $(PYTHON) src/train.py -m ablation=$* $(EPOCHS_ARG) $(ARGS) || status=$$?; \
 	$(PYTHON) src/report.py ablation=$* $(REPORT_ARGS) && exit $$status
 
