@@ -13,8 +13,7 @@ STUDIES = lr optimizer loss arch
 	ablations ablation-lr ablation-optimizer ablation-loss ablation-arch
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s
-", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 	@echo '  ablation-<study>      run a study (lr, optimizer, loss, arch), then print its table; EPOCHS=, ARGS='
 
 install:  ## create .venv and install the package with its dev tools
