@@ -80,6 +80,11 @@ def training_batches(
                 yield images[b:b + batch_size], labels[b:b + batch_size]
 
 
+def batches_per_epoch(num_images: int, batch_size: int) -> int:
+    """How many batches `training_batches` yields: every batch but a final one of one image."""
+    return sum(1 for b in range(0, num_images, batch_size) if num_images - b > 1)
+
+
 def evaluation_batches(
     split: Split, batch_size: int, normalize: Normalize
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

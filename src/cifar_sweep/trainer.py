@@ -13,7 +13,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from cifar_sweep.batches import Augment, Normalize, evaluation_batches, training_batches
+from cifar_sweep.batches import (
+    Augment,
+    Normalize,
+    batches_per_epoch,
+    evaluation_batches,
+    training_batches,
+)
 from cifar_sweep.data import Dataset, Split, split_train_val
 from cifar_sweep.engine import EpochStats, Evaluation, evaluate, train_one_epoch
 
@@ -62,7 +68,7 @@ def prepare(cfg: DictConfig, dataset: Dataset, device: torch.device) -> Setup:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=cfg.lr.value)
-    steps_per_epoch = sum(1 for b in range(0, len(train), t.batch_size) if len(train) - b > 1)
+    steps_per_epoch = batches_per_epoch(len(train), t.batch_size)
     scheduler = instantiate(cfg.lr.schedule)(optimizer, t.epochs, steps_per_epoch)
     criterion = instantiate(cfg.loss)(train.labels, len(dataset.classes))
     if t.compile:
