@@ -4,12 +4,12 @@ EPOCHS ?=
 ARGS ?=
 DATA ?=
 EPOCHS_ARG = $(if $(EPOCHS),trainer.epochs=$(EPOCHS),)
-# the report reads the store only: of ARGS it takes the tracking.* overrides
-REPORT_ARGS = $(filter tracking.%,$(ARGS))
+# the report and clean-runs read the store only: of ARGS they take the tracking.* overrides
+STORE_ARGS = $(filter tracking.%,$(ARGS))
 STUDIES = lr optimizer loss arch
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint ui bench tables clean \
+.PHONY: help install train test test-full lint ui bench tables clean clean-runs \
 	ablations ablation-lr ablation-optimizer ablation-loss ablation-arch
 
 help:  ## list the targets
@@ -40,13 +40,16 @@ ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 
 $(addprefix ablation-,$(STUDIES)): ablation-%:
 	@status=0; $(PYTHON) src/train.py -m ablation=$* $(EPOCHS_ARG) $(ARGS) || status=$$?; \
-	$(PYTHON) src/report.py ablation=$* $(REPORT_ARGS) && exit $$status
+	$(PYTHON) src/report.py ablation=$* $(STORE_ARGS) && exit $$status
 
 tables:  ## regenerate every table and figure from the MLflow store, without training
-	$(PYTHON) src/report.py all $(REPORT_ARGS)
+	$(PYTHON) src/report.py all $(STORE_ARGS)
 
 bench:  ## the side-by-side speed benchmark; DATA=<extracted CIFAR-10 JPEG copy> or synthetic
 	$(PYTHON) benchmarks/bench.py $(if $(DATA),--data-root $(DATA),)
+
+clean-runs:  ## mark RUNNING runs whose process died KILLED (they continue from their checkpoints)
+	$(PYTHON) src/clean_runs.py $(STORE_ARGS)
 
 clean:  ## remove Hydra outputs and caches (keeps the MLflow store mlruns/)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import ROOT
-from cifar_sweep.tracking import sweep_job_overrides
+from cifar_sweep.sweep import sweep_job_overrides
 
 
 def expand(study: str, *extra: str) -> list[dict]:

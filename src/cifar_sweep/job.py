@@ -1,4 +1,5 @@
-"""One job of `src/train.py`: check, load, train, evaluate on the test set, log it all to MLflow."""
+"""One job of `src/train.py`: check, load; skip it if its config already finished, or continue
+it from its checkpoint if it was interrupted; train, evaluate on the test set, log it all."""
 
 from __future__ import annotations
 
@@ -13,18 +14,28 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, RunTag
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cifar_sweep import plots
+from cifar_sweep import checkpoint, lifecycle, plots
+from cifar_sweep import tracking as t
 from cifar_sweep.data import load_dataset
 from cifar_sweep.errors import NonFiniteLossError, UserInputError
+from cifar_sweep.identity import config_hash
 from cifar_sweep.metrics import classification_report
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
 from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
-from cifar_sweep.tracking import GROUPS, flatten, git_commit, open_experiment, parent_run_id
-from cifar_sweep.trainer import configure_threads, evaluate_split, fit, prepare
+from cifar_sweep.sweep import parent_run_id
+from cifar_sweep.trainer import (
+    Progress,
+    configure_threads,
+    evaluate_split,
+    fit,
+    prepare,
+    restore,
+    training_state,
+)
 from cifar_sweep.validate import check_config, resolve_device
 
 log = logging.getLogger("cifar_sweep")
@@ -48,69 +59,145 @@ def run_job(cfg: DictConfig) -> float | None:
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
+    if multirun:  # parallel jobs' lines interleave: say whose each one is
+        _prefix_log_lines(f"#{hydra.job.num} ")
     try:
         check_config(cfg)
         device = resolve_device(str(cfg.trainer.device))
         concurrent = int(hydra.launcher.get("n_jobs") or 1) if multirun else 1
         threads = configure_threads(cfg.trainer.num_threads, concurrent)
         dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
-        client, experiment_id = open_experiment(cfg.tracking)
+        client, experiment_id = t.open_experiment(cfg.tracking)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if multirun:  # let the other jobs run; the sweep's exit status reports this one
             return None
         sys.exit(2)
 
-    choices = {g: str(hydra.runtime.choices.get(g)) for g in GROUPS}
-    tags = {**choices, "git_commit": git_commit(), "data_fingerprint": dataset.fingerprint,
+    identity = config_hash(cfg, dataset.fingerprint, device.type)
+    choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
+    tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
             "data_cache": dataset.cache, "device": str(device), "num_threads": str(threads),
-            "cifar_sweep.role": "job", "mlflow.source.name": "src/train.py",
-            "job.overrides": " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or "")}
+            t.ROLE: t.ROLE_JOB, t.CONFIG_HASH: identity, "mlflow.source.name": "src/train.py",
+            t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
+            **lifecycle.owner_tags()}
     parent = parent_run_id(hydra.sweep.dir) if multirun else None
     if parent:
-        tags["mlflow.parentRunId"] = parent
-        tags["job.num"] = str(hydra.job.num)
-    if multirun:
-        run_name = f"#{hydra.job.num} {hydra.job.override_dirname or 'defaults'}"
+        tags[t.PARENT] = parent
+        tags[t.JOB_NUM] = str(hydra.job.num)
+        varying = client.get_run(parent).data.tags.get(t.SWEEP_VARYING, "").split()
+        run_name = f"#{hydra.job.num} {_short_overrides(hydra.overrides.task, varying)}"
     else:
         run_name = f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}"
-    run_id = client.create_run(experiment_id, run_name=run_name[:250], tags=tags).info.run_id
-    client.log_batch(run_id, params=[
-        Param(k, v[:6000]) for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()])
-    log.info("run %s (%s) on %s, %d threads, data %s (%s)", run_id, run_name, device, threads,
-             dataset.fingerprint, dataset.cache)
+    params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
+
+    lifecycle.close_ghosts(client, [experiment_id])
+    finished = None if cfg.trainer.rerun else lifecycle.find_finished(client, identity)
+    if finished is not None:
+        return _already_finished(client, experiment_id, finished, parent, run_name, tags, params,
+                                 cfg.trainer.epochs)
+    path_of = lambda run_id: checkpoint.path_for(cfg.checkpoint.dir, identity, run_id)  # noqa: E731
+    previous = lifecycle.find_resumable(client, experiment_id, identity,
+                                        lambda run_id: path_of(run_id).is_file())
+    state = checkpoint.load(path_of(previous.info.run_id)) if previous else None
+    resume_id = previous.info.run_id if state is not None else None
+    run_id = resume_id
     try:
-        accuracy = _train_and_log(cfg, dataset, device, client, run_id, started)
-    except (KeyboardInterrupt, SystemExit):
-        client.set_tag(run_id, "failure_reason", "interrupted")
-        client.set_terminated(run_id, "KILLED")
-        raise
-    except Exception as exc:
+        with t.tracked_run(client, experiment_id, name=run_name, tags=tags, params=params,
+                           resume_id=resume_id) as run_id:
+            log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, run_name,
+                     device, threads, dataset.fingerprint, dataset.cache, identity,
+                     f", continuing from epoch {state['progress']['epoch'] + 1}" if state else "")
+            accuracy = _train_and_log(cfg, dataset, device, client, run_id, started,
+                                      path_of(run_id), state)
+    except Exception as exc:  # the run is FAILED; a checkpoint of a failed run is no use
+        if run_id:
+            checkpoint.remove(path_of(run_id))
         reason = f"{type(exc).__name__}: {exc}"
-        client.set_tag(run_id, "failure_reason", reason[:5000])
-        client.set_terminated(run_id, "FAILED")
         if multirun:  # the other jobs still run; the sweep's exit status reports the failure
             log.error("run %s failed: %s", run_id, reason)
+            _log_sweep_progress(client, experiment_id, parent)
             return None
         if isinstance(exc, NonFiniteLossError):
             print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
             sys.exit(1)
         raise
-    client.set_terminated(run_id, "FINISHED")
+    if not cfg.checkpoint.keep:
+        checkpoint.remove(path_of(run_id))
+    if parent:
+        _log_sweep_progress(client, experiment_id, parent)
     return accuracy
 
 
-def _train_and_log(cfg, dataset, device, client, run_id, started) -> float:
+def _short_overrides(overrides: list[str], keys: list[str]) -> str:
+    """`lr.value=0.005 seed=1`: the values the sweep varies, not every override repeated."""
+    chosen = [o for o in overrides if o.partition("=")[0] in keys] or overrides
+    return " ".join(o.lstrip("+").removeprefix("trainer.") for o in chosen) or "defaults"
+
+
+def _prefix_log_lines(prefix: str) -> None:
+    for handler in logging.getLogger().handlers:
+        if handler.formatter is not None:
+            fmt = handler.formatter._fmt.replace("%(message)s", prefix + "%(message)s")
+            handler.setFormatter(logging.Formatter(fmt, handler.formatter.datefmt))
+
+
+def _already_finished(client, experiment_id, finished, parent, run_name, tags, params,
+                      epochs) -> float | None:
+    """Train nothing. In a sweep, a reference run stands in the sweep for the finished run: the
+    UI shows the sweep whole, and the report reads the finished run in its place."""
+    log.info("already finished: run %s (%s); trainer.rerun=true trains it again",
+             finished.info.run_id, finished.info.run_name)
+    if parent:
+        ref_tags = {**tags, t.ROLE: t.ROLE_REFERENCE, t.SAME_AS: finished.info.run_id}
+        with t.tracked_run(client, experiment_id, name=f"{run_name} (done before)", tags=ref_tags,
+                           params=params) as ref_id:
+            client.log_batch(ref_id, metrics=_metrics(finished.data.metrics, step=epochs))
+        _log_sweep_progress(client, experiment_id, parent)
+    return finished.data.metrics.get("test_accuracy")
+
+
+def _log_sweep_progress(client, experiment_id: str, parent: str) -> None:
+    """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it."""
+    sweep = client.get_run(parent)
+    total = int(sweep.data.tags.get(t.SWEEP_JOBS, "0"))
+    children = client.search_runs([experiment_id], f"tags.`{t.PARENT}` = '{parent}'",
+                                  max_results=10000)
+    done = sum(c.info.status == "FINISHED" for c in children)
+    failed = sum(c.info.status in ("FAILED", "KILLED") for c in children)
+    elapsed = time.time() - sweep.info.start_time / 1000
+    left = max(0, total - done - failed)
+    eta = f", about {elapsed / (done + failed) * left / 60:.1f} min left" if done + failed else ""
+    log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)
+
+
+def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_path,
+                   state) -> float:
     setup = prepare(cfg, dataset, device)
+    progress, seconds_before = None, 0.0
+    if state is not None:  # continue where the checkpoint stands
+        progress = restore(setup, state)
+        seconds_before = state["job_seconds"]
+        _log_missing_epochs(client, run_id, progress)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     epochs = cfg.trainer.epochs
     show_bar = sys.stderr.isatty()
-    bar = tqdm(total=epochs, desc="epochs", disable=not show_bar, leave=False)
+    bar = tqdm(total=epochs, initial=progress.epoch if progress else 0, desc="epochs",
+               disable=not show_bar, leave=False)
+    last = [time.perf_counter()]
 
-    def on_epoch(epoch: int, row: dict) -> None:
-        client.log_batch(run_id, metrics=_metrics(row, step=epoch))
-        line = (f"epoch {epoch}/{epochs}  train loss {row['train_loss']:.4f} acc "
+    def after_epoch(p: Progress, row: dict) -> None:
+        # the checkpoint first: a kill before the metrics are logged loses no epoch, as the
+        # resumed run logs what its checkpoint holds and the store lacks
+        job_seconds = seconds_before + time.perf_counter() - started
+        checkpoint.save(checkpoint_path, {**training_state(setup, p), "job_seconds": job_seconds})
+        now = time.perf_counter()
+        heartbeat = lifecycle.epoch_heartbeat(now - last[0])
+        last[0] = now
+        client.log_batch(run_id, metrics=_metrics(row, step=p.epoch),
+                         tags=[RunTag(k, v) for k, v in heartbeat.items()])
+        line = (f"epoch {p.epoch}/{epochs}  train loss {row['train_loss']:.4f} acc "
                 f"{row['train_accuracy']:.4f}  val loss {row['val_loss']:.4f} acc "
                 f"{row['val_accuracy']:.4f}  lr {row['lr']:.2e}  {row['epoch_seconds']:.1f}s")
         if show_bar:
@@ -118,9 +205,7 @@ def _train_and_log(cfg, dataset, device, client, run_id, started) -> float:
             bar.set_postfix_str(f"val acc {row['val_accuracy']:.4f}")
         log.info(line)
 
-    fit_start = time.perf_counter()
-    result = fit(setup, epochs, on_epoch)
-    fit_seconds = time.perf_counter() - fit_start
+    result = fit(setup, epochs, progress, after_epoch)
     bar.close()
 
     test = evaluate_split(setup, setup.test)
@@ -133,7 +218,7 @@ def _train_and_log(cfg, dataset, device, client, run_id, started) -> float:
         "parameters": parameter_count(setup.model),
         "model_size_fp32_mb": state_dict_fp32_mb(setup.model),
         **_peak_memory_metrics(device),
-        "train_seconds": fit_seconds,
+        "train_seconds": result.fit_seconds,
         "train_images_per_second": result.images_seen / result.train_seconds,
         **{f"test_accuracy_{c}": a for c, a in zip(dataset.classes, report["per_class_accuracy"])},
     }
@@ -152,8 +237,18 @@ def _train_and_log(cfg, dataset, device, client, run_id, started) -> float:
         plain = getattr(setup.model, "_orig_mod", setup.model)  # torch.compile's wrapper
         torch.save({k: v.cpu() for k, v in plain.state_dict().items()}, out / "best_weights.pt")
         client.log_artifacts(run_id, str(out))
-    summary["total_seconds"] = time.perf_counter() - started
+    summary["total_seconds"] = seconds_before + time.perf_counter() - started
     client.log_batch(run_id, metrics=_metrics(summary, step=epochs))
     log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
              result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
     return summary["test_accuracy"]
+
+
+def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:
+    """Log the epochs the checkpoint holds but the store lacks (a kill between the two writes),
+    so that every epoch is logged exactly once."""
+    logged = {m.step for m in client.get_metric_history(run_id, "val_accuracy")}
+    for epoch in range(1, progress.epoch + 1):
+        if epoch not in logged:
+            row = {k: v[epoch - 1] for k, v in progress.history.items()}
+            client.log_batch(run_id, metrics=_metrics(row, step=epoch))

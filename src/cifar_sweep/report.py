@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from cifar_sweep import plots  # noqa: E402
+from cifar_sweep import tracking as t  # noqa: E402
 from cifar_sweep.errors import UserInputError  # noqa: E402
 
 SEED_KEYS = {"trainer.seed"}
@@ -45,6 +46,7 @@ class Row:
     setting: str
     overrides: dict[str, str]
     sweep_id: str
+    first_job: int  # the row's first job number in its sweep: rows keep the sweep's order
     runs: list = field(default_factory=list)
     baseline: bool = False
 
@@ -71,14 +73,19 @@ def collect(client: MlflowClient, experiment: str, study: str, baseline: str | N
     if exp is None:
         raise UserInputError(f"study {study}: no experiment '{experiment}' in the store; run "
                              f"`make ablation-{study}` first")
-    sweeps = client.search_runs([exp.experiment_id], "tags.`cifar_sweep.role` = 'sweep'",
+    sweeps = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
                                 order_by=["attributes.start_time DESC"], max_results=10000)
-    jobs = client.search_runs([exp.experiment_id],
-                              "tags.`cifar_sweep.role` = 'job' and attributes.status = 'FINISHED'",
+    finished = "and attributes.status = 'FINISHED'"
+    jobs = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_JOB}' {finished}",
                               max_results=50000)
+    # a sweep's job whose config had finished before (maybe in another study: the shared
+    # baseline) is a reference run there; the finished run itself provides the numbers
+    references = client.search_runs(
+        [exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_REFERENCE}' {finished}", max_results=50000)
+    originals = {r.data.tags[t.SAME_AS]: client.get_run(r.data.tags[t.SAME_AS]) for r in references}
     by_parent = defaultdict(list)
-    for job in jobs:
-        by_parent[job.data.tags.get("mlflow.parentRunId")].append(job)
+    for job in jobs + references:
+        by_parent[job.data.tags.get(t.PARENT)].append(job)
     sweeps = [s for s in sweeps if by_parent.get(s.info.run_id)]
     if not sweeps:
         raise UserInputError(f"study {study}: experiment '{experiment}' holds no finished sweep; "
@@ -86,27 +93,28 @@ def collect(client: MlflowClient, experiment: str, study: str, baseline: str | N
     # only sweeps comparable with the newest: same data and the same epoch budget
     def signature(sweep) -> tuple[str, str]:
         child = by_parent[sweep.info.run_id][0]
-        return child.data.tags.get("data_fingerprint", ""), child.data.params.get("trainer.epochs", "")
+        return child.data.tags.get(t.DATA_FINGERPRINT, ""), child.data.params.get("trainer.epochs", "")
 
     newest = signature(sweeps[0])
     ignored = [s for s in sweeps if signature(s) != newest]
     sweeps = [s for s in sweeps if signature(s) == newest]
     # the row keys: everything any of these sweeps varied, but the seed
-    keys = list(dict.fromkeys(k for s in sweeps for k in s.data.tags.get("sweep.varying", "").split()
+    keys = list(dict.fromkeys(k for s in sweeps for k in s.data.tags.get(t.SWEEP_VARYING, "").split()
                               if k not in SEED_KEYS))
     rows: dict[str, Row] = {}
     for sweep in sweeps:  # newest first: the first sweep holding a setting provides its row
-        children = sorted(by_parent[sweep.info.run_id], key=lambda r: int(r.data.tags["job.num"]))
+        children = sorted(by_parent[sweep.info.run_id], key=lambda r: int(r.data.tags[t.JOB_NUM]))
         for child in children:
-            overrides = _parse(child.data.tags["job.overrides"])
+            overrides = _parse(child.data.tags[t.JOB_OVERRIDES])
             chosen = {k: overrides.get(k, "") for k in keys}
             setting = " ".join(f"{k}={v}" for k, v in chosen.items()) or "(all)"
-            row = rows.setdefault(setting, Row(setting, chosen, sweep.info.run_id))
+            row = rows.setdefault(setting, Row(setting, chosen, sweep.info.run_id,
+                                               int(child.data.tags[t.JOB_NUM])))
             if row.sweep_id == sweep.info.run_id:
-                row.runs.append(child)
+                row.runs.append(originals.get(child.data.tags.get(t.SAME_AS), child))
     sweep_order = [s.info.run_id for s in sweeps]
     ordered = sorted(rows.values(), key=lambda r: (
-        sweep_order.index(r.sweep_id), min(int(c.data.tags["job.num"]) for c in r.runs)))
+        sweep_order.index(r.sweep_id), r.first_job))
     for row in ordered:
         row.baseline = bool(baseline) and baseline in row.setting.split()
     return ordered, sweeps, keys, ignored

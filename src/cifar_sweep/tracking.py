@@ -1,4 +1,5 @@
-"""MLflow: where runs go, the sweep's parent run, and what every run is tagged with.
+"""MLflow: where runs go, the tag names every run carries, and one run's lifecycle from creation
+(or reopening, to continue it) to FINISHED, FAILED or KILLED.
 
 `tracking.uri` is either a URI (`http://host:5000`, `sqlite:///...`) or a local folder (default
 `mlruns`), which then holds a SQLite database `mlflow.db` and the artifacts under `artifacts/`:
@@ -7,26 +8,44 @@ MLflow 3 no longer accepts plain file stores.
 
 from __future__ import annotations
 
-import atexit
-import logging
 import subprocess
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.experimental.callback import Callback
-from mlflow.entities import Param
+from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cifar_sweep.errors import UserInputError
 
-log = logging.getLogger(__name__)
+GROUPS = ("model", "optimizer", "lr", "loss", "data", "augment")  # each a tag of every job
 
-PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder: how jobs (in any process) find their parent
-GROUPS = ("model", "optimizer", "lr", "loss", "data", "augment")
+# Tag names, written here and read back by the sweep, the lifecycle checks and the report.
+ROLE = "cifar_sweep.role"       # what a run is: one of the three below
+ROLE_JOB = "job"                # a trained (or training) job
+ROLE_SWEEP = "sweep"            # a sweep's parent run
+ROLE_REFERENCE = "reference"    # a job of a sweep whose config had already finished: see SAME_AS
+SAME_AS = "cifar_sweep.same_as"  # on a reference run: the id of the finished run it stands for
+PARENT = "mlflow.parentRunId"
+CONFIG_HASH = "config_hash"
+DATA_FINGERPRINT = "data_fingerprint"
+JOB_NUM = "job.num"
+JOB_OVERRIDES = "job.overrides"
+SWEEP_OVERRIDES = "sweep.overrides"
+SWEEP_JOBS = "sweep.jobs"
+SWEEP_VARYING = "sweep.varying"
+FAILURE = "failure_reason"
+INTERRUPTED = "interrupted"      # the failure_reason (prefix) of a run that may be continued
+OWNER_HOST = "owner.host"
+OWNER_PID = "owner.pid"
+OWNER_START = "owner.start"
+HEARTBEAT = "heartbeat"
+HEARTBEAT_TIMEOUT = "heartbeat.timeout_s"
+# MLflow 3's UI opens an experiment without this tag on its GenAI traces view, not the runs table
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def store_locations(uri: str) -> tuple[str, str | None]:
@@ -49,7 +68,8 @@ def open_experiment(tracking: DictConfig) -> tuple[MlflowClient, str]:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client, client.create_experiment(name, artifact_location=artifact_location)
+            return client, client.create_experiment(name, artifact_location=artifact_location,
+                                                    tags={EXPERIMENT_KIND: MODEL_TRAINING})
         except MlflowException:  # another job created it first
             experiment = client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
@@ -57,6 +77,8 @@ def open_experiment(tracking: DictConfig) -> tuple[MlflowClient, str]:
             f"tracking.experiment={name}: this experiment is deleted in the store; restore it "
             f"in the UI or choose another name"
         )
+    if EXPERIMENT_KIND not in experiment.tags:  # made by an older version
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
     return client, experiment.experiment_id
 
 
@@ -83,101 +105,28 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
-    """The override list of every job the basic sweeper will launch, as it computes them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    params += list(config.hydra.overrides.task)
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(params), None)
-    return [job for batch in batches for job in batch]
-
-
-class MlflowSweepCallback(Callback):
-    """Checks every job of a sweep before any trains, then holds one parent run for the sweep."""
-
-    def __init__(self) -> None:
-        self.client: MlflowClient | None = None
-        self.parent_id: str | None = None
-        self.jobs = 0
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from hydra.utils import instantiate
-
-        from cifar_sweep.data import load_dataset
-        from cifar_sweep.validate import check_config
-
-        loader = GlobalHydra.instance().config_loader()
-        jobs = sweep_job_overrides(config)
-        try:
-            sources = {}
-            for overrides in jobs:
-                job_config = loader.load_sweep_config(config, overrides)
-                check_config(job_config)
-                sources[OmegaConf.to_yaml(job_config.data)] = job_config.data
-            # decode (or download) each data source once, here, before parallel workers start;
-            # they then read the disk cache, and in-process jobs the copy in memory
-            for data in sources.values():
-                load_dataset(instantiate(data.source), data.cache_dir)
-            self.client, experiment_id = open_experiment(config.tracking)
-        except UserInputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        sweep = " ".join(config.hydra.overrides.task) or "(no overrides)"
-        values: dict[str, set[str]] = {}
-        for overrides in jobs:
-            for override in overrides:
-                key, _, value = override.partition("=")
-                values.setdefault(key, set()).add(value)
-        varying = [k for k, v in values.items() if len(v) > 1]
-        run = self.client.create_run(
-            experiment_id,
-            run_name=f"sweep: {sweep}"[:250],
-            tags={"cifar_sweep.role": "sweep", "sweep.overrides": sweep,
-                  "sweep.jobs": str(len(jobs)), "sweep.varying": " ".join(varying),
-                  "sweep.dir": str(sweep_dir.resolve()),
-                  "study.name": str(config.study.name or ""),
-                  "study.baseline": str(config.study.baseline or ""),
-                  "git_commit": git_commit(), "mlflow.source.name": "src/train.py"},
-        )
-        self.parent_id = run.info.run_id
-        self.jobs = len(jobs)
-        self.client.log_batch(self.parent_id, params=[
-            Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
-        (sweep_dir / PARENT_FILE).write_text(self.parent_id)
-        atexit.register(self._close, "FAILED")  # if the sweep is interrupted or exits early
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        children = self.client.search_runs(
-            [self.client.get_run(self.parent_id).info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'", max_results=10000,
-        )
-        finished = [c for c in children if c.info.status == "FINISHED"]
-        # a job that stopped before creating its run counts as failed too
-        failed = self.jobs - len(finished)
-        self._close("FAILED" if failed else "FINISHED")
-        if failed:
-            names = ", ".join(c.info.run_name for c in children if c.info.status != "FINISHED")
-            print(f"error: {failed} of {self.jobs} jobs failed: {names or 'see the log above'}",
-                  file=sys.stderr)
-            sys.exit(1)
-
-    def _close(self, status: str) -> None:
-        if not self.parent_id or self.client.get_run(self.parent_id).info.status != "RUNNING":
-            return
-        # jobs whose worker process was killed could not close their own runs
-        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
-        for child in self.client.search_runs(
-                [experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}' "
-                                 "and attributes.status = 'RUNNING'"):
-            self.client.set_tag(child.info.run_id, "failure_reason", "sweep ended before the job")
-            self.client.set_terminated(child.info.run_id, "KILLED")
-        self.client.set_terminated(self.parent_id, status)
-
-
-def parent_run_id(sweep_dir: str) -> str | None:
-    path = Path(sweep_dir) / PARENT_FILE
-    return path.read_text().strip() if path.is_file() else None
+@contextmanager
+def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: dict[str, str],
+                params: dict[str, str], resume_id: str | None = None) -> Iterator[str]:
+    """Create a run (or reopen `resume_id`, whose params are already logged) and yield its id;
+    on leaving, mark it FINISHED, KILLED (Ctrl-C, `kill`: it may be continued) or FAILED with
+    the reason, and let the exception go on."""
+    if resume_id is None:
+        run_id = client.create_run(experiment_id, run_name=name[:250], tags=tags).info.run_id
+        client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+    else:
+        run_id = resume_id
+        client.update_run(run_id, status="RUNNING", name=name[:250])
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.delete_tag(run_id, FAILURE)
+    try:
+        yield run_id
+    except (KeyboardInterrupt, SystemExit):
+        client.set_tag(run_id, FAILURE, INTERRUPTED)
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except Exception as exc:
+        client.set_tag(run_id, FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from hydra.utils import instantiate
@@ -98,35 +99,67 @@ def evaluate_split(s: Setup, split: Split) -> Evaluation:
     return evaluate(s.model, batches, s.precision, s.channels_last)
 
 
+HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds")
+
+
 @dataclass
-class FitResult:
-    best_epoch: int
-    best_val_accuracy: float
-    train_seconds: float
-    images_seen: int
-    history: dict[str, list[float]] = field(default_factory=dict)
+class Progress:
+    """Where training stands after an epoch: what a checkpoint keeps and a resumed run restores."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val_accuracy: float = -1.0
+    best_state: dict | None = None
+    train_seconds: float = 0.0  # the training steps alone: images per second
+    fit_seconds: float = 0.0    # training and validation: the run's `train_seconds` metric
+    images_seen: int = 0
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
 
 
-def fit(s: Setup, epochs: int, on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
-    """Train for `epochs`, validate after each, and leave the best-on-validation weights loaded."""
-    history: dict[str, list[float]] = {k: [] for k in (
-        "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds")}
-    best_state, best_epoch, best_accuracy = None, 0, -1.0
-    train_seconds, images = 0.0, 0
-    for epoch in range(1, epochs + 1):
+def training_state(s: Setup, p: Progress) -> dict:
+    """Everything that decides the next epochs: with it, a resumed run continues exactly as an
+    uninterrupted one (on a CPU, bit for bit), including the shuffling and augmentation."""
+    state = {"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+             "scheduler": s.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+             "data_rng": s.generator.get_state(), "progress": asdict(p)}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore(s: Setup, state: dict) -> Progress:
+    s.model.load_state_dict(state["model"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    s.generator.set_state(state["data_rng"])  # a CPU byte tensor, whatever the generator's device
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return Progress(**state["progress"])
+
+
+def fit(s: Setup, epochs: int, progress: Progress | None = None,
+        after_epoch: Callable[[Progress, dict], None] | None = None) -> Progress:
+    """Train up to `epochs` (from where `progress` stands), validate after each, and leave the
+    best-on-validation weights loaded."""
+    p = progress or Progress()
+    for epoch in range(p.epoch + 1, epochs + 1):
+        start = time.perf_counter()
         lr = s.optimizer.param_groups[0]["lr"]
         stats = run_epoch(s)
         val = evaluate_split(s, s.val)
-        train_seconds += stats.seconds
-        images += stats.images
         row = {"train_loss": stats.loss, "train_accuracy": stats.accuracy, "val_loss": val.loss,
                "val_accuracy": val.accuracy, "lr": lr, "epoch_seconds": stats.seconds}
+        p.epoch = epoch
+        p.train_seconds += stats.seconds
+        p.fit_seconds += time.perf_counter() - start
+        p.images_seen += stats.images
         for key, value in row.items():
-            history[key].append(value)
-        if val.accuracy > best_accuracy:
-            best_epoch, best_accuracy = epoch, val.accuracy
-            best_state = copy.deepcopy(s.model.state_dict())
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-    s.model.load_state_dict(best_state)
-    return FitResult(best_epoch, best_accuracy, train_seconds, images, history)
+            p.history[key].append(value)
+        if val.accuracy > p.best_val_accuracy:
+            p.best_epoch, p.best_val_accuracy = epoch, val.accuracy
+            p.best_state = copy.deepcopy(s.model.state_dict())
+        if after_epoch is not None:
+            after_epoch(p, row)
+    s.model.load_state_dict(p.best_state)
+    return p

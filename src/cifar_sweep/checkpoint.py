@@ -1,0 +1,45 @@
+"""Per-epoch checkpoints: `<checkpoint.dir>/<config_hash>/<run_id>.pt`, written atomically.
+
+A checkpoint holds plain tensors, numbers, strings, lists and dicts only, so it loads with
+`torch.load(weights_only=True)`: opening one never runs code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def path_for(folder: str, config_hash: str, run_id: str) -> Path:
+    return Path(folder).expanduser() / config_hash / f"{run_id}.pt"
+
+
+def save(path: Path, state: dict) -> None:
+    """Temporary file, then rename: a kill while writing leaves the previous checkpoint whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict | None:
+    """The checkpoint, or None (with a warning) when it cannot be read: the run then starts over."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a truncated or foreign file: unpickling errors come in many types
+        log.warning("checkpoint %s is unreadable (%s: %s); starting the run over",
+                    path, type(exc).__name__, exc)
+        return None
+
+
+def remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # the hash's folder, once no run of it is left
+    except OSError:
+        pass

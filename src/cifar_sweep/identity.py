@@ -1,0 +1,55 @@
+"""Run identity: the hash of everything in a job's config that can change its result.
+
+Two jobs with one `config_hash` are the same experiment: a finished one is not trained again and
+an interrupted one is continued (see `lifecycle.py`). The data path is replaced by the data's
+content fingerprint, so the same images at another path are the same experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+# Settings that cannot change a run's result, left out of its hash. Keep this the one list.
+NOT_RESULT_KEYS = (
+    "tracking",                 # where the run is logged
+    "study",                    # which table it belongs to: the lr, optimizer and loss studies
+                                # share their baseline, which then trains once for all three
+    "checkpoint",               # where and whether progress is saved
+    "data.root",                # replaced by the data fingerprint
+    "data.cache_dir",
+    "data.download",
+    "data.source",              # the source's arguments: the fingerprint covers what they decode
+    "data.skip_corrupt",        # what it skipped is in the fingerprint
+    "trainer.device",           # replaced by the device type the job resolved (cpu, cuda, mps)
+    "trainer.num_threads",
+    "trainer.eval_batch_size",  # evaluation freezes BatchNorm: the batch size changes nothing
+    "trainer.rerun",
+)
+
+
+def _drop(tree: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.get(key)
+        if not isinstance(tree, dict):
+            return
+    tree.pop(leaf, None)
+
+
+def result_config(cfg: DictConfig, data_fingerprint: str, device_type: str) -> dict:
+    """The resolved config that decides the result, as a plain dict."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_RESULT_KEYS:
+        _drop(tree, key)
+    tree["data_fingerprint"] = data_fingerprint
+    tree["device_type"] = device_type
+    return tree
+
+
+def config_hash(cfg: DictConfig, data_fingerprint: str, device_type: str) -> str:
+    canonical = json.dumps(result_config(cfg, data_fingerprint, device_type), sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,120 @@
+"""Who owns a RUNNING run, whether its owner is still alive, and what becomes of runs whose owner
+died: closed as KILLED, then continued from their checkpoint by the next job of the same config.
+
+A run records its owner (host, pid, the process's start time, so that a reused pid is not taken
+for the owner) and a heartbeat, refreshed after every epoch. A RUNNING run is a ghost when its
+owner on this host is gone, or when its heartbeat is older than its timeout (runs on other hosts).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from cifar_sweep import tracking as t
+
+log = logging.getLogger(__name__)
+
+# Before a run's first epoch ends its heartbeat is only its start; after, the timeout is a few
+# epochs' time. The floor covers slow first epochs (compile, a large model on a CPU).
+HEARTBEAT_FLOOR_S = 600
+HEARTBEAT_EPOCHS = 4
+INTERRUPTED = "interrupted"  # failure_reason prefix of runs that may be continued
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), or '' where unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_tags() -> dict[str, str]:
+    pid = os.getpid()
+    return {t.OWNER_HOST: socket.gethostname(), t.OWNER_PID: str(pid),
+            t.OWNER_START: _process_start(pid), **heartbeat_tags(HEARTBEAT_FLOOR_S)}
+
+
+def heartbeat_tags(timeout_s: float) -> dict[str, str]:
+    return {t.HEARTBEAT: f"{time.time():.0f}", t.HEARTBEAT_TIMEOUT: f"{timeout_s:.0f}"}
+
+
+def epoch_heartbeat(epoch_wall_seconds: float) -> dict[str, str]:
+    return heartbeat_tags(max(HEARTBEAT_FLOOR_S, HEARTBEAT_EPOCHS * epoch_wall_seconds))
+
+
+def why_dead(run, now: float | None = None) -> str | None:
+    """Why this RUNNING run can have no live owner, or None when it may still be running."""
+    tags = run.data.tags
+    host, pid = tags.get(t.OWNER_HOST), tags.get(t.OWNER_PID)
+    if host == socket.gethostname() and pid:
+        start = _process_start(int(pid))
+        if not start:
+            return f"its process {pid} on {host} is gone"
+        if tags.get(t.OWNER_START) and start != tags[t.OWNER_START]:
+            return f"its process {pid} on {host} is gone (the pid now belongs to another process)"
+        return None
+    if tags.get(t.ROLE) != t.ROLE_JOB or t.HEARTBEAT not in tags:
+        return None  # a sweep's parent on another host: no heartbeat to judge it by
+    age = (now or time.time()) - float(tags[t.HEARTBEAT])
+    if age > float(tags.get(t.HEARTBEAT_TIMEOUT, HEARTBEAT_FLOOR_S)):
+        return f"no heartbeat from {host} for {age:.0f} s"
+    return None
+
+
+def close_ghosts(client: MlflowClient, experiment_ids: list[str]) -> list[str]:
+    """Mark RUNNING runs whose owner is dead KILLED (their checkpoints stay, to be continued)."""
+    if not experiment_ids:
+        return []
+    closed = []
+    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'",
+                                  max_results=50000):
+        reason = why_dead(run)
+        if reason is None:
+            continue
+        client.set_tag(run.info.run_id, t.FAILURE, f"{INTERRUPTED}: {reason}")
+        client.set_terminated(run.info.run_id, "KILLED")
+        log.warning("run %s (%s) was RUNNING but %s: marked KILLED", run.info.run_id,
+                    run.info.run_name, reason)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def active_experiments(client: MlflowClient) -> list[str]:
+    return [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
+                                                                 max_results=50000)]
+
+
+def find_finished(client: MlflowClient, config_hash: str):
+    """The newest FINISHED run of this config anywhere in the store (all experiments: the
+    studies share their baseline), or None."""
+    runs = client.search_runs(
+        active_experiments(client),
+        f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def resumable(run) -> bool:
+    """KILLED, or FAILED because it was interrupted (not because its loss became NaN)."""
+    status = run.info.status
+    reason = run.data.tags.get(t.FAILURE, "")
+    return status == "KILLED" or (status == "FAILED" and reason.startswith(INTERRUPTED))
+
+
+def find_resumable(client: MlflowClient, experiment_id: str, config_hash: str, has_checkpoint):
+    """The newest interrupted run of this config in this experiment whose checkpoint exists."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
+        "and attributes.status != 'FINISHED' and attributes.status != 'RUNNING'",
+        order_by=["attributes.start_time DESC"], max_results=100)
+    return next((r for r in runs if resumable(r) and has_checkpoint(r.info.run_id)), None)

@@ -1,0 +1,136 @@
+"""A sweep's preflight and its parent run, as a Hydra callback (`hydra.callbacks` in config.yaml).
+
+Before any job starts: every job's config is composed and checked, each data source decoded
+once (parallel workers then read the disk cache), ghosts of earlier sweeps closed, and one parent
+run made, whose id the jobs (in any process) read from a file in the sweep folder. At the end the
+parent is closed, and so are children whose worker process died.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import sys
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_sweep import lifecycle
+from cifar_sweep import tracking as t
+from cifar_sweep.errors import exit_on_user_error
+
+PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
+
+
+def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job the basic sweeper launches, in its order: the sweeper's
+    `params` first, then the command line's (which replace a `params` entry of the same key),
+    each `a,b` list expanded, as a cartesian product."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    params += list(config.hydra.overrides.task)
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    choices: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(params):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
+def varying_keys(jobs: list[list[str]]) -> list[str]:
+    values: dict[str, set[str]] = {}
+    for overrides in jobs:
+        for override in overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    return [k for k, v in values.items() if len(v) > 1]
+
+
+def preflight(config: DictConfig, jobs: list[list[str]]) -> None:
+    """Check every job's values, and decode (or download) each data source once."""
+    from hydra.utils import instantiate
+
+    from cifar_sweep.data import load_dataset
+    from cifar_sweep.validate import check_config
+
+    loader = GlobalHydra.instance().config_loader()
+    sources = {}
+    for overrides in jobs:
+        job_config = loader.load_sweep_config(config, overrides)
+        check_config(job_config)
+        sources[OmegaConf.to_yaml(job_config.data)] = job_config.data
+    for data in sources.values():
+        load_dataset(instantiate(data.source), data.cache_dir)
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.parent_id: str | None = None
+        self.jobs = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        jobs = sweep_job_overrides(config)
+        with exit_on_user_error():
+            preflight(config, jobs)
+            self.client, experiment_id = t.open_experiment(config.tracking)
+        lifecycle.close_ghosts(self.client, [experiment_id])
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # the sweep's own overrides, without where it is logged: store paths make poor names
+        shown = [o for o in config.hydra.overrides.task if not o.startswith("tracking.")]
+        sweep = " ".join(shown) or "(no overrides)"
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"sweep: {sweep}"[:250],
+            tags={t.ROLE: t.ROLE_SWEEP, t.SWEEP_OVERRIDES: sweep, t.SWEEP_JOBS: str(len(jobs)),
+                  t.SWEEP_VARYING: " ".join(varying_keys(jobs)), "git_commit": t.git_commit(),
+                  "mlflow.source.name": "src/train.py", **lifecycle.owner_tags()},
+        )
+        self.parent_id = run.info.run_id
+        self.jobs = len(jobs)
+        self.client.log_batch(self.parent_id, params=[
+            Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
+        (sweep_dir / PARENT_FILE).write_text(self.parent_id)
+        atexit.register(self._close, "KILLED")  # if the sweep is interrupted or exits early
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        children = self.client.search_runs(
+            [self.client.get_run(self.parent_id).info.experiment_id],
+            filter_string=f"tags.`{t.PARENT}` = '{self.parent_id}'", max_results=10000,
+        )
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        # a job that stopped before creating its run counts as failed too
+        failed = self.jobs - len(finished)
+        self._close("FAILED" if failed else "FINISHED")
+        if failed:
+            names = ", ".join(c.info.run_name for c in children if c.info.status != "FINISHED")
+            print(f"error: {failed} of {self.jobs} jobs failed: {names or 'see the log above'}",
+                  file=sys.stderr)
+            sys.exit(1)
+
+    def _close(self, status: str) -> None:
+        if not self.parent_id or self.client.get_run(self.parent_id).info.status != "RUNNING":
+            return
+        # jobs whose worker process was killed could not close their own runs; their
+        # checkpoints stay, so the same sweep again continues them
+        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
+        for child in self.client.search_runs(
+                [experiment_id], f"tags.`{t.PARENT}` = '{self.parent_id}' "
+                                 "and attributes.status = 'RUNNING'"):
+            self.client.set_tag(child.info.run_id, t.FAILURE,
+                                f"{t.INTERRUPTED}: the sweep ended before the job")
+            self.client.set_terminated(child.info.run_id, "KILLED")
+        self.client.set_terminated(self.parent_id, status)
+
+
+def parent_run_id(sweep_dir: str) -> str | None:
+    path = Path(sweep_dir) / PARENT_FILE
+    return path.read_text().strip() if path.is_file() else None
