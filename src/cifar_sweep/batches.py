@@ -23,10 +23,12 @@ class Augment:
     filled with black, as torchvision's RandomRotation does.
     """
 
-    def __init__(self, enabled: bool = True, hflip: bool = True, rotate_degrees: float = 10.0,
-                 translate_px: int = 0):
-        self.enabled = enabled
+    def __init__(self, hflip: bool = True, rotate_degrees: float = 10.0, translate_px: int = 0):
         self.hflip, self.rotate_degrees, self.translate_px = hflip, rotate_degrees, translate_px
+
+    @property
+    def changes_images(self) -> bool:
+        return bool(self.hflip or self.rotate_degrees or self.translate_px)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape

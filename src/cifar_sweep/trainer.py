@@ -79,7 +79,7 @@ def prepare(cfg: DictConfig, dataset: Dataset, device: torch.device) -> Setup:
         model=model, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
         train=train, val=val, test=test,
         normalize=Normalize(cfg.data.mean, cfg.data.std, device),
-        augment=augment if augment.enabled else None,
+        augment=augment if augment.changes_images else None,
         generator=torch.Generator(device=device).manual_seed(t.seed),
         batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
         precision=precision, channels_last=channels_last,
