@@ -8,7 +8,7 @@ from PIL import Image
 EPOCH_METRICS = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"]
 RUN_METRICS = ["test_accuracy", "test_precision_weighted", "test_recall_weighted",
                "test_f1_weighted", "test_precision_macro", "test_recall_macro", "test_f1_macro",
-               "parameters", "model_size_fp32_mb", "peak_rss_mb", "train_seconds",
+               "parameters", "model_size_fp32_mb", "peak_memory_mb", "train_seconds",
                "total_seconds", "train_images_per_second", "best_epoch", "best_val_accuracy"]
 ARTIFACTS = ["config.yaml", "confusion_matrix.png", "curves.png", "correct.png", "wrong.png",
              "best_weights.pt", "evaluation.json"]
@@ -24,7 +24,7 @@ def test_one_epoch_run_logs_everything(project):
     assert 0 <= m["test_accuracy"] <= 1 and 0 <= m["test_f1_weighted"] <= 1
     assert m["parameters"] == 48_252
     assert abs(m["model_size_fp32_mb"] - 48_252 * 4 / 1e6) < 1e-9  # OriginNet has no buffers
-    assert m["peak_rss_mb"] > 50 and m["train_images_per_second"] > 0
+    assert m["peak_memory_mb"] > 50 and t["peak_memory"] == "process_rss" and m["train_images_per_second"] > 0
     assert 0 < m["train_seconds"] < m["total_seconds"]
     for cls in range(10):
         assert 0 <= m[f"test_accuracy_class{cls}"] <= 1

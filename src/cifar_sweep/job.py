@@ -46,11 +46,12 @@ def _metrics(values: dict, step: int = 0) -> list[Metric]:
     return [Metric(k, float(v), now, step) for k, v in values.items()]
 
 
-def _peak_memory_metrics(device: torch.device) -> dict[str, float]:
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    """(peak MB, what was measured): on a GPU the peak of tensor memory allocated by torch; on a
+    CPU this process's peak resident memory since the job started, the data in memory included."""
     if device.type == "cuda":
-        return {"peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 1e6}
-    # this process's peak since the job started (reset there), the data in memory included
-    return {"peak_rss_mb": peak_rss_mb()}
+        return torch.cuda.max_memory_allocated(device) / 1e6, "gpu_allocated"
+    return peak_rss_mb(), "process_rss"
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -209,6 +210,8 @@ def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_pat
     bar.close()
 
     test = evaluate_split(setup, setup.test)
+    peak_mb, peak_kind = _peak_memory(device)
+    client.set_tag(run_id, t.PEAK_MEMORY, peak_kind)
     report = classification_report(test.logits, test.labels, len(dataset.classes))
     summary = {
         **report["scalars"],
@@ -217,7 +220,7 @@ def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_pat
         "best_val_accuracy": result.best_val_accuracy,
         "parameters": parameter_count(setup.model),
         "model_size_fp32_mb": state_dict_fp32_mb(setup.model),
-        **_peak_memory_metrics(device),
+        "peak_memory_mb": peak_mb,
         "train_seconds": result.fit_seconds,
         "train_images_per_second": result.images_seen / result.train_seconds,
         **{f"test_accuracy_{c}": a for c, a in zip(dataset.classes, report["per_class_accuracy"])},

@@ -36,6 +36,7 @@ JOB_OVERRIDES = "job.overrides"
 SWEEP_OVERRIDES = "sweep.overrides"
 SWEEP_JOBS = "sweep.jobs"
 SWEEP_VARYING = "sweep.varying"
+PEAK_MEMORY = "peak_memory"     # what the peak_memory_mb metric measured: process_rss, gpu_allocated
 FAILURE = "failure_reason"
 INTERRUPTED = "interrupted"      # the failure_reason (prefix) of a run that may be continued
 OWNER_HOST = "owner.host"
