@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
@@ -17,7 +18,7 @@ STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.model_tables import models_report
-    from cifar_sweep.report import study_report
+    from cifar_sweep.studies import study_report
     from cifar_sweep.tracking import open_store
 
     words = [a for a in argv if "=" not in a]
@@ -41,8 +42,9 @@ def main(argv: list[str]) -> int:
             cfg = compose("config", overrides=[f"ablation={study}", *overrides])
         try:
             client = open_store(cfg.tracking)
-            md = study_report(client, str(cfg.tracking.experiment), study,
-                              cfg.study.baseline, out / study)
+            paper = cfg.study.get("paper")
+            md = study_report(client, str(cfg.tracking.experiment), study, cfg.study.baseline,
+                              out / study, OmegaConf.to_container(paper) if paper else None)
         except UserInputError as exc:
             print(f"{'note' if 'all' in words else 'error'}: {exc}", file=sys.stderr)
             failed = failed or "all" not in words

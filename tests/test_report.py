@@ -36,6 +36,20 @@ def test_tiny_study_table_matches_the_logged_runs(project):
         acc_std = statistics.stdev(j.data.metrics["test_accuracy"] for j in logged) * 100
         assert f"{acc:.2f} ± {acc_std:.2f}" in md
     assert "0.005 (baseline)" in md and "Runs behind each row" in md
+    # the table says what it is made of: data, fingerprint, budget, seeds
+    fingerprint = jobs[0].data.tags["data_fingerprint"]
+    assert f"synthetic (generated) (fingerprint `{fingerprint}`), 1 epochs per run, 2 seed(s)" in md
+    assert all(r["data"] == "synthetic (generated)" and r["data_fingerprint"] == fingerprint
+               for r in rows)
+    # the difference to the baseline, over seeds, with Welch's interval and p-value
+    base_acc = [j.data.metrics["test_accuracy"] for j in jobs if j.data.params["lr.value"] == "0.005"]
+    other_acc = [j.data.metrics["test_accuracy"] for j in jobs if j.data.params["lr.value"] == "0.05"]
+    delta = (statistics.fmean(other_acc) - statistics.fmean(base_acc)) * 100
+    assert abs(float(rows[1]["delta_accuracy_points"]) - delta) < 1e-9
+    assert rows[0]["delta_accuracy_points"] == "nan"
+    assert "Δ accuracy [95% CI]" in md and "p (Welch)" in md
+    assert "Table VIII: Accuracy (%)" in md and "| 72.80 |" in md  # the report's own number
+    assert "\\caption{Ablation `lr` on synthetic" in (out / "table.tex").read_text()
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     for name in ("curves.png", "confusion.png", "per_class_accuracy.png"):
         with Image.open(out / name) as image:

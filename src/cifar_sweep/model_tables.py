@@ -7,7 +7,15 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
-from cifar_sweep.models import ModifiedNet, ModifiedNetDS, OriginNet, resnet18_cifar
+from cifar_sweep import tables
+from cifar_sweep.models import (
+    ModifiedNet,
+    ModifiedNetDS,
+    OriginNet,
+    parameter_count,
+    resnet18_cifar,
+    state_dict_fp32_mb,
+)
 
 # name -> builder(num_classes); torchvision's defaults otherwise (Inception and GoogLeNet keep
 # their auxiliary heads, as torchvision builds them for training).
@@ -30,8 +38,7 @@ def count(builder, num_classes: int) -> tuple[int, float]:
     """(parameters, float32 MB of the state_dict); built on the meta device: no memory, no init."""
     with torch.device("meta"):
         model = builder(num_classes)
-    params = sum(p.numel() for p in model.parameters())
-    return params, sum(t.numel() for t in model.state_dict().values()) * 4 / 1e6
+    return parameter_count(model), state_dict_fp32_mb(model)
 
 
 def table_iv() -> list[dict]:
@@ -64,14 +71,9 @@ def layer_table(model: nn.Module, image_size: int = 32) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], formats: dict | None = None) -> str:
-    formats = formats or {}
+def markdown(rows: list[dict]) -> str:
     header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in rows:
-        cells = [formats.get(k, _default_format)(row[k]) for k in header]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return tables.markdown(header, [[_default_format(row[k]) for k in header] for row in rows])
 
 
 def _default_format(value) -> str:
