@@ -5,7 +5,7 @@
 (a) reference: the report's pipeline: a dataset that hands out PIL images as torchvision's CIFAR10
     does, RandomHorizontalFlip + RandomRotation(10) + ToTensor + Normalize, a DataLoader with one
     worker per core, batch 64, and a plain SGD step;
-(b) ours: `trainer.run_epoch`, the very code `src/train.py` runs, set up by `trainer.prepare`
+(b) ours: `training.train_epoch`, the very code `src/train.py` runs, set up by `training.build`
     from the composed Hydra config;
 (c) floor: forward + backward + step on prebuilt, normalised tensors, no augmentation.
 Every variant trains the same model on the same images (80% of the training set).
@@ -30,7 +30,8 @@ from torchvision import transforms
 
 from cifar_sweep.data import load_dataset, split_train_val
 from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
-from cifar_sweep.trainer import prepare, run_epoch
+from cifar_sweep.runtime import resolve
+from cifar_sweep.training import build, train_epoch
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -85,9 +86,9 @@ def reference(cfg, train, limit: int) -> int:
 
 
 def ours(cfg, dataset, limit: int) -> int:
-    setup = prepare(cfg, dataset, torch.device("cpu"))
-    setup.train = setup.train.subset(torch.arange(min(limit, len(setup.train))))
-    return run_epoch(setup).images
+    parts = build(cfg, dataset, resolve(cfg.trainer))
+    parts.train.split = parts.train.split.subset(torch.arange(min(limit, len(parts.train.split))))
+    return train_epoch(parts).images
 
 
 def prebuilt(train, limit: int) -> tuple[torch.Tensor, torch.Tensor]:

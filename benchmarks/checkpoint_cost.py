@@ -4,8 +4,8 @@ with their ratio (target: at most 1.03).
 
     python benchmarks/checkpoint_cost.py [--data-root /path/to/cifar10-jpeg] [--repeats 3]
 
-The epochs are the ones `src/train.py` runs (`trainer.prepare`, `trainer.fit`); the checkpoint
-is the one it writes (`trainer.training_state`, `checkpoint.save`), to a temporary folder.
+The epochs are the ones `src/train.py` runs (`training.build`, `training.fit`); the checkpoint
+is the one it writes (`training.training_state`, `checkpoint.save`), to a temporary folder.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from hydra.utils import instantiate
 
 from cifar_sweep import checkpoint
 from cifar_sweep.data import load_dataset
-from cifar_sweep.trainer import Progress, fit, prepare, training_state
+from cifar_sweep.runtime import resolve
+from cifar_sweep.training import Progress, build, fit, training_state
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -40,7 +41,7 @@ def main() -> int:
         cfg = compose("config", overrides=[f"model={args.model}", "trainer.device=cpu",
                                            f"trainer.epochs={2 * args.repeats}", *data])
     dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
-    setup = prepare(cfg, dataset, torch.device("cpu"))
+    parts = build(cfg, dataset, resolve(cfg.trainer))
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint.path_for(tmp, "bench", "run")
         plain, saving, save_only = [], [], []
@@ -49,16 +50,16 @@ def main() -> int:
         def after_epoch(p: Progress, row: dict) -> None:
             if p.epoch % 2 == 0:  # every other epoch saves, so both kinds see the same load
                 start = time.perf_counter()
-                checkpoint.save(path, {**training_state(setup, p), "job_seconds": 0.0})
+                checkpoint.save(path, {**training_state(parts, p), "job_seconds": 0.0})
                 save_only.append(time.perf_counter() - start)
             now = time.perf_counter()
             (saving if p.epoch % 2 == 0 else plain).append(now - last[0])
             last[0] = now
 
-        fit(setup, 2 * args.repeats, after_epoch=after_epoch)
+        fit(parts, 2 * args.repeats, after_epoch=after_epoch)
         size_kb = path.stat().st_size / 1e3
     a, b = statistics.median(plain), statistics.median(saving)
-    print(f"{args.model}, {len(setup.train)} training images, batch {cfg.trainer.batch_size}, "
+    print(f"{args.model}, {len(parts.train.split)} training images, batch {cfg.trainer.batch_size}, "
           f"{torch.get_num_threads()} threads; checkpoint {size_kb:.0f} kB")
     print(f"  epoch without checkpoint: {a:.2f} s (median of {len(plain)})")
     print(f"  epoch with checkpoint:    {b:.2f} s (median of {len(saving)}); the save alone "

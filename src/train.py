@@ -1,6 +1,5 @@
 """The single entrypoint: `python src/train.py [group=option ...] [key=value ...]`, or `-m` to sweep."""
 
-import os
 import signal
 import sys
 
@@ -8,15 +7,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-def concurrent_jobs() -> int:
-    """Sweep jobs to run at once. On a CPU, small models scale poorly over threads, so one thread
-    per job and one job per core is faster (measured in the README); a GPU runs one job at a time."""
-    import torch
+def _concurrent_jobs() -> int:
+    from cifar_sweep.runtime import concurrent_jobs  # here, so that `--help` stays fast
 
-    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+    return concurrent_jobs()
 
 
-OmegaConf.register_new_resolver("concurrent_jobs", concurrent_jobs, use_cache=True)
+# the `parallel` launcher's n_jobs (conf/hydra/launcher/parallel.yaml)
+OmegaConf.register_new_resolver("concurrent_jobs", _concurrent_jobs, use_cache=True)
 # `kill` should end runs as KILLED, not leave them RUNNING: turn SIGTERM into a normal exit,
 # which runs the handlers that close the MLflow runs.
 signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -1,6 +1,6 @@
 import torch
 
-from cifar_sweep.batches import Augment, Normalize, training_batches
+from cifar_sweep.batches import Augment, Loader, Normalize
 from cifar_sweep.data import Split
 
 
@@ -37,12 +37,28 @@ def test_rotation_changes_images_but_keeps_centre_content():
     assert (out[centre] - x[centre]).abs().mean() < (out - x).abs().mean()
 
 
-def test_batches_cover_each_image_once_per_epoch():
-    split = Split((torch.arange(130) % 256).to(torch.uint8).view(130, 1, 1, 1).expand(130, 3, 2, 2).clone(),
-                  torch.arange(130))
-    norm = Normalize([0, 0, 0], [1, 1, 1], torch.device("cpu"))
-    seen = torch.cat([y for _, y in training_batches(split, 64, norm, None, torch.Generator(),
-                                                     chunk_images=64)])
+def split_of(n: int) -> Split:
+    return Split((torch.arange(n) % 256).to(torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone(),
+                 torch.arange(n))
+
+
+NORM = Normalize([0, 0, 0], [1, 1, 1], torch.device("cpu"))
+
+
+def test_training_loader_covers_each_image_once_per_epoch_and_knows_its_length():
+    loader = Loader(split_of(130), 64, NORM, None, torch.Generator(), chunk_images=64)
+    batches = list(loader)
+    seen = torch.cat([y for _, y in batches])
     # 130 = 64 + 64 + 2: every image once, in a shuffled order
     assert sorted(seen.tolist()) == list(range(130))
     assert seen.tolist() != list(range(130))
+    assert len(loader) == len(batches) == 3
+    # a final batch of one image is dropped: BatchNorm cannot train on it
+    loader = Loader(split_of(129), 64, NORM, None, torch.Generator(), chunk_images=64)
+    assert len(loader) == len(list(loader)) == 2
+
+
+def test_evaluation_loader_keeps_the_order_and_every_image():
+    loader = Loader(split_of(129), 50, NORM)
+    labels = torch.cat([y for _, y in loader])
+    assert labels.tolist() == list(range(129)) and len(loader) == 3

@@ -18,7 +18,7 @@ from mlflow.entities import Metric, RunTag
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cifar_sweep import checkpoint, lifecycle, plots
+from cifar_sweep import checkpoint, lifecycle, plots, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import load_dataset
 from cifar_sweep.errors import NonFiniteLossError, UserInputError
@@ -27,16 +27,8 @@ from cifar_sweep.metrics import classification_report
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
 from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
 from cifar_sweep.sweep import parent_run_id
-from cifar_sweep.trainer import (
-    Progress,
-    configure_threads,
-    evaluate_split,
-    fit,
-    prepare,
-    restore,
-    training_state,
-)
-from cifar_sweep.validate import check_config, resolve_device
+from cifar_sweep.training import Progress, build, evaluate, fit, restore, training_state
+from cifar_sweep.validate import check_config
 
 log = logging.getLogger("cifar_sweep")
 
@@ -64,9 +56,8 @@ def run_job(cfg: DictConfig) -> float | None:
         _prefix_log_lines(f"#{hydra.job.num} ")
     try:
         check_config(cfg)
-        device = resolve_device(str(cfg.trainer.device))
         concurrent = int(hydra.launcher.get("n_jobs") or 1) if multirun else 1
-        threads = configure_threads(cfg.trainer.num_threads, concurrent)
+        rt = runtime.resolve(cfg.trainer, concurrent)
         dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
         client, experiment_id = t.open_experiment(cfg.tracking)
     except UserInputError as exc:
@@ -75,10 +66,10 @@ def run_job(cfg: DictConfig) -> float | None:
             return None
         sys.exit(2)
 
-    identity = config_hash(cfg, dataset.fingerprint, device.type)
+    identity = config_hash(cfg, dataset.fingerprint, rt.device.type)
     choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
     tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
-            "data_cache": dataset.cache, "device": str(device), "num_threads": str(threads),
+            "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
             t.ROLE: t.ROLE_JOB, t.CONFIG_HASH: identity, "mlflow.source.name": "src/train.py",
             t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
             **lifecycle.owner_tags()}
@@ -107,9 +98,9 @@ def run_job(cfg: DictConfig) -> float | None:
         with t.tracked_run(client, experiment_id, name=run_name, tags=tags, params=params,
                            resume_id=resume_id) as run_id:
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, run_name,
-                     device, threads, dataset.fingerprint, dataset.cache, identity,
+                     rt.device, rt.threads, dataset.fingerprint, dataset.cache, identity,
                      f", continuing from epoch {state['progress']['epoch'] + 1}" if state else "")
-            accuracy = _train_and_log(cfg, dataset, device, client, run_id, started,
+            accuracy = _train_and_log(cfg, dataset, rt, client, run_id, started,
                                       path_of(run_id), state)
     except Exception as exc:  # the run is FAILED; a checkpoint of a failed run is no use
         if run_id:
@@ -172,16 +163,15 @@ def _log_sweep_progress(client, experiment_id: str, parent: str) -> None:
     log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)
 
 
-def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_path,
-                   state) -> float:
-    setup = prepare(cfg, dataset, device)
+def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, state) -> float:
+    parts = build(cfg, dataset, rt)
     progress, seconds_before = None, 0.0
     if state is not None:  # continue where the checkpoint stands
-        progress = restore(setup, state)
+        progress = restore(parts, state)
         seconds_before = state["job_seconds"]
         _log_missing_epochs(client, run_id, progress)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
     epochs = cfg.trainer.epochs
     show_bar = sys.stderr.isatty()
     bar = tqdm(total=epochs, initial=progress.epoch if progress else 0, desc="epochs",
@@ -192,7 +182,7 @@ def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_pat
         # the checkpoint first: a kill before the metrics are logged loses no epoch, as the
         # resumed run logs what its checkpoint holds and the store lacks
         job_seconds = seconds_before + time.perf_counter() - started
-        checkpoint.save(checkpoint_path, {**training_state(setup, p), "job_seconds": job_seconds})
+        checkpoint.save(checkpoint_path, {**training_state(parts, p), "job_seconds": job_seconds})
         now = time.perf_counter()
         heartbeat = lifecycle.epoch_heartbeat(now - last[0])
         last[0] = now
@@ -206,11 +196,11 @@ def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_pat
             bar.set_postfix_str(f"val acc {row['val_accuracy']:.4f}")
         log.info(line)
 
-    result = fit(setup, epochs, progress, after_epoch)
+    result = fit(parts, epochs, progress, after_epoch)
     bar.close()
 
-    test = evaluate_split(setup, setup.test)
-    peak_mb, peak_kind = _peak_memory(device)
+    test = evaluate(parts, parts.test)
+    peak_mb, peak_kind = _peak_memory(rt.device)
     client.set_tag(run_id, t.PEAK_MEMORY, peak_kind)
     report = classification_report(test.logits, test.labels, len(dataset.classes))
     summary = {
@@ -218,8 +208,8 @@ def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_pat
         "test_loss": test.loss,
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy,
-        "parameters": parameter_count(setup.model),
-        "model_size_fp32_mb": state_dict_fp32_mb(setup.model),
+        "parameters": parameter_count(parts.model),
+        "model_size_fp32_mb": state_dict_fp32_mb(parts.model),
         "peak_memory_mb": peak_mb,
         "train_seconds": result.fit_seconds,
         "train_images_per_second": result.images_seen / result.train_seconds,
@@ -237,7 +227,7 @@ def _train_and_log(cfg, dataset, device, client, run_id, started, checkpoint_pat
         (out / "evaluation.json").write_text(json.dumps({
             "classes": dataset.classes, "confusion": report["confusion"],
             "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
-        plain = getattr(setup.model, "_orig_mod", setup.model)  # torch.compile's wrapper
+        plain = getattr(parts.model, "_orig_mod", parts.model)  # torch.compile's wrapper
         torch.save({k: v.cpu() for k, v in plain.state_dict().items()}, out / "best_weights.pt")
         client.log_artifacts(run_id, str(out))
     summary["total_seconds"] = seconds_before + time.perf_counter() - started

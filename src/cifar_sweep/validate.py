@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.errors import UserInputError
+from cifar_sweep.runtime import resolve_device
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -50,19 +50,3 @@ def check_config(cfg: DictConfig) -> None:
             "allowed: auto, cpu, cuda, cuda:N, mps")
     resolve_device(str(cfg.trainer.device))
     instantiate(cfg.data.source).check()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"trainer.device={name} is invalid: CUDA is not available here "
-                             f"(allowed: auto, cpu)")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise UserInputError(f"trainer.device={name} is invalid: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
-                             f"cuda:{torch.cuda.device_count() - 1}")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserInputError("trainer.device=mps is invalid: MPS is not available here "
-                             "(allowed: auto, cpu)")
-    return torch.device(name)

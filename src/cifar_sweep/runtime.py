@@ -1,0 +1,70 @@
+"""Where and how a job computes, decided once at its start: device, precision, memory format,
+threads, jobs side by side, augmentation chunk size. Everything below takes the `Runtime`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from cifar_sweep.errors import UserInputError
+
+
+def concurrent_jobs() -> int:
+    """Sweep jobs to run at once (the `parallel` launcher's n_jobs). On a CPU, small models scale
+    poorly over threads, so one thread per job and one job per core is faster (measured in the
+    README); a GPU runs one job at a time."""
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"trainer.device={name} is invalid: CUDA is not available here "
+                             f"(allowed: auto, cpu)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserInputError(f"trainer.device={name} is invalid: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1}")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError("trainer.device=mps is invalid: MPS is not available here "
+                             "(allowed: auto, cpu)")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str        # fp32, or bf16 autocast
+    channels_last: bool   # the model and its inputs in NHWC (faster convolutions on a GPU)
+    threads: int          # torch's intra-op threads
+    concurrent_jobs: int  # jobs of the sweep side by side on this machine
+    chunk_images: int     # images augmented per batched call
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def resolve(trainer: DictConfig, concurrent: int = 1) -> Runtime:
+    """Decide, and apply what is process-wide (threads, cuDNN autotuning)."""
+    device = resolve_device(str(trainer.device))
+    precision = str(trainer.precision)
+    if precision == "auto":  # emulated bf16 (pre-Ampere GPUs) is slower than fp32
+        native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        precision = "bf16" if native else "fp32"
+    # jobs x threads = cores: concurrent jobs share the cores instead of fighting over them
+    threads = trainer.num_threads or max(1, (os.cpu_count() or 1) // max(1, concurrent))
+    torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    # On a CPU, chunks of about 1,000 images stay in cache and augment fastest (measured: 0.97 s
+    # per 40,000 images against 2.2 s with chunks of 8,192); a GPU wants larger ones.
+    chunk = 16384 if device.type == "cuda" else 1024
+    return Runtime(device=device, precision=precision, channels_last=device.type == "cuda",
+                   threads=threads, concurrent_jobs=concurrent, chunk_images=chunk)
