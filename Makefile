@@ -9,8 +9,9 @@ STORE_ARGS = $(filter tracking.%,$(ARGS))
 STUDIES = lr optimizer loss arch
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint ui bench tables clean clean-runs \
+.PHONY: help install train test test-full lint ui bench tables clean clean-runs bench-checkpoint \
 	ablations ablation-lr ablation-optimizer ablation-loss ablation-arch
+.PHONY: server
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -36,6 +37,25 @@ lint:  ## ruff
 ui:  ## the MLflow UI on the local store, at http://127.0.0.1:5000
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
 
+# `make server`: plain `=`, not `?=`, so that a HOST in the environment (tcsh exports one: the
+# machine's name) never opens the server to the network; `make server HOST=0.0.0.0` does.
+# The server's job runner (GenAI evaluation and prompt jobs, 7 more processes, about 1.4 GB) is
+# off: this project does not use it.
+HOST = 127.0.0.1
+PORT = 5000
+BACKEND ?=
+ARTIFACTS ?= mlruns/artifacts
+WORKERS ?= 4
+ALLOWED_HOSTS ?=
+
+server:  ## tracking server for jobs on other machines: HOST=127.0.0.1 PORT=5000 BACKEND=<db URI> ALLOWED_HOSTS=
+	$(if $(BACKEND),,$(PYTHON) -c "from cifar_sweep.tracking import store_locations; store_locations('mlruns')")
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	$(PYTHON) -m mlflow server --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+		--backend-store-uri $(or $(BACKEND),sqlite:///mlruns/mlflow.db) \
+		--serve-artifacts --artifacts-destination $(ARTIFACTS) \
+		$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS),)
+
 ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 
 $(addprefix ablation-,$(STUDIES)): ablation-%:
@@ -44,6 +64,9 @@ $(addprefix ablation-,$(STUDIES)): ablation-%:
 
 tables:  ## regenerate every table and figure from the MLflow store, without training
 	$(PYTHON) src/report.py all $(STORE_ARGS)
+
+bench-checkpoint:  ## what the per-epoch checkpoint costs; DATA=<extracted CIFAR-10 JPEG copy> or synthetic
+	$(PYTHON) benchmarks/checkpoint_cost.py $(if $(DATA),--data-root $(DATA),)
 
 bench:  ## the side-by-side speed benchmark; DATA=<extracted CIFAR-10 JPEG copy> or synthetic
 	$(PYTHON) benchmarks/bench.py $(if $(DATA),--data-root $(DATA),)
