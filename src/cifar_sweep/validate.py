@@ -1,4 +1,5 @@
-"""Value checks on a composed config: one clear line per problem, before any training starts."""
+"""Checks on a composed config (types and keys, then ranges): one clear line per problem, before
+any run exists."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.runtime import resolve_device
+from cifar_sweep.schema import check_types
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -24,6 +26,7 @@ def check_config(cfg: DictConfig) -> None:
     if "root" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "root"):
         raise UserInputError(f"data.root is missing: data={cfg.data.name} needs the folder to read, "
                              f"e.g. data.root=/path/to/cifar10-jpeg")
+    check_types(cfg)  # types and keys first: the ranges below assume them
     def require(key: str, ok, allowed: str) -> None:
         value = _number(cfg, key)
         try:

@@ -1,0 +1,226 @@
+"""The config's types: a dataclass per section and per `_target_` of each group's options, so that
+a wrong type (`optimizer.momentum=abc`) or an unknown key (`+model.widht=2`) is one line before
+any run exists, not a traceback from inside torch and a FAILED run.
+
+OmegaConf does the checking: the composed section is merged into the structured (typed) config,
+which converts what it can (`"0.9"` -> 0.9) and refuses the rest. A `_target_` not listed here
+(a model of the user's own) is built as it is.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
+
+from cifar_sweep.errors import UserInputError
+
+
+@dataclass
+class Trainer:
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    precision: str = "auto"
+    compile: bool = False
+    rerun: bool = False
+
+
+@dataclass
+class Tracking:
+    uri: str = "mlruns"
+    experiment: str = "cifar-sweep"
+
+
+@dataclass
+class Checkpoint:
+    dir: str = "checkpoints"
+    keep: bool = False
+
+
+@dataclass
+class Study:
+    name: str | None = None
+    baseline: str | None = None
+    paper: Any = None
+
+
+@dataclass
+class Data:
+    name: str = ""
+    title: str = ""
+    root: str | None = None
+    download: bool = True
+    image_size: int = 32
+    skip_corrupt: bool = False
+    cache_dir: str | None = None
+    split_seed: int = 0
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    source: Any = None
+
+
+@dataclass
+class Target:
+    _target_: str = ""
+    _partial_: bool = False
+
+
+@dataclass
+class Dropout(Target):
+    dropout: float = 0.5
+
+
+@dataclass
+class SGD(Target):
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    dampening: float = 0.0
+
+
+@dataclass
+class Adam(Target):
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    amsgrad: bool = False
+
+
+@dataclass
+class RMSprop(Target):
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    alpha: float = 0.99
+    eps: float = 1e-8
+    centered: bool = False
+
+
+@dataclass
+class Adagrad(Target):
+    weight_decay: float = 0.0
+    lr_decay: float = 0.0
+    eps: float = 1e-10
+
+
+@dataclass
+class Step(Target):
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+
+
+@dataclass
+class Cosine(Target):
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class OneCycle(Target):
+    pct_start: float = 0.25
+    div_factor: float = 25.0
+    final_div_factor: float = 1000.0
+
+
+@dataclass
+class Lr:
+    value: float = 0.005
+    schedule: Any = None
+
+
+@dataclass
+class Loss(Target):
+    label_smoothing: float = 0.0
+    class_weighted: bool = False
+
+
+@dataclass
+class Augment(Target):
+    hflip: bool = True
+    rotate_degrees: float = 10.0
+    translate_px: int = 0
+
+
+@dataclass
+class Cifar10(Target):
+    root: str = "data"
+    download: bool = True
+
+
+@dataclass
+class ImageFolder(Target):
+    root: str = ""
+    image_size: int = 32
+    skip_corrupt: bool = False
+
+
+@dataclass
+class Synthetic(Target):
+    num_train: int = 2000
+    num_test: int = 500
+    num_classes: int = 10
+    noise: float = 40.0
+    seed: int = 0
+    image_size: int = 32
+
+
+SECTIONS = {"trainer": Trainer, "tracking": Tracking, "checkpoint": Checkpoint, "study": Study,
+            "data": Data, "lr": Lr}
+TARGETS = {
+    "cifar_sweep.models.OriginNet": Target, "cifar_sweep.models.ModifiedNet": Dropout,
+    "cifar_sweep.models.ModifiedNetDS": Dropout, "cifar_sweep.models.resnet18_cifar": Target,
+    "cifar_sweep.models.mobilenet_v2": Target,
+    "torch.optim.SGD": SGD, "torch.optim.Adam": Adam, "torch.optim.RMSprop": RMSprop,
+    "torch.optim.Adagrad": Adagrad,
+    "cifar_sweep.schedules.constant": Target, "cifar_sweep.schedules.step": Step,
+    "cifar_sweep.schedules.cosine": Cosine, "cifar_sweep.schedules.onecycle": OneCycle,
+    "cifar_sweep.losses.cross_entropy": Loss,
+    "cifar_sweep.batches.Augment": Augment,
+    "cifar_sweep.data.Cifar10Source": Cifar10, "cifar_sweep.data.ImageFolderSource": ImageFolder,
+    "cifar_sweep.data.SyntheticSource": Synthetic,
+}
+# where a `_target_` node sits: the group options, the schedule and the data source
+TARGET_NODES = ("model", "optimizer", "loss", "augment", "lr.schedule", "data.source")
+
+
+def _check(path: str, node: Any, schema: type) -> None:
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), node)
+    except ConfigKeyError as exc:
+        allowed = ", ".join(k for k in OmegaConf.structured(schema) if not k.startswith("_"))
+        raise UserInputError(f"{path}.{exc.key} is not a setting here; allowed: {allowed or 'none'}"
+                             ) from None
+    except ValidationError as exc:
+        key = str(exc.full_key).split(".")[0].split("[")[0]
+        value = node.get(key, "?") if isinstance(node, dict) else "?"
+        kind = str(typing.get_type_hints(schema).get(key, "another type")).replace("typing.", "")
+        kind = {"<class 'int'>": "an integer", "<class 'float'>": "a number",
+                "<class 'bool'>": "true or false", "<class 'str'>": "a string",
+                "int | None": "an integer or null"}.get(kind, kind)
+        raise UserInputError(f"{path}.{key}={value} is invalid: must be {kind}") from None
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Every section and every known `_target_` node against its dataclass."""
+    for section, schema in SECTIONS.items():
+        if section in cfg:
+            _check(section, _plain(cfg, section), schema)
+    for path in TARGET_NODES:
+        node = OmegaConf.select(cfg, path)
+        if isinstance(node, DictConfig) and node.get("_target_") in TARGETS:
+            _check(path, _plain(cfg, path), TARGETS[node._target_])
+
+
+def _plain(cfg: DictConfig, path: str) -> dict:
+    """The node as plain values, its interpolations resolved (`???` kept as missing)."""
+    node = OmegaConf.select(cfg, path)
+    try:
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+    except (MissingMandatoryValue, InterpolationResolutionError):
+        return OmegaConf.to_container(node)
