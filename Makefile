@@ -47,14 +47,15 @@ BACKEND ?=
 ARTIFACTS ?= mlruns/artifacts
 WORKERS ?= 4
 ALLOWED_HOSTS ?=
+SERVER_ARGS ?=
 
-server:  ## tracking server for jobs on other machines: HOST=127.0.0.1 PORT=5000 BACKEND=<db URI> ALLOWED_HOSTS=
+server:  ## tracking server for jobs on other machines: HOST=127.0.0.1 PORT=5000 BACKEND=<db URI> ALLOWED_HOSTS= SERVER_ARGS=
 	$(if $(BACKEND),,$(PYTHON) -c "from cifar_sweep.tracking import store_locations; store_locations('mlruns')")
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	$(PYTHON) -m mlflow server --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 		--backend-store-uri $(or $(BACKEND),sqlite:///mlruns/mlflow.db) \
 		--serve-artifacts --artifacts-destination $(ARTIFACTS) \
-		$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS),)
+		$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS),) $(SERVER_ARGS)
 
 ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 

@@ -70,7 +70,7 @@ def test_report_without_runs_says_what_to_do(project):
     assert proc.returncode == 1
     assert "make ablation-loss" in proc.stderr
     proc = project.run("ablation=nope", script=REPORT)
-    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|optimizer>" in proc.stderr
+    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|optimizer>, hpo=<modifiednet>" in proc.stderr
 
 
 def test_model_tables(project):

@@ -13,6 +13,14 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run is marked FAILED."""
 
 
+class Pruned(Exception):
+    """A search's pruner stopped this trial early: not a failure. Its run ends KILLED, tagged."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"pruned after epoch {epoch}")
+        self.epoch = epoch
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     try:

@@ -18,6 +18,7 @@ NOT_RESULT_KEYS = (
     "study",                    # which table it belongs to: the lr, optimizer and loss studies
                                 # share their baseline, which then trains once for all three
     "checkpoint",               # where and whether progress is saved
+    "optuna_trial",             # which search trial reports it: the same config is the same run
     "data.title",               # how tables name the data
     "data.root",                # replaced by the data fingerprint
     "data.cache_dir",

@@ -8,6 +8,7 @@ import logging
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from cifar_sweep import checkpoint, lifecycle, plots, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import load_dataset
-from cifar_sweep.errors import NonFiniteLossError, UserInputError
+from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError
 from cifar_sweep.identity import config_hash
 from cifar_sweep.metrics import classification_report
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
@@ -46,8 +47,23 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
     return peak_rss_mb(), "process_rss"
 
 
-def run_job(cfg: DictConfig) -> float | None:
-    """Returns the test accuracy, or None when the job failed inside a sweep (already logged)."""
+@dataclass
+class JobResult:
+    """What a job hands back to its sweeper (the Optuna sweeper reads it)."""
+
+    state: str  # finished, pruned, failed
+    metrics: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
+    run_id: str | None = None
+
+
+FAILED = JobResult("failed")
+
+
+def run_job(cfg: DictConfig) -> JobResult:
+    """One job, top to bottom: preflight; skip it if its config finished before, continue it
+    if it was interrupted; train, evaluate, log. In a sweep a failure is logged and returned,
+    and the other jobs go on; alone, it exits non-zero."""
     started = time.perf_counter()
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     hydra = HydraConfig.get()
@@ -56,31 +72,18 @@ def run_job(cfg: DictConfig) -> float | None:
         _prefix_log_lines(f"#{hydra.job.num} ")
     try:
         check_config(cfg)
-        concurrent = int(hydra.launcher.get("n_jobs") or 1) if multirun else 1
-        rt = runtime.resolve(cfg.trainer, concurrent)
+        rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1)
         dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
         client, experiment_id = t.open_experiment(cfg.tracking)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if multirun:  # let the other jobs run; the sweep's exit status reports this one
-            return None
+            return FAILED
         sys.exit(2)
 
     identity = config_hash(cfg, dataset.fingerprint, rt.device.type)
-    choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
-    tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
-            "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
-            t.ROLE: t.ROLE_JOB, t.CONFIG_HASH: identity, "mlflow.source.name": "src/train.py",
-            t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
-            **lifecycle.owner_tags()}
     parent = parent_run_id(hydra.sweep.dir) if multirun else None
-    if parent:
-        tags[t.PARENT] = parent
-        tags[t.JOB_NUM] = str(hydra.job.num)
-        varying = client.get_run(parent).data.tags.get(t.SWEEP_VARYING, "").split()
-        run_name = f"#{hydra.job.num} {_short_overrides(hydra.overrides.task, varying)}"
-    else:
-        run_name = f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}"
+    run_name, tags = _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent)
     params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
 
     lifecycle.close_ghosts(client, [experiment_id])
@@ -92,16 +95,29 @@ def run_job(cfg: DictConfig) -> float | None:
     previous = lifecycle.find_resumable(client, experiment_id, identity,
                                         lambda run_id: path_of(run_id).is_file())
     state = checkpoint.load(path_of(previous.info.run_id)) if previous else None
-    resume_id = previous.info.run_id if state is not None else None
-    run_id = resume_id
+    run_id = resume_id = previous.info.run_id if state is not None else None
+    report = None
+    if cfg.optuna_trial is not None:  # a trial of an Optuna study: it reports every epoch
+        from cifar_sweep.hpo import TrialReporter
+
+        report = TrialReporter(hydra.sweeper, int(cfg.optuna_trial))
     try:
         with t.tracked_run(client, experiment_id, name=run_name, tags=tags, params=params,
                            resume_id=resume_id) as run_id:
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, run_name,
                      rt.device, rt.threads, dataset.fingerprint, dataset.cache, identity,
                      f", continuing from epoch {state['progress']['epoch'] + 1}" if state else "")
-            accuracy = _train_and_log(cfg, dataset, rt, client, run_id, started,
-                                      path_of(run_id), state)
+            summary = _train_and_log(cfg, dataset, rt, client, run_id, started,
+                                     path_of(run_id), state, report)
+    except Pruned as exc:  # the run is KILLED with the reason; nothing to continue
+        checkpoint.remove(path_of(run_id))
+        log.info("run %s: %s", run_id, exc)
+        return JobResult("pruned", epochs=exc.epoch, run_id=run_id)
+    except t.TrackingServerLost as exc:  # its checkpoint stays: the same command continues it
+        print(f"error: {exc}", file=sys.stderr)
+        if multirun:  # the sweep goes on, and reports the server
+            return FAILED
+        sys.exit(1)
     except Exception as exc:  # the run is FAILED; a checkpoint of a failed run is no use
         if run_id:
             checkpoint.remove(path_of(run_id))
@@ -109,7 +125,7 @@ def run_job(cfg: DictConfig) -> float | None:
         if multirun:  # the other jobs still run; the sweep's exit status reports the failure
             log.error("run %s failed: %s", run_id, reason)
             _log_sweep_progress(client, experiment_id, parent)
-            return None
+            return JobResult("failed", run_id=run_id)
         if isinstance(exc, NonFiniteLossError):
             print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
             sys.exit(1)
@@ -118,7 +134,24 @@ def run_job(cfg: DictConfig) -> float | None:
         checkpoint.remove(path_of(run_id))
     if parent:
         _log_sweep_progress(client, experiment_id, parent)
-    return accuracy
+    return JobResult("finished", summary, cfg.trainer.epochs, run_id)
+
+
+def _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent) -> tuple[str, dict]:
+    choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
+    tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
+            "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
+            t.ROLE: t.ROLE_JOB, t.CONFIG_HASH: identity, "mlflow.source.name": "src/train.py",
+            t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
+            **lifecycle.owner_tags()}
+    if cfg.optuna_trial is not None:
+        tags[t.TRIAL] = str(cfg.optuna_trial)
+    if not parent:
+        return f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}", tags
+    tags[t.PARENT] = parent
+    tags[t.JOB_NUM] = str(hydra.job.num)
+    varying = client.get_run(parent).data.tags.get(t.SWEEP_VARYING, "").split()
+    return f"#{hydra.job.num} {_short_overrides(hydra.overrides.task, varying)}", tags
 
 
 def _short_overrides(overrides: list[str], keys: list[str]) -> str:
@@ -146,7 +179,7 @@ def _already_finished(client, experiment_id, finished, parent, run_name, tags, p
                            params=params) as ref_id:
             client.log_batch(ref_id, metrics=_metrics(finished.data.metrics, step=epochs))
         _log_sweep_progress(client, experiment_id, parent)
-    return finished.data.metrics.get("test_accuracy")
+    return JobResult("finished", dict(finished.data.metrics), epochs, finished.info.run_id)
 
 
 def _log_sweep_progress(client, experiment_id: str, parent: str) -> None:
@@ -163,7 +196,8 @@ def _log_sweep_progress(client, experiment_id: str, parent: str) -> None:
     log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)
 
 
-def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, state) -> float:
+def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, state,
+                   report=None) -> dict[str, float]:
     parts = build(cfg, dataset, rt)
     progress, seconds_before = None, 0.0
     if state is not None:  # continue where the checkpoint stands
@@ -195,6 +229,8 @@ def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, s
             bar.update(1)
             bar.set_postfix_str(f"val acc {row['val_accuracy']:.4f}")
         log.info(line)
+        if report is not None:  # may raise Pruned: the study's pruner stops this trial
+            report(p.epoch, row["val_accuracy"])
 
     result = fit(parts, epochs, progress, after_epoch)
     bar.close()
@@ -218,12 +254,15 @@ def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, s
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        plots.learning_curves(result.history, out / "curves.png", title=run_id)
-        plots.confusion_matrix(report["confusion"], dataset.classes, out / "confusion_matrix.png")
-        probs = test.logits.softmax(1)
-        images = dataset.test.images.float() / 255
-        plots.prediction_grid(images, test.labels, probs, dataset.classes, True, out / "correct.png")
-        plots.prediction_grid(images, test.labels, probs, dataset.classes, False, out / "wrong.png")
+        if cfg.tracking.figures:  # about 3 s a run on a CPU: searches turn them off
+            plots.learning_curves(result.history, out / "curves.png", title=run_id)
+            plots.confusion_matrix(report["confusion"], dataset.classes,
+                                   out / "confusion_matrix.png")
+            probs = test.logits.softmax(1)
+            images = dataset.test.images.float() / 255
+            for correct, name in ((True, "correct.png"), (False, "wrong.png")):
+                plots.prediction_grid(images, test.labels, probs, dataset.classes, correct,
+                                      out / name)
         (out / "evaluation.json").write_text(json.dumps({
             "classes": dataset.classes, "confusion": report["confusion"],
             "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
@@ -234,7 +273,7 @@ def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, s
     client.log_batch(run_id, metrics=_metrics(summary, step=epochs))
     log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
              result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
-    return summary["test_accuracy"]
+    return summary
 
 
 def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:

@@ -37,6 +37,7 @@ class Trainer:
 class Tracking:
     uri: str = "mlruns"
     experiment: str = "cifar-sweep"
+    figures: bool = True
 
 
 @dataclass

@@ -403,3 +403,44 @@ def study_report(client: MlflowClient, experiment: str, study: str, baseline: st
     figures(client, rows, keys, out, f"{study}, {budget}")
     client.log_artifacts(used[0], str(out), "report")
     return md
+
+
+def trials_report(client: MlflowClient, experiment: str, name: str, keys: list[str],
+                  metric: str, out: Path) -> str:
+    """A hyperparameter search's table: every trial's value, parameters, state and epochs run,
+    from its MLflow runs (the newest run of each trial number)."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], f"tags.`{t.TRIAL}` != ''",
+                              order_by=["attributes.start_time DESC"],
+                              max_results=50000) if exp else []
+    if not runs:
+        raise UserInputError(f"search {name}: no trial in experiment '{experiment}'; run "
+                             f"`python src/train.py -m hpo={name}` first")
+    newest = {}
+    for run in runs:
+        newest.setdefault(int(run.data.tags[t.TRIAL]), run)
+    state = {"FINISHED": "complete", "FAILED": "failed", "RUNNING": "running"}
+    rows, values = [], {}
+    for number, run in sorted(newest.items()):
+        source = client.get_run(run.data.tags[t.SAME_AS]) if t.SAME_AS in run.data.tags else run
+        status = ("pruned" if run.data.tags.get(t.TRIAL_STATE) == "pruned"
+                  else state.get(run.info.status, run.info.status.lower()))
+        value = source.data.metrics.get(metric) if status == "complete" else None
+        values[number] = value
+        epochs = len(client.get_metric_history(source.info.run_id, "val_accuracy"))
+        rows.append([str(number), "" if value is None else f"{value:.4f}",
+                     *[source.data.params.get(k, "") for k in keys], status, str(epochs),
+                     run.info.run_id])
+    done = [v for v in values.values() if v is not None]
+    bold = [[bool(done) and values[int(r[0])] == max(done)] * len(r) for r in rows]
+    header = ["Trial", metric, *keys, "State", "Epochs run", "Run"]
+    caption = (f"Search `{name}` (MLflow experiment `{experiment}`): {len(rows)} trials, "
+               f"{sum(r[-3] == 'complete' for r in rows)} complete, "
+               f"{sum(r[-3] == 'pruned' for r in rows)} pruned, "
+               f"{sum(r[-3] == 'failed' for r in rows)} failed; bold: the best.")
+    out.mkdir(parents=True, exist_ok=True)
+    md = f"# Search: {name}\n\n" + tables.markdown(header, rows, bold, caption)
+    (out / "table.md").write_text(md)
+    (out / "table.csv").write_text(tables.csv_text([dict(zip(header, r)) for r in rows]))
+    (out / "table.tex").write_text(tables.latex(header, rows, bold, caption))
+    return md

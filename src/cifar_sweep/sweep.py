@@ -13,10 +13,12 @@ import itertools
 import sys
 from pathlib import Path
 
+import requests
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -75,9 +77,12 @@ class MlflowSweepCallback(Callback):
         self.client: MlflowClient | None = None
         self.parent_id: str | None = None
         self.jobs = 0
+        self.search = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        jobs = sweep_job_overrides(config)
+        jobs = sweep_job_overrides(config)  # a search's: its base config, checked once
+        # a search's jobs are its trials, asked one batch at a time: it judges its own trials
+        self.search = "n_trials" in config.hydra.sweeper
         with exit_on_user_error():
             preflight(config, jobs)
             self.client, experiment_id = t.open_experiment(config.tracking)
@@ -90,8 +95,11 @@ class MlflowSweepCallback(Callback):
         run = self.client.create_run(
             experiment_id,
             run_name=f"sweep: {sweep}"[:250],
-            tags={t.ROLE: t.ROLE_SWEEP, t.SWEEP_OVERRIDES: sweep, t.SWEEP_JOBS: str(len(jobs)),
-                  t.SWEEP_VARYING: " ".join(varying_keys(jobs)), "git_commit": t.git_commit(),
+            tags={t.ROLE: t.ROLE_SWEEP, t.SWEEP_OVERRIDES: sweep,
+                  t.SWEEP_JOBS: str(config.hydra.sweeper.n_trials if self.search else len(jobs)),
+                  t.SWEEP_VARYING: " ".join(varying_keys(jobs) if not self.search
+                                            else config.hydra.sweeper.space),
+                  "git_commit": t.git_commit(),
                   "mlflow.source.name": "src/train.py", **lifecycle.owner_tags()},
         )
         self.parent_id = run.info.run_id
@@ -102,10 +110,23 @@ class MlflowSweepCallback(Callback):
         atexit.register(self._close, "KILLED")  # if the sweep is interrupted or exits early
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        children = self.client.search_runs(
-            [self.client.get_run(self.parent_id).info.experiment_id],
-            filter_string=f"tags.`{t.PARENT}` = '{self.parent_id}'", max_results=10000,
-        )
+        try:
+            children = self.client.search_runs(
+                [self.client.get_run(self.parent_id).info.experiment_id],
+                filter_string=f"tags.`{t.PARENT}` = '{self.parent_id}'", max_results=10000,
+            )
+        except Exception as exc:
+            lost = t.lost_server(self.client.tracking_uri, exc,
+                                 kept="the jobs' checkpoints are kept")
+            if lost is None:
+                raise
+            # the parent stays RUNNING: the next sweep's start closes it (its process is gone)
+            self.parent_id = None
+            print(f"error: {lost}", file=sys.stderr)
+            sys.exit(1)
+        if self.search:  # pruned and failed trials are part of a search, and it goes on
+            self._close("FINISHED")
+            return
         finished = [c for c in children if c.info.status == "FINISHED"]
         # a job that stopped before creating its run counts as failed too
         failed = self.jobs - len(finished)
@@ -117,18 +138,23 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _close(self, status: str) -> None:
-        if not self.parent_id or self.client.get_run(self.parent_id).info.status != "RUNNING":
-            return
-        # jobs whose worker process was killed could not close their own runs; their
-        # checkpoints stay, so the same sweep again continues them
-        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
-        for child in self.client.search_runs(
-                [experiment_id], f"tags.`{t.PARENT}` = '{self.parent_id}' "
-                                 "and attributes.status = 'RUNNING'"):
-            self.client.set_tag(child.info.run_id, t.FAILURE,
-                                f"{t.INTERRUPTED}: the sweep ended before the job")
-            self.client.set_terminated(child.info.run_id, "KILLED")
-        self.client.set_terminated(self.parent_id, status)
+        try:
+            if not self.parent_id or self.client.get_run(self.parent_id).info.status != "RUNNING":
+                return
+            # jobs whose worker process was killed could not close their own runs; their
+            # checkpoints stay, so the same sweep again continues them
+            experiment_id = self.client.get_run(self.parent_id).info.experiment_id
+            for child in self.client.search_runs(
+                    [experiment_id], f"tags.`{t.PARENT}` = '{self.parent_id}' "
+                                     "and attributes.status = 'RUNNING'"):
+                self.client.set_tag(child.info.run_id, t.FAILURE,
+                                    f"{t.INTERRUPTED}: the sweep ended before the job")
+                self.client.set_terminated(child.info.run_id, "KILLED")
+            self.client.set_terminated(self.parent_id, status)
+        except (MlflowException, requests.RequestException) as exc:  # e.g. the server is gone:
+            # the runs stay RUNNING and the next sweep's start closes them; no second traceback
+            print(f"warning: could not close the sweep's runs: {str(exc).splitlines()[0][:300]}",
+                  file=sys.stderr)
 
 
 def parent_run_id(sweep_dir: str) -> str | None:

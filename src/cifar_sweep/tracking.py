@@ -3,22 +3,28 @@
 
 `tracking.uri` is either a URI (`http://host:5000`, `sqlite:///...`) or a local folder (default
 `mlruns`), which then holds a SQLite database `mlflow.db` and the artifacts under `artifacts/`:
-MLflow 3 no longer accepts plain file stores.
+MLflow 3 no longer accepts plain file stores. Either is made ready (store.py) before a client
+opens it: a SQLite store is created under a lock, a server must answer.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import requests
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from cifar_sweep.errors import UserInputError
+from cifar_sweep import store
+from cifar_sweep.errors import Pruned, UserInputError
+
+log = logging.getLogger(__name__)
 
 GROUPS = ("model", "optimizer", "lr", "loss", "data", "augment")  # each a tag of every job
 
@@ -44,18 +50,30 @@ OWNER_PID = "owner.pid"
 OWNER_START = "owner.start"
 HEARTBEAT = "heartbeat"
 HEARTBEAT_TIMEOUT = "heartbeat.timeout_s"
+TRIAL = "hpo.trial"              # on a search's job: its trial number in the Optuna study
+TRIAL_STATE = "hpo.state"        # on a pruned trial's run: pruned
 # MLflow 3's UI opens an experiment without this tag on its GenAI traces view, not the runs table
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
 
 def store_locations(uri: str) -> tuple[str, str | None]:
-    """(tracking URI, artifact location for new experiments or None to let the server decide)."""
+    """(tracking URI, artifact location for new experiments or None to let the server decide),
+    once the store is ready: a SQLite database exists with its schema, a server answers."""
+    if uri.startswith(("http://", "https://")):
+        store.check_server(uri)
+        return uri, None
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if path and path != ":memory:":
+            store.prepare_sqlite(Path(path), uri, uri)
+        return uri, None
     if "://" in uri:
         return uri, None
     folder = Path(uri).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    store.prepare_sqlite(folder / "mlflow.db", tracking_uri, uri)
+    return tracking_uri, (folder / "artifacts").as_uri()
 
 
 def open_store(tracking: DictConfig) -> MlflowClient:
@@ -122,12 +140,47 @@ def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: di
         client.delete_tag(run_id, FAILURE)
     try:
         yield run_id
+        client.set_terminated(run_id, "FINISHED")
     except (KeyboardInterrupt, SystemExit):
-        client.set_tag(run_id, FAILURE, INTERRUPTED)
-        client.set_terminated(run_id, "KILLED")
+        _close(client, run_id, "KILLED", INTERRUPTED)
+        raise
+    except Pruned as exc:  # a search stopped it: KILLED, and said so; not continued later
+        client.set_tag(run_id, TRIAL_STATE, "pruned")
+        _close(client, run_id, "KILLED", str(exc))
         raise
     except Exception as exc:
-        client.set_tag(run_id, FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run_id, "FAILED")
+        lost = lost_server(client.tracking_uri, exc)
+        if lost is not None:  # nothing can be written: see TrackingServerLost
+            raise lost from exc
+        _close(client, run_id, "FAILED", f"{type(exc).__name__}: {exc}"[:5000])
         raise
-    client.set_terminated(run_id, "FINISHED")
+
+
+class TrackingServerLost(Exception):
+    """The tracking server stopped answering during a run. Its run stays RUNNING (the next start
+    on this host finds its process gone and marks it KILLED, see lifecycle.close_ghosts) and its
+    checkpoint is kept, so the same command continues it once the server is back."""
+
+
+def lost_server(uri: str, exc: BaseException,
+                kept: str = "the run's checkpoint is kept") -> TrackingServerLost | None:
+    """The error to report when `exc` came from a tracking server that no longer answers."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    if not isinstance(exc, (MlflowException, requests.RequestException)):
+        return None
+    problem = store.server_problem(uri)
+    if problem is None:  # it answers: an ordinary failure
+        return None
+    return TrackingServerLost(f"lost the tracking server {uri}: {problem}; {kept}: run the same "
+                              "command again when the server is back")
+
+
+def _close(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
+    """Mark an ending run; if the store cannot take it, say so in one line and let the exception
+    that ends the run be the one reported. (A run left RUNNING is closed by the next start.)"""
+    try:
+        client.set_tag(run_id, FAILURE, reason)
+        client.set_terminated(run_id, status)
+    except (MlflowException, requests.RequestException) as exc:
+        log.warning("could not mark run %s %s: %s", run_id, status, str(exc).splitlines()[0][:300])

@@ -1,0 +1,172 @@
+"""Hyperparameter search with Optuna: the study side (used by the `optuna_study` sweeper in
+`src/hydra_plugins/cifar_sweep_optuna/`) and the trial side (a job reporting each epoch's
+validation accuracy to its trial, and stopping when the pruner says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from cifar_sweep.errors import Pruned
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+
+
+# --- the study side ---------------------------------------------------------------------------
+
+def _storage(url: str) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
+    kind = spec.get("kind", "median")
+    args = {k: v for k, v in spec.items() if k != "kind"}
+    if kind == "median":
+        return optuna.pruners.MedianPruner(**args)
+    if kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**args)
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"hydra.sweeper.pruner.kind={kind} is invalid: allowed: median, "
+                     "successive_halving, none")
+
+
+def open_study(name: str, storage: str, direction: str, seed: int | None,
+               pruner: dict) -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=_storage(storage), direction=direction,
+                               sampler=optuna.samplers.TPESampler(seed=seed),
+                               pruner=make_pruner(pruner), load_if_exists=True)
+
+
+def distributions(space: dict[str, dict]) -> dict[str, Any]:
+    out = {}
+    for key, spec in space.items():
+        kind = spec.get("type", "float")
+        if kind == "float":
+            out[key] = FloatDistribution(spec["low"], spec["high"], log=spec.get("log", False),
+                                         step=spec.get("step"))
+        elif kind == "int":
+            out[key] = IntDistribution(spec["low"], spec["high"], log=spec.get("log", False),
+                                       step=spec.get("step", 1))
+        elif kind == "categorical":
+            out[key] = CategoricalDistribution(list(spec["choices"]))
+        else:
+            raise ValueError(f"hydra.sweeper.space.{key}.type={kind} is invalid: allowed: "
+                             "float, int, categorical")
+    return out
+
+
+def requeue_interrupted(study: optuna.Study) -> None:
+    """Trials a killed study left RUNNING: closed as FAIL, and their parameters asked first
+    again, so that they continue (their MLflow runs resume from the checkpoints)."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        log.info("trial %d was interrupted: asked again", trial.number)
+
+
+def trials_ended(study: optuna.Study) -> int:
+    """Trials that count towards `n_trials`: complete, pruned or failed, retried ones not."""
+    ended = study.get_trials(deepcopy=False,
+                             states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    return sum(1 for t in ended if t.number not in retried)
+
+
+def tell(study: optuna.Study, trial: optuna.trial.Trial, launched, metric: str) -> None:
+    try:
+        result = launched.return_value
+    except Exception as exc:  # the job raised: Hydra keeps the exception in its JobReturn
+        log.warning("trial %d failed: %s", trial.number, exc)
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    state = getattr(result, "state", "failed")  # a job.JobResult
+    if state == "failed":
+        study.tell(trial, state=TrialState.FAIL)
+        log.info("trial %d failed", trial.number)
+    elif state == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info("trial %d pruned after epoch %d", trial.number, result.epochs)
+    elif not math.isfinite(result.metrics.get(metric, math.nan)):
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, result.metrics[metric])
+        log.info("trial %d: %s %.4f %s", trial.number, metric, result.metrics[metric],
+                 trial.params)
+
+
+def summarise(study: optuna.Study, client, parent: str | None, metric: str) -> None:
+    """The best trial's value and parameters, the optimisation history and the parameters'
+    importance, on the sweep's parent run."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        log.warning("study %s: no trial completed", study.study_name)
+        return
+    best = study.best_trial
+    log.info("study %s: best trial %d, %s %.4f, %s", study.study_name, best.number, metric,
+             best.value, best.params)
+    if parent is None:
+        return
+    client.log_metric(parent, f"best_{metric}", best.value)
+    client.log_metric(parent, "trials_complete", len(complete))
+    client.set_tag(parent, "hpo.best_trial", str(best.number))
+    for key, value in best.params.items():
+        client.set_tag(parent, f"hpo.best.{key}", str(value))
+    with tempfile.TemporaryDirectory() as tmp:
+        figures(study, Path(tmp))
+        client.log_artifacts(parent, tmp)
+
+
+def figures(study: optuna.Study, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    ovm.plot_optimization_history(study)
+    plt.gcf().set_size_inches(8, 5)
+    plt.tight_layout()
+    plt.savefig(out / "optimization_history.png", dpi=110)
+    plt.close("all")
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) > 1:
+        try:
+            ovm.plot_param_importances(study)
+        except (RuntimeError, ValueError) as exc:  # e.g. every trial had the same parameters
+            log.warning("no parameter importance figure: %s", exc)
+        else:
+            plt.gcf().set_size_inches(8, 5)
+            plt.tight_layout()
+            plt.savefig(out / "param_importances.png", dpi=110)
+        plt.close("all")
+
+
+# --- the trial side ---------------------------------------------------------------------------
+
+class TrialReporter:
+    """Reports each epoch's validation accuracy to the job's trial; raises Pruned when the
+    study's pruner stops it."""
+
+    def __init__(self, sweeper: Any, number: int):
+        storage = optuna.storages.get_storage(sweeper.storage)
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage,
+                                  pruner=make_pruner(dict(sweeper.pruner)))
+        study_id = storage.get_study_id_from_name(sweeper.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        self.trial = optuna.trial.Trial(study, trial_id)
+
+    def __call__(self, epoch: int, value: float) -> None:
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            raise Pruned(epoch)  # the job ends its run KILLED, tagged as pruned

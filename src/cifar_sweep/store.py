@@ -1,0 +1,130 @@
+"""Where runs go, made ready before any MlflowClient uses it: a local SQLite store is created once,
+under a file lock, and set up for several writers; a tracking server is asked whether it answers.
+
+Why the lock: MLflow creates a missing schema in whichever process opens the database first, with
+no lock between processes, so parallel sweep jobs or commands started together against a fresh
+store crash in its migration ("table already exists", alembic errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+
+from cifar_sweep.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 300  # making the schema takes seconds; far longer means a stuck process
+PROBE_TIMEOUT_S = 5
+# SQLite's WAL keeps its index in shared memory, which processes on different hosts cannot share
+NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "ceph", "glusterfs", "lustre",
+              "afs", "virtiofs"}
+
+
+def prepare_sqlite(db: Path, uri: str, shown: str) -> None:
+    """Make sure `db` (opened by MLflow as `uri`) exists with MLflow's whole schema; `shown` is
+    the user's `tracking.uri`, for the error message."""
+    folder = db.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _not_writable(shown, folder, exc.strerror) from None
+    if not os.access(folder, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise _not_writable(shown, folder, "permission denied")
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    with FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT_S):
+        _journal_mode(db)
+        try:
+            # creates and migrates the schema and the default experiment when missing; checks it
+            # otherwise. The engine it makes is cached by MLflow and reused by MlflowClient.
+            SqlAlchemyStore(uri, (folder / "artifacts").as_uri())
+        except MlflowException as exc:
+            if "mlflow db upgrade" in exc.message:  # a store made by an older MLflow
+                raise UserInputError(f"tracking.uri={shown}: {exc.message}") from None
+            raise
+
+
+def _not_writable(shown: str, folder: Path, why: str) -> UserInputError:
+    return UserInputError(f"tracking.uri={shown} is not writable: cannot write in {folder} ({why}); "
+                          f"choose a folder you can write to")
+
+
+def _journal_mode(db: Path) -> None:
+    """WAL where the file system allows it. With the default rollback journal a writer locks out
+    every reader and each commit rewrites the journal; with WAL readers (other jobs, the UI) never
+    wait for writers, writers append, and only writers queue for each other. The mode is stored
+    in the file, so it is set once for every later connection. The wait for a busy database is
+    MLflow's: it sets `PRAGMA busy_timeout = 20000` (20 s) on each of its sessions, ample for a few
+    processes each writing a few rows per epoch."""
+    if _on_network_fs(db.parent):
+        log.info("%s is on a network file system: SQLite's default journal, not WAL", db)
+        return
+    try:
+        with closing(sqlite3.connect(db, timeout=30)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:  # e.g. another process holds it: the store still works without
+        log.warning("could not switch %s to WAL: %s", db, exc)
+
+
+def _on_network_fs(path: Path) -> bool:
+    """Whether `path` is on a network (or FUSE) file system, from Linux's mount table."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        return False
+    path_s = str(path.resolve())
+    inside = [m for m in mounts if path_s == m[0] or path_s.startswith(m[0].rstrip("/") + "/")]
+    if not inside:
+        return False
+    return max(inside, key=lambda m: len(m[0]))[1].split(".")[0] in NETWORK_FS
+
+
+def bound_http_retries() -> None:
+    """MLflow retries a failing request 7 times with backoff 2 and a 120 s timeout: 4.5 minutes
+    before a dead server is reported. Here, at most 3 retries 1, 2, 4 s (+ up to 1 s jitter each)
+    apart and 15 s per request: about 10 s for a refused connection, about a minute for a server
+    that accepts but never answers. Users can still set their own values."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def server_problem(uri: str) -> str | None:
+    """Why the tracking server at `uri` does not answer (a few words), or None when it does.
+    One GET of its /health, no retries, with MLflow's credentials and TLS settings."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0,
+                                timeout=PROBE_TIMEOUT_S, raise_on_status=False)
+    except Exception as exc:  # MLflow wraps requests' errors in MlflowException
+        text = str(exc)
+        if "timed out" in text.lower() or "timeout" in text.lower():
+            return f"no answer within {PROBE_TIMEOUT_S} s"
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+        return errno.group(1).strip().lower() if errno else text.splitlines()[0][:200]
+    if response.status_code in (502, 503, 504):  # a proxy in front of a server that is down
+        return f"HTTP {response.status_code} {response.reason}"
+    return None  # anything else, 404 or 401 included, comes from something that is there
+
+
+def check_server(uri: str) -> None:
+    bound_http_retries()
+    problem = server_problem(uri)
+    if problem:
+        where = urlsplit(uri)
+        raise UserInputError(
+            f"tracking.uri={uri}: no tracking server answers there ({problem}); start it "
+            f"(`mlflow server --host {where.hostname} --port {where.port or 5000}` on that machine) "
+            f"or check the host and port")

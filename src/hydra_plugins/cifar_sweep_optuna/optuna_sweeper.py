@@ -1,0 +1,93 @@
+"""`hydra/sweeper=optuna_study`: an Optuna study over a search space written in config, each
+trial a job of the configured launcher (so trials run side by side as sweep jobs do).
+
+Why our own and not Hydra's `hydra-optuna-sweeper` 1.3: that one caps optuna below 3 (pip
+resolves it to optuna 2.10.1 here, next to MLflow 3's SQLAlchemy 2), aborts the study on a
+failed trial, has no pruning, leaves trials in flight RUNNING when killed, and adds `n_trials`
+more on a re-run. Here, on current Optuna's ask/tell API:
+- the study lives in `storage` (SQLite by default, apart from MLflow's database), and the same
+  command again continues it up to `n_trials` in all; trials left RUNNING by a killed study are
+  closed as FAIL and their parameters asked again first (their MLflow runs then continue from
+  their checkpoints: same config, same run);
+- a failed trial (NaN loss, an error) is told FAIL and the study goes on;
+- jobs report validation accuracy each epoch to their trial (`cifar_sweep.hpo`), and the
+  pruner (median or successive halving) stops bad ones early: they are told PRUNED.
+"""
+
+# No `from __future__ import annotations` here: Hydra scans plugin modules outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptunaStudySweeperConf:
+    _target_: str = "hydra_plugins.cifar_sweep_optuna.optuna_sweeper.OptunaStudySweeper"
+    study_name: str = "study"
+    storage: str = "sqlite:///hpo/optuna.db"  # relative paths: to where the command runs
+    direction: str = "maximize"
+    n_trials: int = 20            # in all, over every run of the same command
+    metric: str = "best_val_accuracy"  # what the study optimises: never a test-set metric
+    seed: int | None = 0       # the sampler's (TPE) seed
+    pruner: dict[str, Any] = field(default_factory=lambda: {"kind": "median"})
+    # key -> {type: float|int|categorical, low, high, log, step, choices}
+    space: dict[str, Any] = field(default_factory=dict)
+    # parameter sets to try first (a known good point, a baseline), once per study
+    enqueue: list[Any] = field(default_factory=list)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
+                             node=OptunaStudySweeperConf, provider="cifar-sweep")
+
+
+class OptunaStudySweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        super().__init__()
+        self.settings = settings
+        self.config: DictConfig | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:  # noqa: D102
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        from cifar_sweep import hpo
+
+        s = self.settings
+        study = hpo.open_study(s["study_name"], s["storage"], s["direction"], s["seed"],
+                               OmegaConf.to_container(OmegaConf.create(s["pruner"])))
+        space = hpo.distributions(OmegaConf.to_container(OmegaConf.create(s["space"])))
+        hpo.requeue_interrupted(study)
+        for params in OmegaConf.to_container(OmegaConf.create(s["enqueue"])):
+            study.enqueue_trial(params, skip_if_exists=True)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        side_by_side = max(1, int(self.config.hydra.launcher.get("n_jobs") or 1))
+        job_index = 0
+        while (left := s["n_trials"] - hpo.trials_ended(study)) > 0:
+            trials = [study.ask(space) for _ in range(min(side_by_side, left))]
+            batch = [list(arguments) + [f"{k}={v}" for k, v in t.params.items()]
+                     + [f"optuna_trial={t.number}"] for t in trials]
+            results = self.launcher.launch(batch, initial_job_idx=job_index)
+            job_index += len(batch)
+            for trial, result in zip(trials, results):
+                hpo.tell(study, trial, result, s["metric"])
+        from cifar_sweep.sweep import parent_run_id
+        from cifar_sweep.tracking import open_store
+
+        hpo.summarise(study, open_store(self.config.tracking), parent_run_id(str(sweep_dir)),
+                      s["metric"])

@@ -1,0 +1,63 @@
+"""An Optuna study through the real entrypoint: trials pruned, a failing trial, a killed study
+continued to its total; read back from the Optuna storage and MLflow, as a user would."""
+
+import optuna
+from optuna.trial import TrialState
+
+from conftest import ROOT
+from test_resume import kill_after, start
+
+REPORT = ROOT / "src" / "report.py"
+# six trials, one at a time: two good ones first, then one built to learn nothing (pruned: its
+# validation accuracy stays below the median of the finished ones), one whose loss becomes NaN
+# (failed), then two the sampler picks
+STUDY = ["-m", "hpo=modifiednet", "hydra/launcher=basic", "trainer.epochs=4",
+         "hydra.sweeper.n_trials=6", "hydra.sweeper.study_name=test",
+         "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.pruner.n_warmup_steps=0",
+         "hydra.sweeper.space={lr.value:{type:float,low:0.01,high:0.1,log:true}}",
+         "hydra.sweeper.enqueue=[{lr.value:0.05},{lr.value:0.02},{lr.value:0.00000001},"
+         "{lr.value:1000000000000.0}]"]
+
+
+def trials(project):
+    storage = f"sqlite:///{project.workdir / 'hpo' / 'optuna.db'}"
+    return optuna.load_study(study_name="test", storage=storage).get_trials()
+
+
+def test_study_prunes_survives_a_failed_trial_and_reports(project):
+    proc = project.train(*STUDY, check=True)
+    states = [t.state for t in trials(project)]
+    assert len(states) == 6, proc.stdout
+    assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert states[2] == TrialState.PRUNED  # built to be bad
+    assert states[3] == TrialState.FAIL    # NaN loss: the study went on
+    assert all(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states[4:])
+
+    runs = project.runs("hpo-modifiednet")
+    jobs = {int(r.data.tags["hpo.trial"]): r for r in runs if r.data.tags.get("hpo.trial")}
+    assert jobs[2].info.status == "KILLED" and jobs[2].data.tags["hpo.state"] == "pruned"
+    assert len(project.client.get_metric_history(jobs[2].info.run_id, "val_accuracy")) < 4
+    assert jobs[3].info.status == "FAILED" and "NonFiniteLossError" in jobs[3].data.tags["failure_reason"]
+    assert jobs[0].info.status == "FINISHED"
+    [parent] = [r for r in runs if r.data.tags.get("cifar_sweep.role") == "sweep"]
+    best = max(t.value for t in trials(project) if t.state == TrialState.COMPLETE)
+    assert abs(parent.data.metrics["best_best_val_accuracy"] - best) < 1e-12
+    assert {"optimization_history.png", "param_importances.png"} <= {
+        a.path for a in project.client.list_artifacts(parent.info.run_id)}
+
+    project.run("hpo=modifiednet", script=REPORT, check=True)
+    table = (project.workdir / "reports" / "hpo-modifiednet" / "table.md").read_text()
+    assert "| 2 |" in table and "pruned" in table and "failed" in table
+
+    # the same command again: the study is complete, nothing trains
+    again = project.train(*STUDY, check=True)
+    assert "epoch 1/4" not in again.stdout and len(trials(project)) == 6
+
+
+def test_killed_study_continues_to_its_total(project):
+    kill_after(start(project, *STUDY), "trial 1:", "#2 epoch 1/4")
+    project.train(*STUDY, check=True)
+    ended = [t for t in trials(project) if t.state != TrialState.RUNNING]
+    assert len(ended) == len(trials(project))  # nothing left RUNNING
+    retried = {t.user_attrs.get("retry_of") for t in trials(project)} - {None}
+    assert len([t for t in ended if t.number not in retried]) == 6

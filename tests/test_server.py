@@ -1,0 +1,151 @@
+"""Runs against a real `mlflow server` process: logging to it, no server at the address, and the
+server killed in the middle of a run, then started again."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST, TRAIN
+
+MLFLOW = Path(sys.executable).parent / "mlflow"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts in `folder`."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port, self.proc = folder, port, None
+        self.uri = f"http://127.0.0.1:{port}"
+
+    def start(self, timeout: float = 120) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.folder / "server.log", "a")
+        # its own process group: `mlflow server` runs uvicorn and a job runner as children
+        self.proc = subprocess.Popen(
+            [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers",
+             "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # without its job runner (GenAI jobs) it starts in half the time
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.folder / "server.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"no /health within {timeout} s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        elif self.proc is not None:  # the leader is gone; its children may not be
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc = None
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = Server(tmp_path / "server", free_port())
+    started.start()
+    yield started
+    started.kill()
+
+
+def job_runs(uri: str):
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("cifar-sweep")
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def test_run_logs_to_a_server_and_reads_back(project, server):
+    project.train(f"tracking.uri={server.uri}", "model=origin_net", check=True)
+    client, [run] = job_runs(server.uri)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1 and run.data.params["trainer.epochs"] == "1"
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "curves.png", "evaluation.json", "best_weights.pt"} <= names
+    local = client.download_artifacts(run.info.run_id, "config.yaml", str(project.workdir / "dl"))
+    assert "epochs: 1" in Path(local).read_text()
+    assert list((server.folder / "artifacts").rglob("best_weights.pt"))  # stored by the server
+    assert not project.store.exists()  # nothing went to the local default store
+
+
+def test_no_server_at_the_address_is_one_line_in_seconds(project):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for sweep in ([], ["-m", "hydra/launcher=basic", "lr.value=0.01,0.02"]):
+        started = time.monotonic()
+        proc = project.train(*sweep, f"tracking.uri={uri}", timeout=120)
+        took = time.monotonic() - started
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert took < 20, took
+        [line] = error_lines(proc.stdout + proc.stderr)
+        assert line.startswith(f"error: tracking.uri={uri}: no tracking server answers there "
+                               "(connection refused)"), line
+        assert "Traceback" not in proc.stdout + proc.stderr
+    assert not project.store.exists() and not (project.workdir / "checkpoints").exists()
+
+
+def test_server_killed_mid_run_then_the_same_command_continues(project, server):
+    run = (f"tracking.uri={server.uri}", "trainer.epochs=6")
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *FAST, *run], cwd=project.workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen, killed = [], None
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "epoch 2/6" in line:
+                server.kill()
+                killed = time.monotonic()
+                break
+        assert killed is not None, "".join(seen)
+        rest, _ = proc.communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        proc.kill()
+        proc.wait()
+    out = "".join(seen) + rest
+    assert proc.returncode == 1, out
+    assert took < 120, took
+    [line] = error_lines(out)
+    assert line.startswith(f"error: lost the tracking server {server.uri}: connection refused; "
+                           "the run's checkpoint is kept: run the same command again"), line
+    assert "Traceback" not in out
+    [kept] = list((project.workdir / "checkpoints").rglob("*.pt"))
+
+    server.start()  # the same store, the same address
+    again = project.train(*run, check=True, timeout=300)
+    assert "continuing from epoch" in again.stdout
+    client, [after] = job_runs(server.uri)
+    assert after.info.run_id == kept.stem and after.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(after.info.run_id, "val_accuracy")]
+    assert sorted(steps) == list(range(1, 7))  # every epoch logged once
+    assert not kept.exists()  # removed once the run finished
