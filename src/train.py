@@ -7,10 +7,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-def _concurrent_jobs() -> int:
+def _concurrent_jobs(jobs_per_gpu: int = 1) -> int:
     from cifar_sweep.runtime import concurrent_jobs  # here, so that `--help` stays fast
 
-    return concurrent_jobs()
+    return concurrent_jobs(jobs_per_gpu)
 
 
 # the `parallel` launcher's n_jobs (conf/hydra/launcher/parallel.yaml)

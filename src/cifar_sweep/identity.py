@@ -27,6 +27,7 @@ NOT_RESULT_KEYS = (
     "data.skip_corrupt",        # what it skipped is in the fingerprint
     "trainer.device",           # replaced by the device type the job resolved (cpu, cuda, mps)
     "trainer.num_threads",
+    "trainer.jobs_per_gpu",
     "trainer.eval_batch_size",  # evaluation freezes BatchNorm: the batch size changes nothing
     "trainer.rerun",
 )

@@ -72,7 +72,8 @@ def run_job(cfg: DictConfig) -> JobResult:
         _prefix_log_lines(f"#{hydra.job.num} ")
     try:
         check_config(cfg)
-        rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1)
+        rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
+                             int(hydra.job.num or 0) if multirun else 0)
         dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
         client, experiment_id = t.open_experiment(cfg.tracking)
     except UserInputError as exc:

@@ -13,11 +13,14 @@ from omegaconf import DictConfig
 from cifar_sweep.errors import UserInputError
 
 
-def concurrent_jobs() -> int:
+def concurrent_jobs(jobs_per_gpu: int = 1) -> int:
     """Sweep jobs to run at once (the `parallel` launcher's n_jobs). On a CPU, small models scale
     poorly over threads, so one thread per job and one job per core is faster (measured in the
-    README); a GPU runs one job at a time."""
-    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+    README); on GPUs, `trainer.jobs_per_gpu` side by side on each: a tiny model leaves a GPU
+    mostly idle."""
+    if torch.cuda.is_available():
+        return max(1, int(jobs_per_gpu)) * torch.cuda.device_count()
+    return max(1, os.cpu_count() or 1)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,9 +54,12 @@ class Runtime:
         return contextlib.nullcontext()
 
 
-def resolve(trainer: DictConfig, concurrent: int = 1) -> Runtime:
-    """Decide, and apply what is process-wide (threads, cuDNN autotuning)."""
+def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runtime:
+    """Decide, and apply what is process-wide (threads, cuDNN autotuning). With several GPUs
+    and `trainer.device=auto`, a sweep's jobs take them in turn (job number modulo GPUs)."""
     device = resolve_device(str(trainer.device))
+    if device == torch.device("cuda") and torch.cuda.device_count() > 1:
+        device = torch.device(f"cuda:{job_num % torch.cuda.device_count()}")
     precision = str(trainer.precision)
     if precision == "auto":  # emulated bf16 (pre-Ampere GPUs) is slower than fp32
         native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)

@@ -30,6 +30,7 @@ class Trainer:
     num_threads: int | None = None
     precision: str = "auto"
     compile: bool = False
+    jobs_per_gpu: int = 1
     rerun: bool = False
 
 
