@@ -99,13 +99,18 @@ def test_run_logs_to_a_server_and_reads_back(project, server):
 
 
 def test_no_server_at_the_address_is_one_line_in_seconds(project):
+    # the time of a process that stops at its first check: imports, on this machine, now
+    started = time.monotonic()
+    assert project.train("trainer.epochs=0", timeout=120).returncode == 2
+    baseline = time.monotonic() - started
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for sweep in ([], ["-m", "hydra/launcher=basic", "lr.value=0.01,0.02"]):
         started = time.monotonic()
         proc = project.train(*sweep, f"tracking.uri={uri}", timeout=120)
         took = time.monotonic() - started
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert took < 20, took
+        # seconds more than that, not MLflow's 4.5 minutes of retries
+        assert took < baseline + 15, (took, baseline)
         [line] = error_lines(proc.stdout + proc.stderr)
         assert line.startswith(f"error: tracking.uri={uri}: no tracking server answers there "
                                "(connection refused)"), line
