@@ -232,6 +232,9 @@ def test_slurm_preset_without_a_partition_leaves_it_to_the_cluster(tmp_path):
 
 @pytest.mark.slow
 def test_ray_local_instance_sweep_makes_one_parent_and_two_finished_children(project):
+    """Runs where the [ray] extra is installed. Ray's own gRPC servers (GCS, raylet, workers)
+    listen on every interface whatever _node_ip_address says (Ray 2.60, token-authenticated);
+    only its address is loopback here."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher.ray_launcher",
                         reason="the [ray] extra is not installed")
     proc = project.train("-m", "hydra/launcher=ray", "optimizer=sgd,adam",
