@@ -34,7 +34,10 @@ test-full:  ## every test, the slow ones included
 lint:  ## ruff
 	$(PYTHON) -m ruff check src tests benchmarks
 
-ui:  ## the MLflow UI on the local store, at http://127.0.0.1:5000
+# MLflow 3's UI opens on its GenAI view unless the URL (or one click on "Model training") says
+# otherwise: the link below opens the runs tables.
+ui:  ## the MLflow UI on the local store: open the printed link (the runs tables)
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
 
 # `make server`: plain `=`, not `?=`, so that a HOST in the environment (tcsh exports one: the

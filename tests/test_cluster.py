@@ -149,8 +149,6 @@ def test_preempted_submitit_job_is_requeued_and_continues_its_run(project):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="job.py/tracking.py mark a run FAILED and delete its "
-                   "checkpoint on submitit's UncompletedJobError (out of requeues): see the report")
 def test_job_out_of_requeues_is_killed_with_its_checkpoint_kept(project):
     """A signal counts as a time limit after min(0.8 x, x - 10 min) of a job's time: with
     timeout_min=1, any. max_num_timeout=0: no requeue, submitit raises UncompletedJobError."""

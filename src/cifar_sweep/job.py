@@ -120,6 +120,11 @@ def run_job(cfg: DictConfig) -> JobResult:
             return FAILED
         sys.exit(1)
     except Exception as exc:  # the run is FAILED; a checkpoint of a failed run is no use
+        if t.out_of_time(exc):  # KILLED, its checkpoint kept: the same command continues it
+            print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
+            if multirun:
+                return FAILED
+            sys.exit(1)
         if run_id:
             checkpoint.remove(path_of(run_id))
         reason = f"{type(exc).__name__}: {exc}"

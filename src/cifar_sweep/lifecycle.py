@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # epochs' time. The floor covers slow first epochs (compile, a large model on a CPU).
 HEARTBEAT_FLOOR_S = 600
 HEARTBEAT_EPOCHS = 4
-INTERRUPTED = "interrupted"  # failure_reason prefix of runs that may be continued
 
 
 def _process_start(pid: int) -> str:
@@ -36,10 +35,22 @@ def _process_start(pid: int) -> str:
         return ""
 
 
+def _slurm_job() -> str:
+    """This SLURM job's id (array job and task), or '' outside SLURM."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return env.get("SLURM_JOB_ID", "")
+
+
 def owner_tags() -> dict[str, str]:
     pid = os.getpid()
-    return {t.OWNER_HOST: socket.gethostname(), t.OWNER_PID: str(pid),
+    tags = {t.OWNER_HOST: socket.gethostname(), t.OWNER_PID: str(pid),
             t.OWNER_START: _process_start(pid), **heartbeat_tags(HEARTBEAT_FLOOR_S)}
+    if _slurm_job():  # SLURM may requeue a job on another host, its heartbeat still fresh
+        tags[t.OWNER_SLURM_JOB] = _slurm_job()
+        tags[t.OWNER_SLURM_RESTART] = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return tags
 
 
 def heartbeat_tags(timeout_s: float) -> dict[str, str]:
@@ -53,6 +64,9 @@ def epoch_heartbeat(epoch_wall_seconds: float) -> dict[str, str]:
 def why_dead(run, now: float | None = None) -> str | None:
     """Why this RUNNING run can have no live owner, or None when it may still be running."""
     tags = run.data.tags
+    if tags.get(t.OWNER_SLURM_JOB) and tags[t.OWNER_SLURM_JOB] == _slurm_job() and (
+            tags.get(t.OWNER_SLURM_RESTART) != os.environ.get("SLURM_RESTART_COUNT", "0")):
+        return f"its SLURM job {tags[t.OWNER_SLURM_JOB]} was requeued"
     host, pid = tags.get(t.OWNER_HOST), tags.get(t.OWNER_PID)
     if host == socket.gethostname() and pid:
         start = _process_start(int(pid))
@@ -79,7 +93,7 @@ def close_ghosts(client: MlflowClient, experiment_ids: list[str]) -> list[str]:
         reason = why_dead(run)
         if reason is None:
             continue
-        client.set_tag(run.info.run_id, t.FAILURE, f"{INTERRUPTED}: {reason}")
+        client.set_tag(run.info.run_id, t.FAILURE, f"{t.INTERRUPTED}: {reason}")
         client.set_terminated(run.info.run_id, "KILLED")
         log.warning("run %s (%s) was RUNNING but %s: marked KILLED", run.info.run_id,
                     run.info.run_name, reason)
@@ -107,7 +121,7 @@ def resumable(run) -> bool:
     """KILLED, or FAILED because it was interrupted (not because its loss became NaN)."""
     status = run.info.status
     reason = run.data.tags.get(t.FAILURE, "")
-    return status == "KILLED" or (status == "FAILED" and reason.startswith(INTERRUPTED))
+    return status == "KILLED" or (status == "FAILED" and reason.startswith(t.INTERRUPTED))
 
 
 def find_resumable(client: MlflowClient, experiment_id: str, config_hash: str, has_checkpoint):

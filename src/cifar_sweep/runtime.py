@@ -64,8 +64,12 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     if precision == "auto":  # emulated bf16 (pre-Ampere GPUs) is slower than fp32
         native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
         precision = "bf16" if native else "fp32"
-    # jobs x threads = cores: concurrent jobs share the cores instead of fighting over them
-    threads = trainer.num_threads or max(1, (os.cpu_count() or 1) // max(1, concurrent))
+    # jobs x threads = cores: concurrent jobs share the cores instead of fighting over them. The
+    # cores are this process's (a SLURM job's cpus_per_task), or what OMP_NUM_THREADS says (Ray)
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    threads = (trainer.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0)
+               or max(1, cores // max(1, concurrent)))
     torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

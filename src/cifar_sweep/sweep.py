@@ -89,8 +89,10 @@ class MlflowSweepCallback(Callback):
         lifecycle.close_ghosts(self.client, [experiment_id])
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        # the sweep's own overrides, without where it is logged: store paths make poor names
-        shown = [o for o in config.hydra.overrides.task if not o.startswith("tracking.")]
+        # the sweep's own overrides, without where it is logged or reads from: paths make poor
+        # names (the keys Hydra's output folder names leave out too)
+        hidden = tuple(config.hydra.job.config.override_dirname.exclude_keys)
+        shown = [o for o in config.hydra.overrides.task if o.partition("=")[0] not in hidden]
         sweep = " ".join(shown) or "(no overrides)"
         run = self.client.create_run(
             experiment_id,

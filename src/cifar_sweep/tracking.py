@@ -48,6 +48,8 @@ INTERRUPTED = "interrupted"      # the failure_reason (prefix) of a run that may
 OWNER_HOST = "owner.host"
 OWNER_PID = "owner.pid"
 OWNER_START = "owner.start"
+OWNER_SLURM_JOB = "owner.slurm_job"          # on a cluster: the array job and task
+OWNER_SLURM_RESTART = "owner.slurm_restart"  # how often SLURM has requeued it
 HEARTBEAT = "heartbeat"
 HEARTBEAT_TIMEOUT = "heartbeat.timeout_s"
 TRIAL = "hpo.trial"              # on a search's job: its trial number in the Optuna study
@@ -149,11 +151,21 @@ def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: di
         _close(client, run_id, "KILLED", str(exc))
         raise
     except Exception as exc:
+        if out_of_time(exc):  # it may be continued, as a killed run
+            _close(client, run_id, "KILLED", f"{INTERRUPTED}: {exc}"[:5000])
+            raise
         lost = lost_server(client.tracking_uri, exc)
         if lost is not None:  # nothing can be written: see TrackingServerLost
             raise lost from exc
         _close(client, run_id, "FAILED", f"{type(exc).__name__}: {exc}"[:5000])
         raise
+
+
+def out_of_time(exc: BaseException) -> bool:
+    """submitit's UncompletedJobError: its SIGUSR2 handler stopped a job at its time limit with
+    no requeue left (hydra.launcher.max_num_timeout); the run can be continued like a killed one.
+    (Matched by name: submitit is only there on a cluster.)"""
+    return type(exc).__name__ == "UncompletedJobError"
 
 
 class TrackingServerLost(Exception):
