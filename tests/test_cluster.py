@@ -304,6 +304,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+@pytest.mark.slow  # a real server, a sweep and the report: about 80 s
 def test_sweep_and_report_through_a_tracking_server(project, tmp_path):
     with tracking_server(tmp_path / "server", workers=1) as (uri, log):
         # the default allowed hosts are localhost and private addresses: a login node reached

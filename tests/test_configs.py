@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from conftest import ROOT
+from cifar_sweep.errors import UserInputError
 from cifar_sweep.validate import check_config
 
 CONF = ROOT / "conf"
@@ -50,3 +51,21 @@ def test_launcher_composes(launcher):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.epochs=ten", "trainer.epochs=ten is invalid: must be an integer"),
+    ("trainer.epochs=2.5", "trainer.epochs=2.5 is invalid: must be an integer"),
+    ("trainer.compile=maybe", "trainer.compile=maybe is invalid: must be true or false"),
+    ("trainer.num_threads=x", "trainer.num_threads=x is invalid: must be an integer or null"),
+    ("lr.value=abc", "lr.value=abc is invalid: must be a number"),
+    ("data.source.num_train=1.5", "data.source.num_train=1.5 is invalid: must be an integer"),
+    ("+tracking.colour=red", "tracking.colour is not a setting here; allowed: uri, experiment, figures"),
+    ("+optimizer.betas=[0.9,0.99]", "optimizer.betas is not a setting here; allowed: momentum"),
+])
+def test_schema_names_the_bad_key_and_what_it_must_be(override, message):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["data=synthetic", override])
+    with pytest.raises(UserInputError) as caught:
+        check_config(cfg)
+    assert str(caught.value).startswith(message), str(caught.value)

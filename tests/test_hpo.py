@@ -2,6 +2,7 @@
 continued to its total; read back from the Optuna storage and MLflow, as a user would."""
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from conftest import ROOT
@@ -54,6 +55,7 @@ def test_study_prunes_survives_a_failed_trial_and_reports(project):
     assert "epoch 1/4" not in again.stdout and len(trials(project)) == 6
 
 
+@pytest.mark.slow  # two studies: about 60 s
 def test_killed_study_continues_to_its_total(project):
     kill_after(start(project, *STUDY), "trial 1:", "#2 epoch 1/4")
     project.train(*STUDY, check=True)

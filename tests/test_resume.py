@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from mlflow.entities import RunStatus
 
 from conftest import FAST, ROOT, TRAIN
@@ -116,6 +117,7 @@ def test_finished_sweep_again_trains_nothing_and_studies_share_their_baseline(pr
     assert "already finished" not in rerun.stdout and "epoch 1/1" in rerun.stdout
 
 
+@pytest.mark.slow  # three entrypoint runs: about 60 s
 def test_ghost_run_of_another_config_is_closed_and_clean_runs_closes_the_rest(project):
     kill_after(start(project, "trainer.epochs=50", "lr.value=0.002"), "epoch 1/50")
     [ghost] = jobs(project)

@@ -84,6 +84,7 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow  # a real server: about 45 s; the round trip through `make server` is in test_cluster.py
 def test_run_logs_to_a_server_and_reads_back(project, server):
     project.train(f"tracking.uri={server.uri}", "model=origin_net", check=True)
     client, [run] = job_runs(server.uri)
@@ -118,6 +119,7 @@ def test_no_server_at_the_address_is_one_line_in_seconds(project):
     assert not project.store.exists() and not (project.workdir / "checkpoints").exists()
 
 
+@pytest.mark.slow  # two server starts and two runs: about 80 s
 def test_server_killed_mid_run_then_the_same_command_continues(project, server):
     run = (f"tracking.uri={server.uri}", "trainer.epochs=6")
     proc = subprocess.Popen([sys.executable, str(TRAIN), *FAST, *run], cwd=project.workdir,
