@@ -400,7 +400,8 @@ def study_report(client: MlflowClient, experiment: str, study: str, baseline: st
     (out / "table.md").write_text(md)
     (out / "table.csv").write_text(tables.csv_text(csv_records(recs, data)))
     (out / "table.tex").write_text(tables.latex(header, table, bold, caption))
-    figures(client, rows, keys, out, f"{study}, {budget}")
+    figures(client, rows, keys, out,  # the fingerprint is in the table's caption
+            f"{study}, {data['data']}, {'/'.join(epochs)} epochs, {len(seeds)} seed(s)")
     client.log_artifacts(used[0], str(out), "report")
     return md
 
