@@ -23,8 +23,11 @@ class Project:
         self.store = workdir / "mlruns"
 
     def run(self, *overrides: str, script: Path = TRAIN, check: bool | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+            timeout: int = 600, env: dict[str, str | None] | None = None
+            ) -> subprocess.CompletedProcess:
+        """`env`: variables to set, or to remove where the value is None."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+        env = {k: v for k, v in env.items() if v is not None}
         proc = subprocess.run([sys.executable, str(script), *overrides], cwd=self.workdir,
                               env=env, capture_output=True, text=True, timeout=timeout)
         if check is True and proc.returncode != 0:

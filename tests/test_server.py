@@ -27,8 +27,9 @@ def free_port() -> int:
 class Server:
     """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts in `folder`."""
 
-    def __init__(self, folder: Path, port: int):
+    def __init__(self, folder: Path, port: int, args: tuple[str, ...] = (), env: dict | None = None):
         self.folder, self.port, self.proc = folder, port, None
+        self.args, self.env = list(args), env or {}
         self.uri = f"http://127.0.0.1:{port}"
 
     def start(self, timeout: float = 120) -> None:
@@ -38,10 +39,10 @@ class Server:
         self.proc = subprocess.Popen(
             [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers",
              "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-             "--artifacts-destination", str(self.folder / "artifacts")],
+             "--artifacts-destination", str(self.folder / "artifacts"), *self.args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             # without its job runner (GenAI jobs) it starts in half the time
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,6 +98,16 @@ def test_run_logs_to_a_server_and_reads_back(project, server):
     assert "epochs: 1" in Path(local).read_text()
     assert list((server.folder / "artifacts").rglob("best_weights.pt"))  # stored by the server
     assert not project.store.exists()  # nothing went to the local default store
+
+    # an experiment made by local runs on another machine: its artifacts at a path not here
+    elsewhere = (project.workdir / "other-machine" / "mlruns" / "artifacts" / "7").as_uri()
+    client.create_experiment("made-locally", artifact_location=elsewhere)
+    proc = project.train(f"tracking.uri={server.uri}", "tracking.experiment=made-locally")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stdout + proc.stderr)
+    assert line.startswith(f"error: tracking.experiment=made-locally: its artifacts live at "
+                           f"{elsewhere}, a path made by local runs"), line
+    assert client.search_runs([client.get_experiment_by_name("made-locally").experiment_id]) == []
 
 
 def test_no_server_at_the_address_is_one_line_in_seconds(project):
@@ -156,3 +167,53 @@ def test_server_killed_mid_run_then_the_same_command_continues(project, server):
     steps = [m.step for m in client.get_metric_history(after.info.run_id, "val_accuracy")]
     assert sorted(steps) == list(range(1, 7))  # every epoch logged once
     assert not kept.exists()  # removed once the run finished
+
+
+ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "admin-Pass-1234"}
+BOB = {"MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": "bob-Pass-12345"}
+
+
+@pytest.mark.slow  # a real authenticating server: about 40 s
+def test_credentials_a_server_refuses_are_one_line_before_any_run(project, tmp_path):
+    pytest.importorskip("flask_wtf", reason="the [server] extra: mlflow[auth]")
+    auth = Server(tmp_path / "auth", free_port(), ("--app-name", "basic-auth"),
+                  {"MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN["MLFLOW_TRACKING_PASSWORD"],
+                   "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only"})
+    auth.start()
+    try:
+        from mlflow.server import get_app_client
+
+        os.environ.update(ADMIN)  # the admin's client, to set up and read back
+        try:
+            get_app_client("basic-auth", tracking_uri=auth.uri).create_user(
+                BOB["MLFLOW_TRACKING_USERNAME"], BOB["MLFLOW_TRACKING_PASSWORD"])
+            admin = MlflowClient(tracking_uri=auth.uri)
+            admin.create_experiment("cifar-sweep")  # bob may read it (the default), not write
+            cases = [
+                ({}, "the server asks who you are (HTTP 401) and no credentials were given"),
+                ({**ADMIN, "MLFLOW_TRACKING_PASSWORD": "wrong"},
+                 "the server asks who you are (HTTP 401) and the credentials of "
+                 "MLFLOW_TRACKING_USERNAME=admin were refused"),
+                (BOB, "does not let bob write in this experiment (HTTP 403)"),
+            ]
+            for env, said in cases:
+                for sweep in ([], ["-m", "hydra/launcher=basic", "lr.value=0.01,0.02"]):
+                    proc = project.train(*sweep, f"tracking.uri={auth.uri}",
+                                         env={**{k: None for k in ADMIN}, **env})
+                    out = proc.stdout + proc.stderr
+                    assert proc.returncode == 2, out
+                    [line] = error_lines(out)
+                    assert said in line, line
+                    assert "Traceback" not in out
+            experiment = admin.get_experiment_by_name("cifar-sweep")
+            assert admin.search_runs([experiment.experiment_id]) == []  # no run, no ghost
+            # with an experiment of their own, bob's run goes through
+            project.train(f"tracking.uri={auth.uri}", "tracking.experiment=bobs", env=BOB,
+                          check=True)
+            [run] = admin.search_runs([admin.get_experiment_by_name("bobs").experiment_id])
+            assert run.info.status == "FINISHED"
+        finally:
+            for key in ADMIN:
+                os.environ.pop(key, None)
+    finally:
+        auth.kill()

@@ -128,3 +128,33 @@ def check_server(uri: str) -> None:
             f"tracking.uri={uri}: no tracking server answers there ({problem}); start it "
             f"(`mlflow server --host {where.hostname} --port {where.port or 5000}` on that machine) "
             f"or check the host and port")
+    refused = access_problem(uri)
+    if refused:
+        raise UserInputError(f"tracking.uri={uri}: {refused}")
+
+
+def access_problem(uri: str) -> str | None:
+    """Why the server at `uri` turns these credentials away, or None. /health answers anyone, so
+    an authenticating server (`mlflow server --app-name basic-auth`, a proxy) is asked once for
+    one experiment: without this the first run's first request fails, as a long traceback."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    try:
+        response = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET",
+                                params={"max_results": 1}, max_retries=0,
+                                timeout=PROBE_TIMEOUT_S, raise_on_status=False)
+    except Exception:  # it answered /health a moment ago: let the run report what happens next
+        return None
+    if response.status_code not in (401, 403):
+        return None
+    given = (f"the credentials of MLFLOW_TRACKING_USERNAME={creds.username}" if creds.username
+             else "the token in MLFLOW_TRACKING_TOKEN" if creds.token else None)
+    if response.status_code == 401:
+        said = f"{given} were refused" if given else "no credentials were given"
+        return (f"the server asks who you are (HTTP 401) and {said}; "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                "MLFLOW_TRACKING_TOKEN) to an account on that server")
+    return (f"the server refuses access (HTTP 403) to {given or 'requests without credentials'}; "
+            "ask its administrator for permission")

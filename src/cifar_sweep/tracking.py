@@ -10,6 +10,7 @@ opens it: a SQLite store is created under a lock, a server must answer.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,14 +94,46 @@ def open_experiment(tracking: DictConfig) -> tuple[MlflowClient, str]:
                                                     tags={EXPERIMENT_KIND: MODEL_TRAINING})
         except MlflowException:  # another job created it first
             experiment = client.get_experiment_by_name(name)
+            if experiment is None:  # no: it could not be created
+                raise
     if experiment.lifecycle_stage == "deleted":
         raise UserInputError(
             f"tracking.experiment={name}: this experiment is deleted in the store; restore it "
             f"in the UI or choose another name"
         )
-    if EXPERIMENT_KIND not in experiment.tags:  # made by an older version
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    # Made by an older version: tag it. On a server, tag it always: setting a tag needs the
+    # permission to write in the experiment, as runs do, and this asks before any run exists.
+    if EXPERIMENT_KIND not in experiment.tags or uri.startswith(("http://", "https://")):
+        try:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        except MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED":
+                raise
+            raise UserInputError(
+                f"tracking.experiment={name}: the server at {uri} does not let "
+                f"{os.environ.get('MLFLOW_TRACKING_USERNAME') or 'you'} write in this experiment "
+                f"(HTTP 403); ask its owner or an administrator for EDIT permission, or choose "
+                f"another tracking.experiment") from None
+    if uri.startswith(("http://", "https://")):
+        _check_artifact_location(experiment, uri)
     return client, experiment.experiment_id
+
+
+def _check_artifact_location(experiment, uri: str) -> None:
+    """An experiment made by local runs keeps its artifacts at a file path, written by the job
+    itself, not through the server; a job on another machine fails there only after training.
+    Refuse it before the run unless this machine can write to that path (a shared file system)."""
+    location = experiment.artifact_location or ""
+    if not location.startswith("file:") and "://" in location:
+        return  # mlflow-artifacts:/ (through the server), s3://, ...
+    # the experiment's folder may not exist yet; the store's artifact root above it must
+    root = Path(location.removeprefix("file://").removeprefix("file:")).parent
+    if root.is_dir() and os.access(root, os.W_OK | os.X_OK):
+        return
+    raise UserInputError(
+        f"tracking.experiment={experiment.name}: its artifacts live at {location}, a path made by "
+        f"local runs that this machine cannot write to; jobs logging through {uri} need an "
+        f"experiment made through the server: choose a new tracking.experiment")
 
 
 def git_commit() -> str:
