@@ -6,16 +6,17 @@ DATA ?=
 EPOCHS_ARG = $(if $(EPOCHS),trainer.epochs=$(EPOCHS),)
 # the report and clean-runs read the store only: of ARGS they take the tracking.* overrides
 STORE_ARGS = $(filter tracking.%,$(ARGS))
-STUDIES = lr optimizer loss arch
+# one study per file of conf/ablation/
+STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-full lint ui bench tables clean clean-runs bench-checkpoint \
-	ablations ablation-lr ablation-optimizer ablation-loss ablation-arch
+	ablations $(addprefix ablation-,$(STUDIES))
 .PHONY: server
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
-	@echo '  ablation-<study>      run a study (lr, optimizer, loss, arch), then print its table; EPOCHS=, ARGS='
+	@echo '  ablation-<study>      run a study ($(STUDIES)), then print its table; EPOCHS=, ARGS='
 
 install:  ## create .venv and install the package with its dev tools
 	python3 -m venv .venv

@@ -20,7 +20,8 @@ def expand(study: str, *extra: str) -> list[dict]:
             jobs.append({"optimizer": cfg.optimizer._target_.split(".")[-1], "lr": cfg.lr.value,
                          "model": cfg.model._target_.split(".")[-1], "seed": cfg.trainer.seed,
                          "smoothing": cfg.loss.label_smoothing, "weighted": cfg.loss.class_weighted,
-                         "batch": cfg.trainer.batch_size, "experiment": cfg.tracking.experiment})
+                         "batch": cfg.trainer.batch_size, "experiment": cfg.tracking.experiment,
+                         "schedule": cfg.lr.schedule._target_.split(".")[-1]})
     return jobs
 
 
@@ -37,6 +38,15 @@ def test_optimizer_study_pairs_each_optimizer_with_the_reports_rate():
         ("SGD", 0.005), ("Adam", 0.001), ("RMSprop", 0.001), ("Adagrad", 0.001)]
 
 
+def test_onecycle_optimizer_study_changes_the_schedule_only():
+    plain, onecycle = expand("optimizer"), expand("optimizer_onecycle")
+    assert {j["schedule"] for j in plain} == {"constant"}
+    assert {j["schedule"] for j in onecycle} == {"onecycle"}
+    assert ([{**j, "schedule": None, "experiment": None} for j in onecycle]
+            == [{**j, "schedule": None, "experiment": None} for j in plain])
+    assert {j["experiment"] for j in onecycle} == {"ablation-optimizer-onecycle"}
+
+
 def test_loss_and_arch_studies():
     assert [(j["smoothing"], j["weighted"]) for j in expand("loss")] == [
         (0.0, False), (0.1, False), (0.0, True)]
@@ -50,7 +60,7 @@ def test_a_study_crossed_with_seeds():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["lr", "optimizer", "loss", "arch"])
+@pytest.mark.parametrize("study", ["lr", "optimizer", "loss", "arch", "optimizer_onecycle"])
 def test_every_study_runs_and_reports(project, study):
     project.train("-m", f"ablation={study}", "data.source.num_train=400", "data.source.num_test=100",
                   check=True, timeout=1800)

@@ -63,3 +63,20 @@ def test_killed_study_continues_to_its_total(project):
     assert len(ended) == len(trials(project))  # nothing left RUNNING
     retried = {t.user_attrs.get("retry_of") for t in trials(project)} - {None}
     assert len([t for t in ended if t.number not in retried]) == 6
+
+
+def test_trials_run_side_by_side_with_the_next_ones_queued(project):
+    """The parallel launcher, 2 jobs: trials go to it 4 at a time (twice the jobs side by side),
+    so that a worker whose trial ends early takes the next; each is a child of one sweep run."""
+    proc = project.train("-m", "hpo=modifiednet", "hydra/launcher=parallel",
+                         "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=5",
+                         "hydra.sweeper.study_name=test", check=True)
+    out = proc.stdout + proc.stderr
+    assert "n_jobs=2," in out and "is launching 4 jobs" in out and "is launching 1 jobs" in out
+    assert [t.state for t in trials(project)] == [TrialState.COMPLETE] * 5
+    runs = project.runs("hpo-modifiednet")
+    [parent] = [r for r in runs if r.data.tags.get("cifar_sweep.role") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("hpo.trial")]
+    assert sorted(int(r.data.tags["hpo.trial"]) for r in jobs) == [0, 1, 2, 3, 4]
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" and r.data.tags["num_threads"] == "1" for r in jobs)

@@ -48,6 +48,7 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     assert abs(float(rows[1]["delta_accuracy_points"]) - delta) < 1e-9
     assert rows[0]["delta_accuracy_points"] == "nan"
     assert "Δ accuracy [95% CI]" in md and "p (Welch)" in md
+    assert "(+0)" not in md and "(+0.000)" not in md  # the same model: no change to show
     assert "Table VIII: Accuracy (%)" in md and "| 72.80 |" in md  # the report's own number
     assert "\\caption{Ablation `lr` on synthetic" in (out / "table.tex").read_text()
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
@@ -70,7 +71,7 @@ def test_report_without_runs_says_what_to_do(project):
     assert proc.returncode == 1
     assert "make ablation-loss" in proc.stderr
     proc = project.run("ablation=nope", script=REPORT)
-    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|optimizer>, hpo=<modifiednet>" in proc.stderr
+    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|optimizer|optimizer_onecycle>, hpo=<modifiednet>" in proc.stderr
 
 
 def test_model_tables(project):

@@ -40,7 +40,7 @@ class Server:
             [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers",
              "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
              "--artifacts-destination", str(self.folder / "artifacts"), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder,
             # without its job runner (GenAI jobs) it starts in half the time
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env})
         log.close()

@@ -45,7 +45,9 @@ def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
 def open_study(name: str, storage: str, direction: str, seed: int | None,
                pruner: dict) -> optuna.Study:
     return optuna.create_study(study_name=name, storage=_storage(storage), direction=direction,
-                               sampler=optuna.samplers.TPESampler(seed=seed),
+                               # trials asked together: the sampler assumes the worst for those
+                               # still running, so that it does not ask the same point again
+                               sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
                                pruner=make_pruner(pruner), load_if_exists=True)
 
 
@@ -129,9 +131,13 @@ def summarise(study: optuna.Study, client, parent: str | None, metric: str) -> N
 
 
 def figures(study: optuna.Study, out: Path) -> None:
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
+    # Optuna marks its matplotlib plots experimental: one warning per figure, in every study
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 

@@ -23,7 +23,7 @@ from cifar_sweep.errors import UserInputError
 class Trainer:
     epochs: int = 30
     batch_size: int = 64
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 250
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"

@@ -217,7 +217,7 @@ def _num(text: str):
 
 
 def _signed(value: float, digits: int) -> str:
-    return f"{value:+.{digits}f}"
+    return f"{value:+,.{digits}f}"
 
 
 def cells(recs: list[Record], keys: list[str], paper: dict | None = None):
@@ -243,8 +243,11 @@ def cells(recs: list[Record], keys: list[str], paper: dict | None = None):
             text = f"{mean * c.scale:,.{c.digits}f}"
             if len(rec.row.runs) > 1 and c.varies_by_seed:
                 text += f" ± {std * c.scale:,.{c.digits}f}"
-            if base is not None and rec is not base and c is not ACCURACY:
-                text += f" ({_signed((mean - base.stats[c.metric][0]) * c.scale, c.digits)})"
+            diff = None if base is None else (mean - base.stats[c.metric][0]) * c.scale
+            # no "(+0)" where a setting does not change the column (parameters, memory)
+            if diff is not None and rec is not base and c is not ACCURACY and \
+                    round(diff, c.digits) != 0:
+                text += f" ({_signed(diff, c.digits)})"
             line.append(text)
             flags.append(best_mean.get(c.metric) == mean)
         d = rec.delta
@@ -253,7 +256,8 @@ def cells(recs: list[Record], keys: list[str], paper: dict | None = None):
         else:
             interval = "" if d.low is None else f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
             mark = {True: "", False: "≈ ", None: ""}[d.seeds_tell_apart]
-            line += [f"{mark}{_signed(d.diff, 2)}{interval}", "–" if d.p is None else f"{d.p:.3f}"]
+            p = "–" if d.p is None else "<0.001" if d.p < 0.001 else f"{d.p:.3f}"
+            line += [f"{mark}{_signed(d.diff, 2)}{interval}", p]
         flags += [False, False]
         line += [_paper_cell(rec.paper.get(t)) for t in paper_titles]
         flags += [False] * len(paper_titles)

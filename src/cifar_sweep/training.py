@@ -43,11 +43,11 @@ def build(cfg: DictConfig, dataset: Dataset, rt: Runtime) -> Parts:
     normalize = Normalize(cfg.data.mean, cfg.data.std, rt.device)
     train_loader = Loader(train, t.batch_size, normalize, instantiate(cfg.augment),
                           torch.Generator(device=rt.device).manual_seed(t.seed),
-                          rt.chunk_images, rt.channels_last)
+                          rt.chunk_images, rt.nhwc_train)
 
     def evaluation(split) -> Loader:
         return Loader(split, t.eval_batch_size, normalize, chunk_images=rt.chunk_images,
-                      channels_last=rt.channels_last)
+                      channels_last=rt.nhwc_eval)
 
     model = instantiate(cfg.model, num_classes=len(dataset.classes)).to(rt.device)
     if rt.channels_last:

@@ -44,6 +44,10 @@ class OptunaStudySweeperConf:
     space: dict[str, Any] = field(default_factory=dict)
     # parameter sets to try first (a known good point, a baseline), once per study
     enqueue: list[Any] = field(default_factory=list)
+    # trials handed to the launcher at once; null: twice the jobs it runs side by side
+    # (hydra.launcher.n_jobs, or array_parallelism on SLURM), so that a worker whose trial was
+    # pruned early takes the next one instead of waiting for the others of its launch
+    trials_per_launch: int | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
@@ -76,10 +80,12 @@ class OptunaStudySweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        side_by_side = max(1, int(self.config.hydra.launcher.get("n_jobs") or 1))
+        launcher = self.config.hydra.launcher
+        side_by_side = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
+        per_launch = s.get("trials_per_launch") or (2 * side_by_side if side_by_side > 1 else 1)
         job_index = 0
         while (left := s["n_trials"] - hpo.trials_ended(study)) > 0:
-            trials = [study.ask(space) for _ in range(min(side_by_side, left))]
+            trials = [study.ask(space) for _ in range(min(per_launch, left))]
             batch = [list(arguments) + [f"{k}={v}" for k, v in t.params.items()]
                      + [f"optuna_trial={t.number}"] for t in trials]
             results = self.launcher.launch(batch, initial_job_idx=job_index)
