@@ -10,7 +10,7 @@ STORE_ARGS = $(filter tracking.%,$(ARGS))
 STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint ui bench tables clean clean-runs bench-checkpoint \
+.PHONY: help install train test test-full lint ui bench bench-memory-format tables clean clean-runs bench-checkpoint \
 	ablations $(addprefix ablation-,$(STUDIES))
 .PHONY: server
 
@@ -75,6 +75,9 @@ bench-checkpoint:  ## what the per-epoch checkpoint costs; DATA=<extracted CIFAR
 
 bench:  ## the side-by-side speed benchmark; DATA=<extracted CIFAR-10 JPEG copy> or synthetic
 	$(PYTHON) benchmarks/bench.py $(if $(DATA),--data-root $(DATA),)
+
+bench-memory-format:  ## NCHW against NHWC batches on this CPU, 1 and 2 threads (runtime.py's choice)
+	$(PYTHON) benchmarks/memory_format.py
 
 clean-runs:  ## mark RUNNING runs whose process died KILLED (they continue from their checkpoints)
 	$(PYTHON) src/clean_runs.py $(STORE_ARGS)

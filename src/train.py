@@ -1,5 +1,6 @@
 """The single entrypoint: `python src/train.py [group=option ...] [key=value ...]`, or `-m` to sweep."""
 
+import importlib.util
 import signal
 import sys
 
@@ -20,6 +21,18 @@ OmegaConf.register_new_resolver("concurrent_jobs", _concurrent_jobs, use_cache=T
 signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+# options whose plugin is an optional extra: without it Hydra only says it cannot load a config
+EXTRAS = {"hydra/launcher=ray_tasks": ("hydra_plugins.hydra_ray_launcher", "ray")}
+
+
+def _check_extras(argv: list[str]) -> None:
+    for arg in argv:
+        if arg in EXTRAS and importlib.util.find_spec(EXTRAS[arg][0]) is None:
+            print(f"error: {arg} needs the [{EXTRAS[arg][1]}] extra, which is not installed: "
+                  f"pip install -e '.[{EXTRAS[arg][1]}]'", file=sys.stderr)
+            sys.exit(2)
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from cifar_sweep.job import run_job  # imported here so that `--help` stays fast
@@ -28,4 +41,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    _check_extras(sys.argv[1:])
     main()

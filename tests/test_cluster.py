@@ -228,6 +228,18 @@ def test_slurm_preset_without_a_partition_leaves_it_to_the_cluster(tmp_path):
 
 # --- Ray ---------------------------------------------------------------------------------------
 
+def test_ray_launcher_without_its_extra_is_one_line(project):
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None:
+        pytest.skip("the [ray] extra is installed here")
+    proc = project.train("-m", "hydra/launcher=ray_tasks", "optimizer=sgd,adam")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: hydra/launcher=ray_tasks needs the [ray] extra, which "
+                                   "is not installed: pip install -e '.[ray]'")
+    assert not project.store.exists()
+
+
 @pytest.mark.slow
 def test_ray_local_instance_sweep_makes_one_parent_and_two_finished_children(project):
     """Runs where the [ray] extra is installed. Ray's own gRPC servers (GCS, raylet, workers)
@@ -235,7 +247,7 @@ def test_ray_local_instance_sweep_makes_one_parent_and_two_finished_children(pro
     only its address is loopback here."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher.ray_launcher",
                         reason="the [ray] extra is not installed")
-    proc = project.train("-m", "hydra/launcher=ray", "optimizer=sgd,adam",
+    proc = project.train("-m", "hydra/launcher=ray_tasks", "optimizer=sgd,adam",
                          "+hydra.launcher.ray.init.num_cpus=2",
                          "+hydra.launcher.ray.init._node_ip_address=127.0.0.1", check=True)
     assert "Started a local Ray instance" in proc.stdout + proc.stderr
