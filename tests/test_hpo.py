@@ -1,6 +1,8 @@
 """An Optuna study through the real entrypoint: trials pruned, a failing trial, a killed study
 continued to its total; read back from the Optuna storage and MLflow, as a user would."""
 
+import os
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -67,10 +69,11 @@ def test_killed_study_continues_to_its_total(project):
 
 def test_trials_run_side_by_side_with_the_next_ones_queued(project):
     """The parallel launcher, 2 jobs: trials go to it 4 at a time (twice the jobs side by side),
-    so that a worker whose trial ends early takes the next; each is a child of one sweep run."""
-    proc = project.train("-m", "hpo=modifiednet", "hydra/launcher=parallel",
-                         "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=5",
-                         "hydra.sweeper.study_name=test", check=True)
+    so that a worker whose trial ends early takes the next; each is a child of one sweep run,
+    with its share of the cores. Then the study grown to 8 trials, 3 per launch."""
+    study = ["-m", "hpo=modifiednet", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+             "trainer.num_threads=null", "hydra.sweeper.study_name=test"]
+    proc = project.train(*study, "hydra.sweeper.n_trials=5", check=True)
     out = proc.stdout + proc.stderr
     assert "n_jobs=2," in out and "is launching 4 jobs" in out and "is launching 1 jobs" in out
     assert [t.state for t in trials(project)] == [TrialState.COMPLETE] * 5
@@ -79,4 +82,10 @@ def test_trials_run_side_by_side_with_the_next_ones_queued(project):
     jobs = [r for r in runs if r.data.tags.get("hpo.trial")]
     assert sorted(int(r.data.tags["hpo.trial"]) for r in jobs) == [0, 1, 2, 3, 4]
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
-    assert all(r.info.status == "FINISHED" and r.data.tags["num_threads"] == "1" for r in jobs)
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert all(r.info.status == "FINISHED" and r.data.tags["num_threads"] == share for r in jobs)
+
+    proc = project.train(*study, "hydra.sweeper.n_trials=8", "hydra.sweeper.trials_per_launch=3",
+                         check=True)
+    assert "is launching 3 jobs" in proc.stdout + proc.stderr
+    assert [t.state for t in trials(project)] == [TrialState.COMPLETE] * 8

@@ -99,15 +99,24 @@ def test_run_logs_to_a_server_and_reads_back(project, server):
     assert list((server.folder / "artifacts").rglob("best_weights.pt"))  # stored by the server
     assert not project.store.exists()  # nothing went to the local default store
 
-    # an experiment made by local runs on another machine: its artifacts at a path not here
-    elsewhere = (project.workdir / "other-machine" / "mlruns" / "artifacts" / "7").as_uri()
+    # an experiment made by local runs on another machine: its artifacts at a path that cannot
+    # be made here (under a file; as root, every existing folder is writable); spaces in it
+    (project.workdir / "other machine").write_text("a file, not a folder")
+    elsewhere = (project.workdir / "other machine" / "mlruns" / "artifacts" / "7").as_uri()
     client.create_experiment("made-locally", artifact_location=elsewhere)
     proc = project.train(f"tracking.uri={server.uri}", "tracking.experiment=made-locally")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [line] = error_lines(proc.stdout + proc.stderr)
-    assert line.startswith(f"error: tracking.experiment=made-locally: its artifacts live at "
-                           f"{elsewhere}, a path made by local runs"), line
+    assert line.startswith(f"error: tracking.experiment=made-locally: its artifacts live at the "
+                           f"file path {elsewhere}, which jobs write themselves, not through "
+                           f"{server.uri}, and this machine cannot write there"), line
     assert client.search_runs([client.get_experiment_by_name("made-locally").experiment_id]) == []
+    # one this machine can write to (a shared file system, say), its path percent-encoded: runs
+    shared = project.workdir / "My Projects" / "artifacts" / "8"
+    client.create_experiment("on-a-shared-disk", artifact_location=shared.as_uri())
+    project.train(f"tracking.uri={server.uri}", "tracking.experiment=on-a-shared-disk", check=True)
+    assert (shared / client.search_runs([client.get_experiment_by_name(
+        "on-a-shared-disk").experiment_id])[0].info.run_id / "artifacts" / "config.yaml").is_file()
 
 
 def test_no_server_at_the_address_is_one_line_in_seconds(project):
@@ -192,9 +201,8 @@ def test_credentials_a_server_refuses_are_one_line_before_any_run(project, tmp_p
             cases = [
                 ({}, "the server asks who you are (HTTP 401) and no credentials were given"),
                 ({**ADMIN, "MLFLOW_TRACKING_PASSWORD": "wrong"},
-                 "the server asks who you are (HTTP 401) and the credentials of "
-                 "MLFLOW_TRACKING_USERNAME=admin were refused"),
-                (BOB, "does not let bob write in this experiment (HTTP 403)"),
+                 "the server asks who you are (HTTP 401) and user admin was refused"),
+                (BOB, "does not let user bob write in this experiment (HTTP 403)"),
             ]
             for env, said in cases:
                 for sweep in ([], ["-m", "hydra/launcher=basic", "lr.value=0.01,0.02"]):

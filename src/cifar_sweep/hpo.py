@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,13 @@ def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
 
 def open_study(name: str, storage: str, direction: str, seed: int | None,
                pruner: dict) -> optuna.Study:
+    with warnings.catch_warnings():  # Optuna 4 marks constant_liar experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # trials asked together: the sampler assumes the worst for those still running, so that
+        # it does not ask the same point again (Optuna 5's default; Optuna 4's is off)
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return optuna.create_study(study_name=name, storage=_storage(storage), direction=direction,
-                               # trials asked together: the sampler assumes the worst for those
-                               # still running, so that it does not ask the same point again
-                               sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-                               pruner=make_pruner(pruner), load_if_exists=True)
+                               sampler=sampler, pruner=make_pruner(pruner), load_if_exists=True)
 
 
 def distributions(space: dict[str, dict]) -> dict[str, Any]:
@@ -131,13 +134,15 @@ def summarise(study: optuna.Study, client, parent: str | None, metric: str) -> N
 
 
 def figures(study: optuna.Study, out: Path) -> None:
-    import warnings
+    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _figures(study, out)
 
+
+def _figures(study: optuna.Study, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    # Optuna marks its matplotlib plots experimental: one warning per figure, in every study
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 

@@ -83,7 +83,7 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     # one thread), and for training on one thread (ModifiedNet 1.4x, OriginNet 1.5x faster per
     # step), which is how parallel sweeps run; with two threads ModifiedNet trains slower in
     # NHWC (0.75x), so a lone run keeps NCHW. Measured on this 2-core CPU, torch 2.14.1.
-    gpu = device.type == "cuda"
+    gpu, cpu = device.type == "cuda", device.type == "cpu"
     return Runtime(device=device, precision=precision, channels_last=gpu,
-                   nhwc_train=gpu or threads == 1, nhwc_eval=True,
+                   nhwc_train=gpu or (cpu and threads == 1), nhwc_eval=gpu or cpu,
                    threads=threads, concurrent_jobs=concurrent, chunk_images=chunk)

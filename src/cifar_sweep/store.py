@@ -140,21 +140,30 @@ def access_problem(uri: str) -> str | None:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
-    creds = get_default_host_creds(uri)
     try:
-        response = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET",
-                                params={"max_results": 1}, max_retries=0,
+        response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search",
+                                "GET", params={"max_results": 1}, max_retries=0,
                                 timeout=PROBE_TIMEOUT_S, raise_on_status=False)
     except Exception:  # it answered /health a moment ago: let the run report what happens next
         return None
     if response.status_code not in (401, 403):
         return None
-    given = (f"the credentials of MLFLOW_TRACKING_USERNAME={creds.username}" if creds.username
-             else "the token in MLFLOW_TRACKING_TOKEN" if creds.token else None)
+    who = who_asks(uri)
     if response.status_code == 401:
-        said = f"{given} were refused" if given else "no credentials were given"
+        said = "no credentials were given" if who == "you" else f"{who} was refused"
         return (f"the server asks who you are (HTTP 401) and {said}; "
                 "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
                 "MLFLOW_TRACKING_TOKEN) to an account on that server")
-    return (f"the server refuses access (HTTP 403) to {given or 'requests without credentials'}; "
-            "ask its administrator for permission")
+    return f"the server refuses {who} access (HTTP 403); ask its administrator for permission"
+
+
+def who_asks(uri: str) -> str:
+    """Whom MLflow's requests to `uri` name (from the environment or ~/.mlflow/credentials, as
+    MLflow reads them): a user, a token, or "you" when they carry no credentials. MLflow sends a
+    user only with a password."""
+    from mlflow.utils.credentials import get_default_host_creds
+
+    creds = get_default_host_creds(uri)
+    if creds.username and creds.password:
+        return f"user {creds.username}"
+    return "the token in MLFLOW_TRACKING_TOKEN" if creds.token else "you"

@@ -20,7 +20,7 @@ def markdown(header: list[str], rows: list[list[str]], bold: list[list[bool]] | 
 def _tex(text: str) -> str:
     return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%")
             .replace("±", "$\\pm$").replace("&", "\\&").replace("#", "\\#")
-            .replace("Δ", "$\\Delta$").replace("≈", "$\\approx$"))
+            .replace("Δ", "$\\Delta$").replace("≈", "$\\approx$").replace("<", "$<$"))
 
 
 def latex(header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None,

@@ -15,6 +15,8 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import requests
 from mlflow.entities import Param, RunTag
@@ -90,12 +92,12 @@ def open_experiment(tracking: DictConfig) -> tuple[MlflowClient, str]:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client, client.create_experiment(name, artifact_location=artifact_location,
-                                                    tags={EXPERIMENT_KIND: MODEL_TRAINING})
-        except MlflowException:  # another job created it first
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:  # no: it could not be created
+            client.create_experiment(name, artifact_location=artifact_location,
+                                     tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        except MlflowException:  # another job created it first, or it cannot be created
+            if client.get_experiment_by_name(name) is None:
                 raise
+        experiment = client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
         raise UserInputError(
             f"tracking.experiment={name}: this experiment is deleted in the store; restore it "
@@ -111,29 +113,35 @@ def open_experiment(tracking: DictConfig) -> tuple[MlflowClient, str]:
                 raise
             raise UserInputError(
                 f"tracking.experiment={name}: the server at {uri} does not let "
-                f"{os.environ.get('MLFLOW_TRACKING_USERNAME') or 'you'} write in this experiment "
-                f"(HTTP 403); ask its owner or an administrator for EDIT permission, or choose "
-                f"another tracking.experiment") from None
+                f"{store.who_asks(uri)} write in this experiment (HTTP 403); ask its owner or an "
+                f"administrator for EDIT permission, or choose another tracking.experiment"
+            ) from None
     if uri.startswith(("http://", "https://")):
         _check_artifact_location(experiment, uri)
     return client, experiment.experiment_id
 
 
 def _check_artifact_location(experiment, uri: str) -> None:
-    """An experiment made by local runs keeps its artifacts at a file path, written by the job
-    itself, not through the server; a job on another machine fails there only after training.
-    Refuse it before the run unless this machine can write to that path (a shared file system)."""
+    """An experiment whose artifacts live at a file path (made by local runs, or by a server
+    started without --serve-artifacts) is written by the job itself, not through the server: a
+    job on a machine without that path fails there only after training. Refuse it before the run
+    unless this machine can write there (a shared file system)."""
     location = experiment.artifact_location or ""
-    if not location.startswith("file:") and "://" in location:
-        return  # mlflow-artifacts:/ (through the server), s3://, ...
-    # the experiment's folder may not exist yet; the store's artifact root above it must
-    root = Path(location.removeprefix("file://").removeprefix("file:")).parent
-    if root.is_dir() and os.access(root, os.W_OK | os.X_OK):
+    if location.startswith("file:"):
+        path = Path(url2pathname(urlsplit(location).path))
+    elif location.startswith("/"):
+        path = Path(location)
+    else:
+        return  # mlflow-artifacts:/ (through the server), s3://, ...; or nothing to judge
+    # the experiment's folder if it exists; else the nearest folder above it, where it will be made
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
         return
     raise UserInputError(
-        f"tracking.experiment={experiment.name}: its artifacts live at {location}, a path made by "
-        f"local runs that this machine cannot write to; jobs logging through {uri} need an "
-        f"experiment made through the server: choose a new tracking.experiment")
+        f"tracking.experiment={experiment.name}: its artifacts live at the file path {location}, "
+        f"which jobs write themselves, not through {uri}, and this machine cannot write there; "
+        f"choose a new tracking.experiment (with a server that serves artifacts, its artifacts go "
+        f"through the server), or run where that path is writable")
 
 
 def git_commit() -> str:

@@ -44,9 +44,10 @@ class OptunaStudySweeperConf:
     space: dict[str, Any] = field(default_factory=dict)
     # parameter sets to try first (a known good point, a baseline), once per study
     enqueue: list[Any] = field(default_factory=list)
-    # trials handed to the launcher at once; null: twice the jobs it runs side by side
-    # (hydra.launcher.n_jobs, or array_parallelism on SLURM), so that a worker whose trial was
-    # pruned early takes the next one instead of waiting for the others of its launch
+    # trials handed to the launcher at once. null: with the parallel launcher, twice its n_jobs
+    # (a worker whose trial was pruned early takes the next one instead of waiting for the
+    # others of its launch); with any other, 1. On a cluster set it to the trials that should
+    # run at once: each launch's trials are chosen without knowing how the others end
     trials_per_launch: int | None = None
 
 
@@ -80,9 +81,13 @@ class OptunaStudySweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        launcher = self.config.hydra.launcher
-        side_by_side = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
-        per_launch = s.get("trials_per_launch") or (2 * side_by_side if side_by_side > 1 else 1)
+        per_launch = s.get("trials_per_launch")
+        if per_launch is None:  # joblib's workers take queued jobs as they free up
+            n_jobs = int(self.config.hydra.launcher.get("n_jobs") or 1)
+            per_launch = 2 * n_jobs if n_jobs > 1 else 1
+        elif not isinstance(per_launch, int) or per_launch < 1:
+            raise ValueError(f"hydra.sweeper.trials_per_launch={per_launch} is invalid: allowed: "
+                             "an integer >= 1, or null")
         job_index = 0
         while (left := s["n_trials"] - hpo.trials_ended(study)) > 0:
             trials = [study.ask(space) for _ in range(min(per_launch, left))]
