@@ -1,12 +1,12 @@
 """NCHW against NHWC (channels_last) batches on this CPU: what runtime.py's choice rests on.
 
-    python benchmarks/memory_format.py [--models modified_net origin_net] [--threads 1 2]
+    python benchmarks/memory_format.py [--models modified_net ...] [--threads 1 2]
 
 For each model and torch thread count, in one process, on the same random tensors:
 - training: forward + backward + SGD step at batch 64, the batches NCHW (the reference) or NHWC,
   the model's weights NCHW in both (as `training.build` leaves them on a CPU);
 - evaluation: 10,000 images without gradients, NCHW at batch 1000 (the reference: the old
-  default) or NHWC at batch 250 (the default now).
+  default), NCHW at batch 250 (the batch size alone) and NHWC at batch 250 (the default now).
 Each figure is the fastest of 3 repeats; the ratio is reference time / new time (>1: faster).
 """
 
@@ -62,18 +62,20 @@ def best_of(fn, repeats: int = 3) -> float:
     return min(fn() for _ in range(repeats))
 
 
-def measure(name, train_x, train_y, test_x) -> tuple[float, float, float, float]:
+def measure(name, train_x, train_y, test_x) -> tuple[float, ...]:
     t_ref = best_of(lambda: train_seconds(model_of(name), train_x, train_y, False))
     t_new = best_of(lambda: train_seconds(model_of(name), train_x, train_y, True))
     model = model_of(name)
     e_ref = best_of(lambda: eval_seconds(model, test_x, 1000, False))
+    e_batch = best_of(lambda: eval_seconds(model, test_x, 250, False))
     e_new = best_of(lambda: eval_seconds(model, test_x, 250, True))
-    return t_ref, t_new, e_ref, e_new
+    return t_ref, t_new, e_ref, e_batch, e_new
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["modified_net", "origin_net"])
+    parser.add_argument("--models", nargs="+",
+                        default=["modified_net", "origin_net", "modified_net_ds"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--train-images", type=int, default=6400)
     args = parser.parse_args()
@@ -83,14 +85,14 @@ def main() -> int:
     test_x = torch.randn(10_000, 3, 32, 32, generator=gen)
     print(f"torch {torch.__version__}; training on {args.train_images} images at batch 64, "
           "evaluation on 10,000; seconds, fastest of 3")
-    print(f"{'model':<14}{'threads':>8}{'train NCHW':>12}{'train NHWC':>12}{'ratio':>7}"
-          f"{'eval NCHW/1000':>16}{'eval NHWC/250':>15}{'ratio':>7}")
+    print(f"{'model':<16}{'threads':>8}{'train NCHW':>12}{'train NHWC':>12}{'ratio':>7}"
+          f"{'eval NCHW/1000':>16}{'NCHW/250':>10}{'NHWC/250':>10}{'ratio':>7}")
     for name in args.models:
         for threads in args.threads:
             torch.set_num_threads(threads)
-            t_ref, t_new, e_ref, e_new = measure(name, train_x, train_y, test_x)
-            print(f"{name:<14}{threads:>8}{t_ref:>12.3f}{t_new:>12.3f}{t_ref / t_new:>7.2f}"
-                  f"{e_ref:>16.3f}{e_new:>15.3f}{e_ref / e_new:>7.2f}")
+            t_ref, t_new, e_ref, e_batch, e_new = measure(name, train_x, train_y, test_x)
+            print(f"{name:<16}{threads:>8}{t_ref:>12.3f}{t_new:>12.3f}{t_ref / t_new:>7.2f}"
+                  f"{e_ref:>16.3f}{e_batch:>10.3f}{e_new:>10.3f}{e_ref / e_new:>7.2f}")
     return 0
 
 

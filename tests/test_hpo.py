@@ -1,6 +1,7 @@
 """An Optuna study through the real entrypoint: trials pruned, a failing trial, a killed study
 continued to its total; read back from the Optuna storage and MLflow, as a user would."""
 
+import csv
 import os
 
 import optuna
@@ -84,6 +85,15 @@ def test_trials_run_side_by_side_with_the_next_ones_queued(project):
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
     share = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert all(r.info.status == "FINISHED" and r.data.tags["num_threads"] == share for r in jobs)
+    # the trial table names each trial's values, the schedule (a config group's option) included
+    project.run("hpo=modifiednet", script=REPORT, check=True)
+    with open(project.workdir / "reports" / "hpo-modifiednet" / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    by_trial = {int(r.data.tags["hpo.trial"]): r for r in jobs}
+    for row in table:
+        run = by_trial[int(row["Trial"])]
+        assert row["lr"] == run.data.tags["lr"] and row["lr"] in {"constant", "cosine", "onecycle"}
+        assert float(row["lr.value"]) == pytest.approx(float(run.data.params["lr.value"]), rel=1e-3)
 
     proc = project.train(*study, "hydra.sweeper.n_trials=8", "hydra.sweeper.trials_per_launch=3",
                          check=True)

@@ -410,6 +410,15 @@ def study_report(client: MlflowClient, experiment: str, study: str, baseline: st
     return md
 
 
+def _short_number(value: str) -> str:
+    """`0.0006906543748811757` -> `0.0006907`: a sampled value, to four significant digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.4g}"
+
+
 def trials_report(client: MlflowClient, experiment: str, name: str, keys: list[str],
                   metric: str, out: Path) -> str:
     """A hyperparameter search's table: every trial's value, parameters, state and epochs run,
@@ -425,24 +434,39 @@ def trials_report(client: MlflowClient, experiment: str, name: str, keys: list[s
     for run in runs:
         newest.setdefault(int(run.data.tags[t.TRIAL]), run)
     state = {"FINISHED": "complete", "FAILED": "failed", "RUNNING": "running"}
-    rows, values = [], {}
+    rows, values, sources = [], {}, {}
     for number, run in sorted(newest.items()):
         source = client.get_run(run.data.tags[t.SAME_AS]) if t.SAME_AS in run.data.tags else run
+        sources[number] = source
         status = ("pruned" if run.data.tags.get(t.TRIAL_STATE) == "pruned"
                   else state.get(run.info.status, run.info.status.lower()))
         value = source.data.metrics.get(metric) if status == "complete" else None
         values[number] = value
-        epochs = len(client.get_metric_history(source.info.run_id, "val_accuracy"))
-        rows.append([str(number), "" if value is None else f"{value:.4f}",
-                     *[source.data.params.get(k, "") for k in keys], status, str(epochs),
-                     run.info.run_id])
-    done = [v for v in values.values() if v is not None]
-    bold = [[bool(done) and values[int(r[0])] == max(done)] * len(r) for r in rows]
+        history = client.get_metric_history(source.info.run_id, "val_accuracy")
+        shown = "" if value is None else f"{value:.4f}"
+        if status == "pruned" and history and metric == "best_val_accuracy":
+            shown = f"({max(m.value for m in history):.4f})"  # how far it got before it stopped
+        # a key is a config value (a param) or a config group's option (a tag: `lr=cosine`)
+        chosen = [source.data.params.get(k, source.data.tags.get(k, "")) for k in keys]
+        rows.append([str(number), shown, *[_short_number(v) for v in chosen], status,
+                     str(len(history)), run.info.run_id])
+    done = {n: v for n, v in values.items() if v is not None}
+    best = max(done, key=done.get) if done else None
+    bold = [[int(r[0]) == best] * len(r) for r in rows]
     header = ["Trial", metric, *keys, "State", "Epochs run", "Run"]
-    caption = (f"Search `{name}` (MLflow experiment `{experiment}`): {len(rows)} trials, "
+    first = sources[min(sources)]
+    data = data_of(first)
+    caption = (f"Search `{name}` (MLflow experiment `{experiment}`) on {data['data']} (fingerprint "
+               f"`{data['data_fingerprint']}`), up to {first.data.params.get('trainer.epochs', '?')}"
+               f" epochs per trial: {len(rows)} trials, "
                f"{sum(r[-3] == 'complete' for r in rows)} complete, "
                f"{sum(r[-3] == 'pruned' for r in rows)} pruned, "
-               f"{sum(r[-3] == 'failed' for r in rows)} failed; bold: the best.")
+               f"{sum(r[-3] == 'failed' for r in rows)} failed; bold: the best; in brackets: the "
+               f"best {metric.removeprefix('best_')} a pruned trial reached before it was stopped.")
+    if best is not None and "test_accuracy" in sources[best].data.metrics:
+        caption += (f" The best trial's test accuracy: "
+                    f"{sources[best].data.metrics['test_accuracy'] * 100:.2f}% (reported, never "
+                    f"used to choose).")
     out.mkdir(parents=True, exist_ok=True)
     md = f"# Search: {name}\n\n" + tables.markdown(header, rows, bold, caption)
     (out / "table.md").write_text(md)
