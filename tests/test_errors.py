@@ -9,7 +9,9 @@ def assert_no_running(project):
 
 @pytest.mark.parametrize("overrides, message", [
     (["optimizer=foo"], "Available options"),
-    (["-m", "optimizer=sgd,foo"], "Available options"),
+    # in a sweep, one line from the preflight, before any job
+    (["-m", "optimizer=sgd,foo"], "optimizer=foo: In 'config': Could not find 'optimizer/foo'; "
+                                  "available options in 'optimizer': adagrad, adam, rmsprop, sgd\n"),
     (["trainer.not_a_key=1"], "not_a_key"),
 ])
 def test_unknown_option_or_key_is_hydras_error(project, overrides, message):

@@ -99,3 +99,28 @@ def test_trials_run_side_by_side_with_the_next_ones_queued(project):
                          check=True)
     assert "is launching 3 jobs" in proc.stdout + proc.stderr
     assert [t.state for t in trials(project)] == [TrialState.COMPLETE] * 8
+
+
+@pytest.mark.parametrize("override, said", [
+    ("hydra.sweeper.trials_per_launch=0",
+     "error: hydra.sweeper.trials_per_launch=0 is invalid: allowed: an integer >= 1, or null"),
+    ("hydra.sweeper.metric=test_accuracy",
+     "error: hydra.sweeper.metric=test_accuracy is invalid: allowed: best_val_accuracy"),
+    ("hydra.sweeper.pruner.kind=mean",
+     "error: hydra.sweeper.pruner.kind=mean is invalid: allowed: median, successive_halving, none"),
+    ("hydra.sweeper.space.lr.choices=[constant,cosin]",
+     "Could not find 'lr/cosin'; available options in 'lr': constant, cosine, onecycle, step"),
+    ("+hydra.sweeper.space={lr.valu:{type:float,low:0.1,high:0.2}}", "Could not override 'lr.valu'"),
+    ("hydra.sweeper.space={lr.value:{type:float,low:0.3,high:0.2}}",
+     "error: hydra.sweeper.space.lr.value={'type': 'float', 'low': 0.3, 'high': 0.2, 'log': True} "
+     "is invalid: `low <= high` must hold"),
+])
+def test_bad_search_settings_are_one_line_before_any_run(project, override, said):
+    proc = project.train("-m", "hpo=modifiednet", "hydra.sweeper.study_name=test", override)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    [line] = [x for x in out.splitlines() if x.startswith("error:")]
+    assert said in line, line
+    assert "Traceback" not in out
+    assert project.runs("hpo-modifiednet") == []  # no parent run, no trial
+    assert not (project.workdir / "hpo" / "optuna.db").exists()

@@ -16,7 +16,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from cifar_sweep.errors import Pruned
+from cifar_sweep.errors import Pruned, UserInputError
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
@@ -30,17 +30,59 @@ def _storage(url: str) -> str:
     return url
 
 
+PRUNERS = {"median": optuna.pruners.MedianPruner,
+           "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+           "none": optuna.pruners.NopPruner}
+# what a search may optimise: a job's own metrics, never a test-set one (the test set chooses
+# nothing)
+METRICS = ("best_val_accuracy", "train_seconds", "total_seconds", "peak_memory_mb")
+
+
 def make_pruner(spec: dict) -> optuna.pruners.BasePruner:
     kind = spec.get("kind", "median")
     args = {k: v for k, v in spec.items() if k != "kind"}
-    if kind == "median":
-        return optuna.pruners.MedianPruner(**args)
-    if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**args)
-    if kind == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"hydra.sweeper.pruner.kind={kind} is invalid: allowed: median, "
-                     "successive_halving, none")
+    if kind not in PRUNERS:
+        raise UserInputError(f"hydra.sweeper.pruner.kind={kind} is invalid: allowed: "
+                             f"{', '.join(PRUNERS)}")
+    try:
+        return PRUNERS[kind](**args)
+    except (TypeError, ValueError) as exc:  # an unknown or out-of-range setting
+        raise UserInputError(f"hydra.sweeper.pruner={spec} is invalid for the {kind} pruner: "
+                             f"{exc}") from None
+
+
+def check_settings(settings: dict) -> None:
+    """The sweeper's settings, before a parent run or a study exists: one line on the first
+    problem (the space's keys and values are checked as configs by the sweep's preflight)."""
+    def positive_int(key: str, value, allow_none: bool = False) -> None:
+        if (value is None and allow_none) or (isinstance(value, int) and value >= 1):
+            return
+        raise UserInputError(f"hydra.sweeper.{key}={value} is invalid: allowed: an integer >= 1"
+                             + (", or null" if allow_none else ""))
+
+    positive_int("n_trials", settings.get("n_trials"))
+    positive_int("trials_per_launch", settings.get("trials_per_launch"), allow_none=True)
+    if settings.get("direction") not in ("maximize", "minimize"):
+        raise UserInputError(f"hydra.sweeper.direction={settings.get('direction')} is invalid: "
+                             "allowed: maximize, minimize")
+    if settings.get("metric") not in METRICS:
+        raise UserInputError(f"hydra.sweeper.metric={settings.get('metric')} is invalid: allowed: "
+                             f"{', '.join(METRICS)} (never a test-set metric)")
+    make_pruner(settings.get("pruner") or {})
+    if not settings.get("space"):
+        raise UserInputError("hydra.sweeper.space is empty: give it at least one key, e.g. "
+                             "{lr.value: {type: float, low: 1e-4, high: 0.3, log: true}}")
+    distributions(settings["space"])
+
+
+def corner_overrides(space: dict[str, dict]) -> list[list[str]]:
+    """Overrides that reach every edge of the space once: all lows, all highs, each choice.
+    Composed and checked like a grid sweep's jobs, they catch a misspelt key or a bad value."""
+    numeric = {k: s for k, s in space.items() if s.get("type", "float") != "categorical"}
+    jobs = [[f"{k}={s[end]}" for k, s in numeric.items()] for end in ("low", "high")]
+    jobs += [[f"{k}={choice}"] for k, s in space.items()
+             if s.get("type", "float") == "categorical" for choice in s["choices"]]
+    return [job for job in jobs if job]
 
 
 def open_study(name: str, storage: str, direction: str, seed: int | None,
@@ -57,18 +99,24 @@ def open_study(name: str, storage: str, direction: str, seed: int | None,
 def distributions(space: dict[str, dict]) -> dict[str, Any]:
     out = {}
     for key, spec in space.items():
-        kind = spec.get("type", "float")
-        if kind == "float":
-            out[key] = FloatDistribution(spec["low"], spec["high"], log=spec.get("log", False),
-                                         step=spec.get("step"))
-        elif kind == "int":
-            out[key] = IntDistribution(spec["low"], spec["high"], log=spec.get("log", False),
-                                       step=spec.get("step", 1))
-        elif kind == "categorical":
-            out[key] = CategoricalDistribution(list(spec["choices"]))
-        else:
-            raise ValueError(f"hydra.sweeper.space.{key}.type={kind} is invalid: allowed: "
-                             "float, int, categorical")
+        kind = spec.get("type", "float") if isinstance(spec, dict) else None
+        try:
+            if kind == "float":
+                out[key] = FloatDistribution(spec["low"], spec["high"], log=spec.get("log", False),
+                                             step=spec.get("step"))
+            elif kind == "int":
+                out[key] = IntDistribution(spec["low"], spec["high"], log=spec.get("log", False),
+                                           step=spec.get("step", 1))
+            elif kind == "categorical":
+                out[key] = CategoricalDistribution(list(spec["choices"]))
+            else:
+                raise UserInputError(f"hydra.sweeper.space.{key}={spec} is invalid: its type "
+                                     "must be float, int or categorical")
+        except (KeyError, TypeError, ValueError) as exc:  # a missing bound, low > high, ...
+            missing = f"it lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise UserInputError(f"hydra.sweeper.space.{key}={spec} is invalid: {missing}; "
+                                 "allowed: {type: float|int, low, high, log, step} or "
+                                 "{type: categorical, choices: [...]}") from None
     return out
 
 

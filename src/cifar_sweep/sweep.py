@@ -11,11 +11,13 @@ from __future__ import annotations
 import atexit
 import itertools
 import sys
+import traceback
 from pathlib import Path
 
 import requests
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
@@ -24,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep import lifecycle
 from cifar_sweep import tracking as t
-from cifar_sweep.errors import exit_on_user_error
+from cifar_sweep.errors import UserInputError, exit_on_user_error
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
 
@@ -65,11 +67,24 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> None:
     loader = GlobalHydra.instance().config_loader()
     sources = {}
     for overrides in jobs:
-        job_config = loader.load_sweep_config(config, overrides)
+        try:
+            job_config = loader.load_sweep_config(config, overrides)
+        except HydraException as exc:  # e.g. a search space's option that is not in conf/
+            raise UserInputError(f"{' '.join(overrides)}: {_one_line(exc)}") from None
         check_config(job_config)
         sources[OmegaConf.to_yaml(job_config.data)] = job_config.data
     for data in sources.values():
         load_dataset(instantiate(data.source), data.cache_dir)
+
+
+def _one_line(exc: Exception) -> str:
+    """Hydra's multi-line composition error (what is missing, the options there are, the search
+    path) as one line, without the search path."""
+    text = str(exc).split("Config search path", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[1].endswith(":"):  # "Available options in 'lr':" and a list
+        return f"{lines[0]}; {lines[1][:-1].lower()}: {', '.join(lines[2:])}"
+    return "; ".join(lines)
 
 
 class MlflowSweepCallback(Callback):
@@ -80,11 +95,28 @@ class MlflowSweepCallback(Callback):
         self.search = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        jobs = sweep_job_overrides(config)  # a search's: its base config, checked once
+        # Hydra turns a callback's exception into a warning and sweeps on, without a parent run
+        # or a preflight: stop the sweep here instead
+        try:
+            self._start(config)
+        except Exception:
+            traceback.print_exc()
+            print("error: the sweep could not start (see above)", file=sys.stderr)
+            sys.exit(1)
+
+    def _start(self, config: DictConfig) -> None:
+        jobs = sweep_job_overrides(config)  # a search's: its base config
         # a search's jobs are its trials, asked one batch at a time: it judges its own trials
         self.search = "n_trials" in config.hydra.sweeper
         with exit_on_user_error():
-            preflight(config, jobs)
+            checked = jobs
+            if self.search:  # its settings, and its space's edges composed as jobs would be
+                from cifar_sweep import hpo
+
+                settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+                hpo.check_settings(settings)
+                checked = [jobs[0] + c for c in hpo.corner_overrides(settings["space"])]
+            preflight(config, checked)
             self.client, experiment_id = t.open_experiment(config.tracking)
         lifecycle.close_ghosts(self.client, [experiment_id])
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -81,13 +81,10 @@ class OptunaStudySweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        per_launch = s.get("trials_per_launch")
+        per_launch = s.get("trials_per_launch")  # checked by the sweep's preflight
         if per_launch is None:  # joblib's workers take queued jobs as they free up
             n_jobs = int(self.config.hydra.launcher.get("n_jobs") or 1)
             per_launch = 2 * n_jobs if n_jobs > 1 else 1
-        elif not isinstance(per_launch, int) or per_launch < 1:
-            raise ValueError(f"hydra.sweeper.trials_per_launch={per_launch} is invalid: allowed: "
-                             "an integer >= 1, or null")
         job_index = 0
         while (left := s["n_trials"] - hpo.trials_ended(study)) > 0:
             trials = [study.ask(space) for _ in range(min(per_launch, left))]
