@@ -79,10 +79,11 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     # per 40,000 images against 2.2 s with chunks of 8,192); a GPU wants larger ones.
     chunk = 16384 if device.type == "cuda" else 1024
     # On a CPU, oneDNN's convolutions take NHWC input (with NCHW weights) faster for inference
-    # at any thread count (ModifiedNet, 10,000 test images at batch 250: 0.54 s against 1.0 s on
-    # one thread), and for training on one thread (ModifiedNet 1.4x, OriginNet 1.5x faster per
-    # step), which is how parallel sweeps run; with two threads ModifiedNet trains slower in
-    # NHWC (0.75x), so a lone run keeps NCHW. Measured on this 2-core CPU, torch 2.14.1.
+    # at any thread count (ModifiedNet, 10,000 images at batch 250: 0.38 s against 0.79 s NCHW,
+    # one thread), and for training on one thread (1.39x ModifiedNet, 1.40x OriginNet, 1.86x
+    # ModifiedNet-DS per step), which is how parallel sweeps run; with two threads ModifiedNet
+    # trains slower in NHWC (0.71x), so a lone run keeps NCHW. `make bench-memory-format` on
+    # this 2-core CPU, torch 2.14.1.
     gpu, cpu = device.type == "cuda", device.type == "cpu"
     return Runtime(device=device, precision=precision, channels_last=gpu,
                    nhwc_train=gpu or (cpu and threads == 1), nhwc_eval=gpu or cpu,
