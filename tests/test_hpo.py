@@ -124,3 +124,22 @@ def test_bad_search_settings_are_one_line_before_any_run(project, override, said
     assert "Traceback" not in out
     assert project.runs("hpo-modifiednet") == []  # no parent run, no trial
     assert not (project.workdir / "hpo" / "optuna.db").exists()
+
+
+@pytest.mark.slow  # submitit's local executor: a process per trial, about 45 s
+def test_search_through_submitit_the_clusters_path(project):
+    """hydra/launcher=submitit_local runs the SLURM preset's code path on this machine: trials
+    are submitit jobs, 2 per launch as asked, each a child run of the one search run."""
+    proc = project.train("-m", "hpo=modifiednet", "hydra/launcher=submitit_local",
+                         "hydra.sweeper.study_name=test", "hydra.sweeper.n_trials=3",
+                         "hydra.sweeper.trials_per_launch=2", check=True, timeout=600)
+    launches = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if "Submitit 'local' sweep output dir" in line]
+    assert len(launches) == 2, proc.stdout + proc.stderr  # trials 0 and 1, then trial 2
+    assert [t.state for t in trials(project)] == [TrialState.COMPLETE] * 3
+    runs = project.runs("hpo-modifiednet")
+    [parent] = [r for r in runs if r.data.tags.get("cifar_sweep.role") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("hpo.trial")]
+    assert sorted(int(r.data.tags["hpo.trial"]) for r in jobs) == [0, 1, 2]
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in jobs)
