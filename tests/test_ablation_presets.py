@@ -38,13 +38,14 @@ def test_optimizer_study_pairs_each_optimizer_with_the_reports_rate():
         ("SGD", 0.005), ("Adam", 0.001), ("RMSprop", 0.001), ("Adagrad", 0.001)]
 
 
-def test_onecycle_optimizer_study_changes_the_schedule_only():
-    plain, onecycle = expand("optimizer"), expand("optimizer_onecycle")
+@pytest.mark.parametrize("study", ["optimizer", "lr"])
+def test_onecycle_study_changes_the_schedule_only(study):
+    plain, onecycle = expand(study), expand(f"{study}_onecycle")
     assert {j["schedule"] for j in plain} == {"constant"}
     assert {j["schedule"] for j in onecycle} == {"onecycle"}
     assert ([{**j, "schedule": None, "experiment": None} for j in onecycle]
             == [{**j, "schedule": None, "experiment": None} for j in plain])
-    assert {j["experiment"] for j in onecycle} == {"ablation-optimizer-onecycle"}
+    assert {j["experiment"] for j in onecycle} == {f"ablation-{study}-onecycle"}
 
 
 def test_loss_and_arch_studies():
@@ -60,7 +61,8 @@ def test_a_study_crossed_with_seeds():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["lr", "optimizer", "loss", "arch", "optimizer_onecycle"])
+@pytest.mark.parametrize("study", ["lr", "optimizer", "loss", "arch", "optimizer_onecycle",
+                                   "lr_onecycle"])
 def test_every_study_runs_and_reports(project, study):
     project.train("-m", f"ablation={study}", "data.source.num_train=400", "data.source.num_test=100",
                   check=True, timeout=1800)

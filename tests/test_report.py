@@ -71,7 +71,7 @@ def test_report_without_runs_says_what_to_do(project):
     assert proc.returncode == 1
     assert "make ablation-loss" in proc.stderr
     proc = project.run("ablation=nope", script=REPORT)
-    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|optimizer|optimizer_onecycle>, hpo=<modifiednet>" in proc.stderr
+    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|lr_onecycle|optimizer|optimizer_onecycle>, hpo=<modifiednet>" in proc.stderr
 
 
 def test_model_tables(project):
