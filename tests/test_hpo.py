@@ -68,6 +68,7 @@ def test_killed_study_continues_to_its_total(project):
     assert len([t for t in ended if t.number not in retried]) == 6
 
 
+@pytest.mark.slow  # two studies through the parallel launcher: about 70 s
 def test_trials_run_side_by_side_with_the_next_ones_queued(project):
     """The parallel launcher, 2 jobs: trials go to it 4 at a time (twice the jobs side by side),
     so that a worker whose trial ends early takes the next; each is a child of one sweep run,
