@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from cifar_sweep import tracking as t
 from cifar_sweep.errors import Pruned, UserInputError
 
 log = logging.getLogger(__name__)
@@ -92,8 +94,22 @@ def open_study(name: str, storage: str, direction: str, seed: int | None,
         # trials asked together: the sampler assumes the worst for those still running, so that
         # it does not ask the same point again (Optuna 5's default; Optuna 4's is off)
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    return optuna.create_study(study_name=name, storage=_storage(storage), direction=direction,
-                               sampler=sampler, pruner=make_pruner(pruner), load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=_storage(storage), direction=direction,
+                                sampler=sampler, pruner=make_pruner(pruner), load_if_exists=True)
+    if UID not in study.user_attrs:  # made now: a new id, so that its trials never mix with
+        study.set_user_attr(UID, uuid.uuid4().hex[:12])  # an older study of the same name
+    return study
+
+
+UID = "cifar_sweep.uid"  # a study's user attribute: the id its trials' runs are tagged with
+
+
+def study_tags(sweeper: Any) -> dict[str, str]:
+    """What a trial's run is tagged with: its study's name, id and storage (the search's table
+    takes the trials of one study only)."""
+    study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+    return {t.HPO_STUDY: str(sweeper.study_name), t.HPO_STUDY_UID: study.user_attrs.get(UID, ""),
+            t.HPO_STORAGE: str(sweeper.storage)}
 
 
 def distributions(space: dict[str, dict]) -> dict[str, Any]:
@@ -133,8 +149,8 @@ def trials_ended(study: optuna.Study) -> int:
     """Trials that count towards `n_trials`: complete, pruned or failed, retried ones not."""
     ended = study.get_trials(deepcopy=False,
                              states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-    return sum(1 for t in ended if t.number not in retried)
+    retried = {trial.user_attrs.get("retry_of") for trial in study.get_trials(deepcopy=False)}
+    return sum(1 for trial in ended if trial.number not in retried)
 
 
 def tell(study: optuna.Study, trial: optuna.trial.Trial, launched, metric: str) -> None:

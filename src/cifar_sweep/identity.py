@@ -1,8 +1,11 @@
 """Run identity: the hash of everything in a job's config that can change its result.
 
-Two jobs with one `config_hash` are the same experiment: a finished one is not trained again and
-an interrupted one is continued (see `lifecycle.py`). The data path is replaced by the data's
-content fingerprint, so the same images at another path are the same experiment.
+Two jobs with one `config_hash` and one code version (`code_version.py`) are the same
+experiment: a finished one is not trained again and an interrupted one is continued (see
+`lifecycle.py`). The data path is replaced by the data's content fingerprint, so the same images
+at another path are the same experiment; `trainer.device` and `trainer.precision` by what the job
+resolved them to (cpu/cuda, fp32/bf16/fp16). A *setting* is the same without the seed: the runs of
+one setting are one row of a table, a run per seed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ NOT_RESULT_KEYS = (
     "trainer.jobs_per_gpu",
     "trainer.eval_batch_size",  # evaluation freezes BatchNorm: the batch size changes nothing
     "trainer.rerun",
+    "trainer.reuse_other_code",
 )
 
 
@@ -42,17 +46,33 @@ def _drop(tree: dict, dotted: str) -> None:
     tree.pop(leaf, None)
 
 
-def result_config(cfg: DictConfig, data_fingerprint: str, device_type: str) -> dict:
-    """The resolved config that decides the result, as a plain dict."""
+SEED_KEY = "trainer.seed"  # what tells the runs of one setting apart
+
+
+def result_config(cfg: DictConfig, data_fingerprint: str, device_type: str,
+                  precision: str) -> dict:
+    """The resolved config that decides the result, as a plain dict: `precision` is the one the
+    job resolved `trainer.precision` to (`auto` is fp32 on one GPU and bf16 on another)."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_RESULT_KEYS:
         _drop(tree, key)
+    tree["trainer"]["precision"] = precision
     tree["data_fingerprint"] = data_fingerprint
     tree["device_type"] = device_type
     return tree
 
 
-def config_hash(cfg: DictConfig, data_fingerprint: str, device_type: str) -> str:
-    canonical = json.dumps(result_config(cfg, data_fingerprint, device_type), sort_keys=True,
-                           separators=(",", ":"), default=str)
+def _digest(tree: dict) -> str:
+    canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig, data_fingerprint: str, device_type: str, precision: str) -> str:
+    return _digest(result_config(cfg, data_fingerprint, device_type, precision))
+
+
+def setting_hash(cfg: DictConfig, data_fingerprint: str, device_type: str, precision: str) -> str:
+    """The config hash without the seed: every seed of one setting shares it."""
+    tree = result_config(cfg, data_fingerprint, device_type, precision)
+    _drop(tree, SEED_KEY)
+    return _digest(tree)

@@ -19,11 +19,11 @@ from mlflow.entities import Metric, RunTag
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cifar_sweep import checkpoint, lifecycle, plots, runtime
+from cifar_sweep import checkpoint, code_version, lifecycle, plots, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import load_dataset
 from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError
-from cifar_sweep.identity import config_hash
+from cifar_sweep.identity import config_hash, setting_hash
 from cifar_sweep.metrics import classification_report
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
 from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
@@ -82,18 +82,21 @@ def run_job(cfg: DictConfig) -> JobResult:
             return FAILED
         sys.exit(2)
 
-    identity = config_hash(cfg, dataset.fingerprint, rt.device.type)
+    identity = config_hash(cfg, dataset.fingerprint, rt.device.type, rt.precision)
+    code = code_version.parts(cfg)
     parent = parent_run_id(hydra.sweep.dir) if multirun else None
     run_name, tags = _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent)
+    tags.update(_code_tags(code))
+    tags[t.SETTING_HASH] = setting_hash(cfg, dataset.fingerprint, rt.device.type, rt.precision)
     params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
 
     lifecycle.close_ghosts(client, [experiment_id])
-    finished = None if cfg.trainer.rerun else lifecycle.find_finished(client, identity)
+    finished = None if cfg.trainer.rerun else _finished_before(client, identity, code, cfg)
     if finished is not None:
         return _already_finished(client, experiment_id, finished, parent, run_name, tags, params,
                                  cfg.trainer.epochs)
     path_of = lambda run_id: checkpoint.path_for(cfg.checkpoint.dir, identity, run_id)  # noqa: E731
-    previous = lifecycle.find_resumable(client, experiment_id, identity,
+    previous = lifecycle.find_resumable(client, experiment_id, identity, tags[t.CODE_VERSION],
                                         lambda run_id: path_of(run_id).is_file())
     state = checkpoint.load(path_of(previous.info.run_id)) if previous else None
     run_id = resume_id = previous.info.run_id if state is not None else None
@@ -143,15 +146,46 @@ def run_job(cfg: DictConfig) -> JobResult:
     return JobResult("finished", summary, cfg.trainer.epochs, run_id)
 
 
+def _code_tags(code: dict[str, str]) -> dict[str, str]:
+    return {t.CODE_VERSION: code_version.version(code), t.TORCH_VERSION: torch.__version__,
+            **{t.CODE_PART + part: value for part, value in code.items()}}
+
+
+def _finished_before(client, identity: str, code: dict[str, str], cfg):
+    """The finished run of this config to reuse: one made by this code; one made by other code
+    only where `trainer.reuse_other_code` says so (else the job trains again, and says why)."""
+    version = code_version.version(code)
+    finished = lifecycle.find_finished(client, identity, version)
+    if finished is not None:
+        return finished
+    other = lifecycle.find_finished(client, identity)
+    if other is None:
+        return None
+    old = {k.removeprefix(t.CODE_PART): v for k, v in other.data.tags.items()
+           if k.startswith(t.CODE_PART)}
+    parts = ", ".join(code_version.changed(old, code)) if old else "code versions not recorded then"
+    if cfg.trainer.reuse_other_code:
+        log.info("reusing run %s, made by other code (%s): trainer.reuse_other_code=true",
+                 other.info.run_id, parts)
+        return other
+    log.info("this config finished before as run %s, but other code made it (changed: %s): "
+             "training again; trainer.reuse_other_code=true reuses it", other.info.run_id, parts)
+    return None
+
+
 def _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent) -> tuple[str, dict]:
     choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
     tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
             "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
+            t.PRECISION: rt.precision,
             t.ROLE: t.ROLE_JOB, t.CONFIG_HASH: identity, "mlflow.source.name": "src/train.py",
             t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
             **lifecycle.owner_tags()}
-    if cfg.optuna_trial is not None:
+    if cfg.optuna_trial is not None:  # which trial of which study: studies share experiments
+        from cifar_sweep.hpo import study_tags
+
         tags[t.TRIAL] = str(cfg.optuna_trial)
+        tags.update(study_tags(hydra.sweeper))
     if not parent:
         return f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}", tags
     tags[t.PARENT] = parent

@@ -106,13 +106,17 @@ def active_experiments(client: MlflowClient) -> list[str]:
                                                                  max_results=50000)]
 
 
-def find_finished(client: MlflowClient, config_hash: str):
-    """The newest FINISHED run of this config anywhere in the store (all experiments: the
-    studies share their baseline), or None."""
+def _same_code(code_version: str | None) -> str:
+    return "" if code_version is None else f" and tags.{t.CODE_VERSION} = '{code_version}'"
+
+
+def find_finished(client: MlflowClient, config_hash: str, code_version: str | None = None):
+    """The newest FINISHED run of this config (made by this code version, where one is given)
+    anywhere in the store (all experiments: the studies share their baseline), or None."""
     runs = client.search_runs(
         active_experiments(client),
         f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
-        "and attributes.status = 'FINISHED'",
+        f"and attributes.status = 'FINISHED'{_same_code(code_version)}",
         order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
@@ -124,11 +128,14 @@ def resumable(run) -> bool:
     return status == "KILLED" or (status == "FAILED" and reason.startswith(t.INTERRUPTED))
 
 
-def find_resumable(client: MlflowClient, experiment_id: str, config_hash: str, has_checkpoint):
-    """The newest interrupted run of this config in this experiment whose checkpoint exists."""
+def find_resumable(client: MlflowClient, experiment_id: str, config_hash: str, code_version: str,
+                   has_checkpoint):
+    """The newest interrupted run of this config and code version in this experiment whose
+    checkpoint exists (a checkpoint of other code is not continued: that run starts over)."""
     runs = client.search_runs(
         [experiment_id],
         f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
-        "and attributes.status != 'FINISHED' and attributes.status != 'RUNNING'",
+        f"and attributes.status != 'FINISHED' and attributes.status != 'RUNNING'"
+        f"{_same_code(code_version)}",
         order_by=["attributes.start_time DESC"], max_results=100)
     return next((r for r in runs if resumable(r) and has_checkpoint(r.info.run_id)), None)

@@ -32,6 +32,7 @@ class Trainer:
     compile: bool = False
     jobs_per_gpu: int = 1
     rerun: bool = False
+    reuse_other_code: bool = False
 
 
 @dataclass

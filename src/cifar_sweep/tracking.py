@@ -39,6 +39,11 @@ ROLE_REFERENCE = "reference"    # a job of a sweep whose config had already fini
 SAME_AS = "cifar_sweep.same_as"  # on a reference run: the id of the finished run it stands for
 PARENT = "mlflow.parentRunId"
 CONFIG_HASH = "config_hash"
+SETTING_HASH = "setting_hash"    # the config hash without the seed: a table's row
+CODE_VERSION = "code_version"    # the hash of the code parts below (code_version.py)
+CODE_PART = "code."              # prefix: code.model, code.training, ... one hash per part
+TORCH_VERSION = "torch_version"
+PRECISION = "precision"          # what trainer.precision resolved to: fp32, bf16, fp16
 DATA_FINGERPRINT = "data_fingerprint"
 JOB_NUM = "job.num"
 JOB_OVERRIDES = "job.overrides"
@@ -57,6 +62,10 @@ HEARTBEAT = "heartbeat"
 HEARTBEAT_TIMEOUT = "heartbeat.timeout_s"
 TRIAL = "hpo.trial"              # on a search's job: its trial number in the Optuna study
 TRIAL_STATE = "hpo.state"        # on a pruned trial's run: pruned
+HPO_STUDY = "hpo.study"          # on a search's job: the Optuna study's name,
+HPO_STUDY_UID = "hpo.study_uid"  # the id made when the study was created (a study made again
+                                 # under the same name, after its storage was deleted, gets another)
+HPO_STORAGE = "hpo.storage"      # and where it is stored
 # MLflow 3's UI opens an experiment without this tag on its GenAI traces view, not the runs table
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
