@@ -1,9 +1,16 @@
-"""Regenerate tables and figures from the MLflow store, without training.
+"""Regenerate tables and figures from the MLflow store, without training and without writing to it.
 
-    python src/report.py ablation=lr [tracking.uri=...]   one study -> reports/lr/
+    python src/report.py ablation=lr [tracking.uri=...]     a preset study -> reports/lr/
+    python src/report.py sweep=latest                       the newest sweep in the store
+    python src/report.py sweep=<parent run id>              that sweep -> reports/<experiment>-<id>/
+    python src/report.py experiment=<name>                  its newest sweep -> reports/<name>/
     python src/report.py hpo=modifiednet [tracking.uri=...]  one search -> reports/hpo-modifiednet/
-    python src/report.py models                           Tables III, IV, VI -> reports/models.md
-    python src/report.py all [tracking.uri=...]           all of these, for what the store holds
+    python src/report.py models                             Tables III, IV, VI -> reports/models.md
+    python src/report.py all [tracking.uri=...]             all of these, for what the store holds
+
+Any table: `baseline=<override>` (e.g. baseline=optimizer=adam) names the row the others are
+compared with; `where=<key>=<value>` (repeatable) takes the newest sweep whose runs have that
+fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` takes that sweep.
 """
 
 import sys
@@ -15,52 +22,161 @@ from omegaconf import OmegaConf
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hpo").glob("*.yaml"))
+OPTIONS = ("sweep", "experiment", "baseline", "where")
+
+
+def _compose(group: str, name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"{group}={name}", *overrides],
+                       return_hydra_config=group == "hpo")
+
+
+def _preset_study(name: str, overrides: list[str], options: dict):
+    from cifar_sweep.studies import Study
+
+    cfg = _compose("ablation", name, overrides)
+    paper = cfg.study.get("paper")
+    return Study(name=name, experiment=str(cfg.tracking.experiment),
+                 baseline=options.get("baseline") or cfg.study.baseline,
+                 paper=OmegaConf.to_container(paper) if paper else None,
+                 sweep=options.get("sweep"), where=options["where"],
+                 hint=f"; run `make ablation-{name}` first")
+
+
+def _presets_by_experiment(overrides: list[str]) -> dict[str, str]:
+    return {str(_compose("ablation", s, overrides).tracking.experiment): s for s in STUDIES}
+
+
+def _sweep_study(client, options: dict, overrides: list[str]):
+    """A study for `sweep=` / `experiment=`: a preset's where the experiment is one's."""
+    from cifar_sweep import tracking as t
+    from cifar_sweep.errors import UserInputError
+    from cifar_sweep.studies import Study
+
+    sweep, experiment = options.get("sweep"), options.get("experiment")
+    if sweep and sweep != "latest":
+        try:
+            run = client.get_run(sweep)
+        except Exception:
+            raise UserInputError(f"sweep={sweep}: no such run in the store") from None
+        if run.data.tags.get(t.ROLE) != t.ROLE_SWEEP:
+            raise UserInputError(f"sweep={sweep}: this run is not a sweep's parent run")
+        experiment = client.get_experiment(run.info.experiment_id).name
+        name = f"{experiment}-{sweep[:8]}"
+    elif experiment is None:  # sweep=latest: the newest sweep of the whole store
+        newest = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'", order_by=["attributes.start_time DESC"],
+            max_results=1)
+        if not newest:
+            raise UserInputError("sweep=latest: the store holds no sweep; run one with "
+                                 "`python src/train.py -m ...` first")
+        experiment = client.get_experiment(newest[0].info.experiment_id).name
+        name = experiment
+    else:
+        name = experiment
+    preset = _presets_by_experiment(overrides).get(experiment)
+    if preset is not None:
+        study = _preset_study(preset, overrides, options)
+        study.sweep = None if sweep == "latest" else sweep
+        return study, Path("reports") / (preset if name == experiment else f"{preset}-{sweep[:8]}")
+    return Study(name=name, experiment=experiment, baseline=options.get("baseline"),
+                 sweep=None if sweep == "latest" else sweep, where=options["where"], kind="Sweep",
+                 hint="; run a sweep with `python src/train.py -m ...` first"), Path("reports") / name
+
+
+def _experiments_with_sweeps(client) -> list[str]:
+    from cifar_sweep import tracking as t
+
+    out = []
+    for exp in client.search_experiments():
+        sweeps = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
+                                    max_results=1)
+        trials = client.search_runs([exp.experiment_id], f"tags.`{t.TRIAL}` != ''", max_results=1)
+        if sweeps and not trials:
+            out.append(exp.name)
+    return out
+
+
+def parse(argv: list[str]):
+    """(words, targets [(group, name)], options, store overrides) or an error line."""
+    words = [a for a in argv if "=" not in a]
+    targets = [tuple(a.split("=", 1)) for a in argv if a.startswith(("ablation=", "hpo="))]
+    options = {"where": {}}
+    overrides = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "where":
+            k, eq, v = value.partition("=")
+            if not eq:
+                return f"where={value} is invalid: allowed: where=<key>=<value>"
+            options["where"][k] = v
+        elif key in OPTIONS:
+            options[key] = value
+        elif "=" in arg and not arg.startswith(("ablation=", "hpo=")):
+            overrides.append(arg)
+    known = {"ablation": STUDIES, "hpo": SEARCHES}
+    unknown = ([w for w in words if w not in ("models", "all")]
+               + [f"{g}={n}" for g, n in targets if n not in known[g]])
+    if unknown or not (words or targets or "sweep" in options or "experiment" in options):
+        return (f"report target {' '.join(unknown) or '(none)'} is unknown; allowed: "
+                f"ablation=<{'|'.join(STUDIES)}>, hpo=<{'|'.join(SEARCHES)}>, sweep=<latest|run "
+                "id>, experiment=<name>, models, all")
+    return words, targets, options, overrides
 
 
 def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.model_tables import models_report
-    from cifar_sweep.studies import study_report, trials_report
+    from cifar_sweep.search_table import trials_report
+    from cifar_sweep.studies import build_table
     from cifar_sweep.tracking import open_store
 
-    words = [a for a in argv if "=" not in a]
-    targets = [tuple(a.split("=", 1)) for a in argv if a.startswith(("ablation=", "hpo="))]
-    overrides = [a for a in argv if "=" in a and not a.startswith(("ablation=", "hpo="))]
-    known = {"ablation": STUDIES, "hpo": SEARCHES}
-    unknown = ([w for w in words if w not in ("models", "all")]
-               + [f"{g}={n}" for g, n in targets if n not in known[g]])
-    if unknown or not (words or targets):
-        print(f"error: report target {' '.join(unknown) or '(none)'} is unknown; allowed: "
-              f"ablation=<{'|'.join(STUDIES)}>, hpo=<{'|'.join(SEARCHES)}>, models, all",
-              file=sys.stderr)
+    parsed = parse(argv)
+    if isinstance(parsed, str):
+        print(f"error: {parsed}", file=sys.stderr)
         return 2
+    words, targets, options, overrides = parsed
     out = Path("reports")
     if "models" in words or "all" in words:
         out.mkdir(exist_ok=True)
         (out / "models.md").write_text(models_report())
         print(f"wrote {out / 'models.md'}")
-    if "all" in words:
-        targets = [("ablation", s) for s in STUDIES] + [("hpo", s) for s in SEARCHES]
+    every = "all" in words
     failed = False
-    for group, name in targets:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=[f"{group}={name}", *overrides],
-                          return_hydra_config=group == "hpo")
-        experiment = str(cfg.tracking.experiment)
+    try:
+        client = None
+        if targets or every or "sweep" in options or "experiment" in options:
+            client = open_store(_compose("ablation", STUDIES[0], overrides).tracking)
+        jobs = []  # (kind, what) to tabulate
+        if every:
+            presets = _presets_by_experiment(overrides)
+            targets = [("ablation", s) for s in STUDIES] + [("hpo", s) for s in SEARCHES]
+            jobs += [("sweep", {**options, "experiment": e})
+                     for e in _experiments_with_sweeps(client) if e not in presets]
+        jobs = [(g, n) for g, n in targets] + jobs
+        if "sweep" in options or "experiment" in options:
+            jobs.append(("sweep", options))
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for group, what in jobs:
         try:
-            client = open_store(cfg.tracking)
             if group == "ablation":
-                paper = cfg.study.get("paper")
-                folder = out / name
-                md = study_report(client, experiment, name, cfg.study.baseline, folder,
-                                  OmegaConf.to_container(paper) if paper else None)
+                study, folder = _preset_study(what, overrides, options), out / what
+                md = build_table(client, study).write(folder, client)
+            elif group == "sweep":
+                study, folder = _sweep_study(client, what, overrides)
+                md = build_table(client, study).write(folder, client)
             else:
-                folder = out / experiment
-                md = trials_report(client, experiment, name, list(cfg.hydra.sweeper.space),
-                                   str(cfg.hydra.sweeper.metric), folder)
+                cfg = _compose("hpo", what, overrides)
+                folder = out / str(cfg.tracking.experiment)
+                md = trials_report(client, str(cfg.tracking.experiment), what,
+                                   list(cfg.hydra.sweeper.space), str(cfg.hydra.sweeper.metric),
+                                   folder)
         except UserInputError as exc:
-            print(f"{'note' if 'all' in words else 'error'}: {exc}", file=sys.stderr)
-            failed = failed or "all" not in words
+            print(f"{'note' if every else 'error'}: {exc}", file=sys.stderr)
+            failed = failed or not every
             continue
         print(md)
         print(f"wrote {folder}/")

@@ -53,6 +53,7 @@ class Study:
     name: str | None = None
     baseline: str | None = None
     paper: Any = None
+    seeds: str | None = None  # "auto": the study was run with an adaptive seed budget
 
 
 @dataclass

@@ -1,33 +1,22 @@
-"""A study's table and figures, regenerated from the MLflow store alone (never from memory).
-
-Rows are the settings of a study (the swept keys other than the seed). When a study was run more
-than once, each setting takes all finished runs of the newest sweep that contains it.
+"""A study's table, from the store alone: its rows chosen by `selection.py`, compared by
+`statistics.py`, written as Markdown, CSV and LaTeX with a caption saying what they are made of,
+and its figures (`study_figures.py`). A preset study (`conf/ablation/`) and any sweep go through
+here alike: a preset is a sweep with a name, a baseline and the report's own numbers.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import pandas as pd
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-from cifar_sweep import plots, tables  # noqa: E402
-from cifar_sweep import tracking as t  # noqa: E402
-from cifar_sweep.errors import UserInputError  # noqa: E402
-
-SEED_KEYS = {"trainer.seed"}
+from cifar_sweep import study_figures, tables
+from cifar_sweep.errors import UserInputError
+from cifar_sweep.results import experiment_runs
+from cifar_sweep.selection import Selection, choose, describe_left_out
+from cifar_sweep.statistics import Delta, compare, holm, mean_std
 
 
 @dataclass(frozen=True)
@@ -55,181 +44,107 @@ ACCURACY = COLUMNS[0]
 OLDER_NAMES = {"peak_memory_mb": ("peak_rss_mb", "peak_gpu_memory_mb")}
 
 
-def metric(run, name: str) -> float | None:
-    metrics = run.data.metrics
-    for key in (name, *OLDER_NAMES.get(name, ())):
-        if key in metrics:
-            return metrics[key]
-    return None
-
-
 @dataclass
-class Row:
-    """A setting of the study and the runs (one per seed) behind it."""
+class Study:
+    """What to tabulate: an experiment's runs, named; a preset adds the report's numbers."""
 
-    setting: str
-    overrides: dict[str, str]
-    sweep_id: str
-    first_job: int  # the row's first job number in its sweep: rows keep the sweep's order
-    runs: list = field(default_factory=list)
-    baseline: bool = False
-
-    def values(self, name: str) -> list[float]:
-        return [v for v in (metric(r, name) for r in self.runs) if v is not None]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); the std is 0 for a single run."""
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _parse(overrides: str) -> dict[str, str]:
-    return dict(o.partition("=")[::2] for o in overrides.split() if "=" in o)
-
-
-def collect(client: MlflowClient, experiment: str, study: str, baseline: str | None):
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise UserInputError(f"study {study}: no experiment '{experiment}' in the store; run "
-                             f"`make ablation-{study}` first")
-    sweeps = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
-                                order_by=["attributes.start_time DESC"], max_results=10000)
-    finished = "and attributes.status = 'FINISHED'"
-    jobs = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_JOB}' {finished}",
-                              max_results=50000)
-    # a sweep's job whose config had finished before (maybe in another study: the shared
-    # baseline) is a reference run there; the finished run itself provides the numbers
-    references = client.search_runs(
-        [exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_REFERENCE}' {finished}", max_results=50000)
-    originals = {r.data.tags[t.SAME_AS]: client.get_run(r.data.tags[t.SAME_AS]) for r in references}
-    by_parent = defaultdict(list)
-    for job in jobs + references:
-        by_parent[job.data.tags.get(t.PARENT)].append(job)
-    sweeps = [s for s in sweeps if by_parent.get(s.info.run_id)]
-    if not sweeps:
-        raise UserInputError(f"study {study}: experiment '{experiment}' holds no finished sweep; "
-                             f"run `make ablation-{study}` first")
-    # only sweeps comparable with the newest: same data and the same epoch budget
-    def signature(sweep) -> tuple[str, str]:
-        child = by_parent[sweep.info.run_id][0]
-        return child.data.tags.get(t.DATA_FINGERPRINT, ""), child.data.params.get("trainer.epochs", "")
-
-    newest = signature(sweeps[0])
-    ignored = [s for s in sweeps if signature(s) != newest]
-    sweeps = [s for s in sweeps if signature(s) == newest]
-    # the row keys: everything any of these sweeps varied, but the seed
-    keys = list(dict.fromkeys(k for s in sweeps for k in s.data.tags.get(t.SWEEP_VARYING, "").split()
-                              if k not in SEED_KEYS))
-    rows: dict[str, Row] = {}
-    for sweep in sweeps:  # newest first: the first sweep holding a setting provides its row
-        children = sorted(by_parent[sweep.info.run_id], key=lambda r: int(r.data.tags[t.JOB_NUM]))
-        for child in children:
-            overrides = _parse(child.data.tags[t.JOB_OVERRIDES])
-            chosen = {k: overrides.get(k, "") for k in keys}
-            setting = " ".join(f"{k}={v}" for k, v in chosen.items()) or "(all)"
-            row = rows.setdefault(setting, Row(setting, chosen, sweep.info.run_id,
-                                               int(child.data.tags[t.JOB_NUM])))
-            if row.sweep_id == sweep.info.run_id:
-                row.runs.append(originals.get(child.data.tags.get(t.SAME_AS), child))
-    sweep_order = [s.info.run_id for s in sweeps]
-    ordered = sorted(rows.values(), key=lambda r: (
-        sweep_order.index(r.sweep_id), r.first_job))
-    for row in ordered:
-        row.baseline = bool(baseline) and baseline in row.setting.split()
-    return ordered, sweeps, keys, ignored
-
-
-def _label(row: Row, keys: list[str]) -> str:
-    if len(keys) == 1:  # the value alone reads best: "0.005", "adam"
-        return row.overrides[keys[0]] or "(default)"
-    return row.setting
-
-
-@dataclass
-class Delta:
-    """A row's accuracy minus the baseline's, in points, with Welch's 95% interval and p-value
-    over seeds (None where a side has one run: a single seed cannot say)."""
-
-    diff: float
-    low: float | None = None
-    high: float | None = None
-    p: float | None = None
-
-    @property
-    def seeds_tell_apart(self) -> bool | None:
-        return None if self.p is None else self.p < 0.05
-
-
-def welch(values: list[float], baseline: list[float], scale: float) -> Delta:
-    from scipy import stats
-
-    diff = (statistics.fmean(values) - statistics.fmean(baseline)) * scale
-    if len(values) < 2 or len(baseline) < 2:
-        return Delta(diff)
-    if statistics.pvariance(values) == 0 and statistics.pvariance(baseline) == 0:
-        return Delta(diff, diff, diff, 1.0 if diff == 0 else 0.0)
-    result = stats.ttest_ind(values, baseline, equal_var=False)
-    interval = result.confidence_interval(0.95)
-    return Delta(diff, interval.low * scale, interval.high * scale, float(result.pvalue))
+    name: str
+    experiment: str
+    baseline: str | None = None     # an override naming the baseline row, e.g. lr.value=0.005
+    paper: dict | None = None       # the report's own numbers: {source, columns: {metric: {row: v}}}
+    sweep: str | None = None        # the reference sweep's id, or None/latest: the newest
+    where: dict[str, str] = field(default_factory=dict)  # fixed keys the reference must have
+    kind: str = "Ablation"          # "Ablation" (a preset) or "Sweep"
+    hint: str = ""                  # what to run when there is nothing to show
 
 
 @dataclass
 class Record:
-    """One line of a study's table: a row, its statistics, and the report's own numbers."""
+    """One line of a table: a row of the selection, its statistics, the report's numbers."""
 
-    row: Row
     label: str
+    setting: str
+    run_ids: list[str]
+    seeds: list[str]
+    epochs: list[str]
+    baseline: bool
     stats: dict[str, tuple[float, float]]  # metric -> (mean, sample std)
     delta: Delta | None                    # accuracy vs the baseline; None on the baseline row
-    paper: dict[str, float]                # column title -> the report's value for this row
-    epochs: list[str]
-    seeds: list[str]
+    paper: dict[str, float]
 
 
-def records(rows: list[Row], keys: list[str], paper: dict | None = None) -> list[Record]:
-    titles = {c.metric: c.title for c in COLUMNS}
-    paper_columns = {titles[m]: v for m, v in (paper or {}).get("columns", {}).items()}
-    base = next((r for r in rows if r.baseline), None)
-    out = []
-    for row in rows:
-        label = _label(row, keys)
-        delta = None
-        if base is not None and row is not base:
-            delta = welch(row.values(ACCURACY.metric), base.values(ACCURACY.metric), ACCURACY.scale)
-        out.append(Record(
-            row=row, label=label,
-            stats={c.metric: mean_std(row.values(c.metric)) for c in COLUMNS},
-            delta=delta,
-            paper={title: values[label] for title, values in paper_columns.items()
-                   if label in values},
-            epochs=sorted({r.data.params.get("trainer.epochs", "?") for r in row.runs}),
-            seeds=sorted({r.data.params.get("trainer.seed", "?") for r in row.runs}, key=_num)))
+def _metric(run: pd.Series, name: str) -> float | None:
+    for key in (name, *OLDER_NAMES.get(name, ())):
+        value = run.get(key)
+        if value is not None and pd.notna(value):
+            return float(value)
+    return None
+
+
+def _by_seed(runs: pd.DataFrame, name: str) -> dict[str, float]:
+    out = {}
+    for _, run in runs.iterrows():
+        value = _metric(run, name)
+        if value is not None:
+            out[str(run["seed"])] = value
     return out
 
 
-def _num(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return float("inf")
+def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None) -> list[Record]:
+    titles = {c.metric: c.title for c in COLUMNS}
+    paper_columns = {titles[m]: v for m, v in (paper or {}).get("columns", {}).items()}
+    runs = frame.set_index("run_id", drop=False)
+    base = selection.baseline
+    base_acc = _by_seed(runs.loc[base.run_ids], ACCURACY.metric) if base else {}
+    out = []
+    for row in selection.rows:
+        members = runs.loc[row.run_ids]
+        delta = None
+        if base is not None and row is not base:
+            delta = compare(_by_seed(members, ACCURACY.metric), base_acc, ACCURACY.scale)
+        out.append(Record(
+            label=row.label, setting=" ".join(f"{k}={v}" for k, v in row.overrides.items()),
+            run_ids=row.run_ids, seeds=row.seeds, baseline=row.baseline,
+            epochs=sorted(set(members.get("trainer.epochs", pd.Series(["?"])).astype(str))),
+            stats={c.metric: mean_std(list(_by_seed(members, c.metric).values())) for c in COLUMNS},
+            delta=delta,
+            paper={title: values[row.label] for title, values in paper_columns.items()
+                   if row.label in values}))
+    deltas = [r.delta for r in out if r.delta is not None]
+    for delta, adjusted in zip(deltas, holm([d.p for d in deltas])):
+        delta.p_holm = adjusted
+    return out
 
 
 def _signed(value: float, digits: int) -> str:
     return f"{value:+,.{digits}f}"
 
 
-def cells(recs: list[Record], keys: list[str], paper: dict | None = None):
+def _p(p: float | None) -> str:
+    return "–" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def seeds_text(seeds: list[str]) -> str:
+    """`3: 0-2`, `5: 0-4`, `4: 0, 1, 2, 7`: how many seeds, and which."""
+    try:
+        numbers = sorted(int(s) for s in seeds)
+    except ValueError:
+        return f"{len(seeds)}: {', '.join(seeds)}"
+    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{len(numbers)}: {numbers[0]}-{numbers[-1]}"
+    return f"{len(numbers)}: {', '.join(map(str, numbers))}"
+
+
+def cells(recs: list[Record], axis_title: str, paper: dict | None = None):
     """(header, rows of cells, bold flags): ours, the difference to the baseline with its
-    interval, and the report's own numbers beside them."""
+    interval and test, and the report's own numbers beside them."""
     titles = {c.metric: c.title for c in COLUMNS}
     paper_titles = [titles[m] for m in (paper or {}).get("columns", {})]
     source = (paper or {}).get("source", "report")
-    header = ([keys[0] if len(keys) == 1 else "Setting"] + [c.title for c in COLUMNS]
-              + ["Δ accuracy [95% CI]", "p (Welch)"]
+    header = ([axis_title] + [c.title for c in COLUMNS]
+              + ["Δ accuracy [95% CI]", "p (test)", "p (Holm)", "Seeds for 80% power"]
               + [f"{source}: {t}" for t in paper_titles] + ["Epochs", "Seeds"])
-    base = next((r for r in recs if r.row.baseline), None)
+    base = next((r for r in recs if r.baseline), None)
     best_mean = {}
     for c in COLUMNS:
         means = [r.stats[c.metric][0] for r in recs]
@@ -237,11 +152,11 @@ def cells(recs: list[Record], keys: list[str], paper: dict | None = None):
             best_mean[c.metric] = max(means) if c.higher_is_better else min(means)
     table, bold = [], []
     for rec in recs:
-        line, flags = [rec.label + (" (baseline)" if rec.row.baseline else "")], [False]
+        line, flags = [rec.label + (" (baseline)" if rec.baseline else "")], [False]
         for c in COLUMNS:
             mean, std = rec.stats[c.metric]
             text = f"{mean * c.scale:,.{c.digits}f}"
-            if len(rec.row.runs) > 1 and c.varies_by_seed:
+            if len(rec.run_ids) > 1 and c.varies_by_seed:
                 text += f" ± {std * c.scale:,.{c.digits}f}"
             diff = None if base is None else (mean - base.stats[c.metric][0]) * c.scale
             # no "(+0)" where a setting does not change the column (parameters, memory)
@@ -252,16 +167,19 @@ def cells(recs: list[Record], keys: list[str], paper: dict | None = None):
             flags.append(best_mean.get(c.metric) == mean)
         d = rec.delta
         if d is None:
-            line += ["", ""]
+            line += ["", "", "", ""]
         else:
             interval = "" if d.low is None else f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
             mark = {True: "", False: "≈ ", None: ""}[d.seeds_tell_apart]
-            p = "–" if d.p is None else "<0.001" if d.p < 0.001 else f"{d.p:.3f}"
-            line += [f"{mark}{_signed(d.diff, 2)}{interval}", p]
-        flags += [False, False]
+            needed = ("" if d.seeds_tell_apart is not False
+                      else str(d.seeds_needed) if d.seeds_needed else "> 1000")
+            line += [f"{mark}{_signed(d.diff, 2)}{interval}",
+                     f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–",
+                     _p(d.p_holm), needed]
+        flags += [False] * 4
         line += [_paper_cell(rec.paper.get(t)) for t in paper_titles]
         flags += [False] * len(paper_titles)
-        line += [",".join(rec.epochs), str(len(rec.seeds))]
+        line += [",".join(rec.epochs), seeds_text(rec.seeds)]
         flags += [False, False]
         table.append(line)
         bold.append(flags)
@@ -279,197 +197,171 @@ def csv_records(recs: list[Record], data: dict[str, str]) -> list[dict]:
     for rec in recs:
         d = rec.delta or Delta(float("nan"))
         out.append({
-            "setting": rec.row.setting, "baseline": rec.row.baseline, "runs": len(rec.row.runs),
+            "setting": rec.setting or rec.label, "baseline": rec.baseline, "runs": len(rec.run_ids),
             "seeds": " ".join(rec.seeds), "epochs": " ".join(rec.epochs), **data,
             **{f"{m}_{stat}": v for m, (mean, sd) in rec.stats.items()
                for stat, v in (("mean", mean), ("std", sd))},
             "delta_accuracy_points": d.diff, "delta_ci95_low": d.low, "delta_ci95_high": d.high,
-            "delta_p_welch": d.p,
+            "delta_p": d.p, "delta_test": d.test, "delta_p_holm": d.p_holm,
+            "seeds_for_80pct_power": d.seeds_needed,
             **{f"report {t}": v for t, v in rec.paper.items()},
-            "sweep_run_id": rec.row.sweep_id,
-            "run_ids": " ".join(r.info.run_id for r in rec.row.runs)})
+            "run_ids": " ".join(rec.run_ids)})
     # every record gets every column, so the CSV has one header for all
     keys = list(dict.fromkeys(k for r in out for k in r))
     return [{k: r.get(k, "") for k in keys} for r in out]
 
 
-def _histories(client: MlflowClient, row: Row, key: str) -> list[list[float]]:
-    return [[m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
-                                     key=lambda m: m.step)] for r in row.runs]
-
-
-def figures(client: MlflowClient, rows: list[Row], keys: list[str], out: Path, study: str) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for row in rows:
-        for ax, key in zip(axes, ("val_loss", "val_accuracy")):
-            curves = _histories(client, row, key)
-            length = min(len(c) for c in curves)
-            mean = [statistics.fmean(c[i] for c in curves) for i in range(length)]
-            line, = ax.plot(range(1, length + 1), mean, label=_label(row, keys))
-            if len(curves) > 1:
-                std = [statistics.stdev(c[i] for c in curves) for i in range(length)]
-                ax.fill_between(range(1, length + 1), [m - s for m, s in zip(mean, std)],
-                                [m + s for m, s in zip(mean, std)], alpha=0.2, color=line.get_color())
-    axes[0].set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
-    axes[1].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    fig.suptitle(f"Study: {study} (mean over seeds, band = ±1 std)")
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
-
-    evaluations = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for row in rows:
-            summed, classes = None, None
-            for r in row.runs:
-                path = client.download_artifacts(r.info.run_id, "evaluation.json", tmp)
-                ev = json.loads(Path(path).read_text())
-                classes = ev["classes"]
-                matrix = ev["confusion"]
-                summed = matrix if summed is None else [
-                    [a + b for a, b in zip(x, y)] for x, y in zip(summed, matrix)]
-            evaluations.append((row, summed, classes))
-    n = len(rows)
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), squeeze=False)
-    for ax, (row, matrix, classes) in zip(axes[0], evaluations):
-        plots.draw_confusion(ax, matrix, classes, f"{_label(row, keys)} ({len(row.runs)} runs)")
-    fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=110)
-    plt.close(fig)
-
-    classes = evaluations[0][2]
-    fig, ax = plt.subplots(figsize=(max(8, len(classes) * 0.9), 4))
-    width = 0.8 / n
-    for i, row in enumerate(rows):
-        means = [statistics.fmean(row.values(f"test_accuracy_{c}")) for c in classes]
-        ax.bar([k + i * width for k in range(len(classes))], means, width, label=_label(row, keys))
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes, rotation=30)
-    ax.set(ylabel="test accuracy", title=f"Per-class accuracy, study: {study}", ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "per_class_accuracy.png", dpi=120)
-    plt.close(fig)
-
-
-def data_of(run) -> dict[str, str]:
+def data_of(run: pd.Series) -> dict[str, str]:
     """What a run trained on: the data's title (runs before `data.title` existed: its source and
     folder) and its content fingerprint."""
-    params, tags = run.data.params, run.data.tags
-    title = params.get("data.title") or " ".join(
-        x for x in (tags.get("data", "?"), params.get("data.root", "")) if x and x != "None")
-    return {"data": title, "data_fingerprint": tags.get(t.DATA_FINGERPRINT, "?")}
+    title = run.get("data.title")
+    if not isinstance(title, str) or not title:
+        title = " ".join(str(x) for x in (run.get("data.name"), run.get("data.root"))
+                         if isinstance(x, str) and x != "None") or "?"
+    fingerprint = run.get("data_fingerprint")
+    return {"data": title, "data_fingerprint": fingerprint if isinstance(fingerprint, str) else "?"}
 
 
-def study_report(client: MlflowClient, experiment: str, study: str, baseline: str | None,
-                 out: Path, paper: dict | None = None) -> str:
-    rows, sweeps, keys, ignored = collect(client, experiment, study, baseline)
-    recs = records(rows, keys, paper)
-    header, table, bold = cells(recs, keys, paper)
-    data = data_of(rows[0].runs[0])  # collect keeps sweeps of one data fingerprint only
-    epochs = sorted({e for r in recs for e in r.epochs})
-    seeds = sorted({s for r in recs for s in r.seeds}, key=_num)
-    budget = (f"{data['data']} (fingerprint `{data['data_fingerprint']}`), "
-              f"{'/'.join(epochs)} epochs per run, {len(seeds)} seed(s) ({', '.join(seeds)})")
-    caption = (f"Ablation `{study}` on {budget}. Test-set metrics of the best-on-validation "
-               "weights; precision, recall and F1 weighted, as the report's Table VII; mean ± "
-               "sample std over seeds; bold: the best of each column; in brackets: the "
-               "difference to the baseline. Δ accuracy: in points, with the 95% confidence "
-               "interval of Welch's t-test over seeds; ≈ marks a difference the seeds cannot "
-               "tell apart (p ≥ 0.05).")
-    if paper:
-        caption += (f" `{paper.get('source', 'report')}:` columns: the report's own numbers "
-                    "(one run each, 300 epochs, its own code).")
-    out.mkdir(parents=True, exist_ok=True)
-    used = sorted({r.sweep_id for r in rows}, key=[s.info.run_id for s in sweeps].index)
-    notes = [
-        f"MLflow experiment `{experiment}`. Memory is the float32 size of the weights; peak "
-        "memory is what the runs' `peak_memory` tag says (the process's peak resident memory on "
-        "a CPU, torch's peak allocation on a GPU).",
-        f"Runs chosen: for each setting, all finished runs of the newest sweep holding it "
-        f"({len(sweeps)} comparable sweep(s) in the store; used: {', '.join(used)}).",
-    ]
-    if ignored:
-        notes.append(f"**Not mixed in:** {len(ignored)} sweep(s) on other data or another epoch "
-                     f"budget: {', '.join(s.info.run_id for s in ignored)}.")
-    if baseline and not any(r.baseline for r in rows):
-        notes.append(f"The baseline `{baseline}` is not among these runs: no differences shown.")
-    runs = ["| Setting | Sweep | Runs |", "|---|---|---|"] + [
-        f"| {r.setting} | {r.sweep_id} | {' '.join(x.info.run_id for x in r.runs)} |" for r in rows]
-    md = (f"# Ablation: {study} ({budget})\n\n" + tables.markdown(header, table, bold, caption)
-          + "\n" + "\n\n".join(notes) + "\n\n## Runs behind each row\n\n" + "\n".join(runs) + "\n")
-    (out / "table.md").write_text(md)
-    (out / "table.csv").write_text(tables.csv_text(csv_records(recs, data)))
-    (out / "table.tex").write_text(tables.latex(header, table, bold, caption))
-    figures(client, rows, keys, out,  # the fingerprint is in the table's caption
-            f"{study}, {data['data']}, {'/'.join(epochs)} epochs, {len(seeds)} seed(s)")
-    client.log_artifacts(used[0], str(out), "report")
-    return md
+@dataclass
+class Table:
+    """A study's table, ready to print or write."""
+
+    study: Study
+    frame: pd.DataFrame
+    selection: Selection
+    records: list[Record]
+    data: dict[str, str]
+
+    @property
+    def axis_title(self) -> str:
+        axes = self.selection.axes
+        return axes[0] if len(axes) == 1 else "Setting"
+
+    @property
+    def budget(self) -> str:
+        epochs = sorted({e for r in self.records for e in r.epochs})
+        seeds = sorted({s for r in self.records for s in r.seeds}, key=_num)
+        counts = sorted({len(r.seeds) for r in self.records})
+        per_row = (f"{counts[0]} seed(s) ({', '.join(seeds)})" if len(counts) == 1
+                   else f"{counts[0]}-{counts[-1]} seeds per row")
+        return (f"{self.data['data']} (fingerprint `{self.data['data_fingerprint']}`), "
+                f"{'/'.join(epochs)} epochs per run, {per_row}")
+
+    def caption(self) -> str:
+        s = self.study
+        text = (f"{s.kind} `{s.name}` on {self.budget}. Test-set metrics of the "
+                "best-on-validation weights; precision, recall and F1 weighted, as the report's "
+                "Table VII; mean ± sample std over seeds; bold: the best of each column; in "
+                "brackets: the difference to the baseline. Δ accuracy: in points, with its 95% "
+                "confidence interval; p (test): paired t-test where both rows hold the same "
+                "seeds (same seed = same initialisation and data order), else Welch's; p (Holm): "
+                "adjusted for the table's comparisons; ≈ marks a difference the seeds cannot "
+                "tell apart (Holm p ≥ 0.05), and for it the seeds per row that would tell it "
+                "apart with 80% power at the 5% level, from the measured spread.")
+        if self.adaptive:
+            text += (" Seed budget: adaptive (`SEEDS=auto`): 3 seeds per row, then more only for "
+                     "rows the seeds could not yet tell from the baseline.")
+        if s.paper:
+            text += (f" `{s.paper.get('source', 'report')}:` columns: the report's own numbers "
+                     "(one run each, 300 epochs, its own code).")
+        return text
+
+    @property
+    def adaptive(self) -> bool:
+        runs = self.frame[self.frame.run_id.isin([i for r in self.records for i in r.run_ids])]
+        return "study.seeds" in runs and (runs["study.seeds"].astype(str) == "auto").any()
+
+    def notes(self) -> list[str]:
+        sel = self.selection
+        fixed_shown = {k: v for k, v in sel.fixed.items() if k in SHOWN_FIXED}
+        notes = [
+            f"MLflow experiment `{self.study.experiment}`. Memory is the float32 size of the "
+            "weights; peak memory is what the runs' `peak_memory` tag says (the process's peak "
+            "resident memory on a CPU, torch's peak allocation on a GPU).",
+            f"Runs chosen: every finished run of each setting (one per seed, the newest where a "
+            f"seed ran twice) that shares the fixed settings of sweep {sel.reference_sweep} "
+            f"({'chosen' if self.study.sweep not in (None, 'latest') else 'the newest'}"
+            f"{', where ' + ', '.join(f'{k}={v}' for k, v in self.study.where.items()) if self.study.where else ''}"
+            f"): {', '.join(f'{k}={v}' for k, v in fixed_shown.items())}; sweeps used: "
+            f"{', '.join(sel.sweeps_used) or 'none (single runs)'}.",
+        ]
+        left = describe_left_out(sel)
+        if left:
+            notes.append("**Not mixed in** (their fixed settings differ; choose them with "
+                         "`where=` or `sweep=`):\n\n" + "\n".join(f"- {line}" for line in left))
+        if self.study.baseline and sel.baseline is None:
+            notes.append(f"The baseline `{self.study.baseline}` is not among these runs: no "
+                         "differences shown.")
+        return notes
+
+    def markdown(self) -> str:
+        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)
+        runs = ["| Setting | Runs |", "|---|---|"] + [
+            f"| {r.setting or r.label} | {' '.join(r.run_ids)} |" for r in self.records]
+        return (f"# {self.study.kind}: {self.study.name} ({self.budget})\n\n"
+                + tables.markdown(header, rows, bold, self.caption()) + "\n"
+                + "\n\n".join(self.notes()) + "\n\n## Runs behind each row\n\n" + "\n".join(runs)
+                + "\n")
+
+    def write(self, out: Path, client: MlflowClient) -> str:
+        """Markdown, CSV, LaTeX and the figures into `out`; returns the Markdown."""
+        out.mkdir(parents=True, exist_ok=True)
+        md = self.markdown()
+        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)
+        (out / "table.md").write_text(md)
+        (out / "table.csv").write_text(tables.csv_text(csv_records(self.records, self.data)))
+        (out / "table.tex").write_text(tables.latex(header, rows, bold, self.caption()))
+        epochs = "/".join(sorted({e for r in self.records for e in r.epochs}))
+        seeds = max(len(r.seeds) for r in self.records)
+        title = f"{self.study.name}, {self.data['data']}, {epochs} epochs, {seeds} seed(s)"
+        named = [(r.label, r.run_ids) for r in self.records]
+        study_figures.curves(client, named, out, title)
+        classes = _classes(self.frame)
+        per_class = [[_mean_metric(self.frame, r.run_ids, f"test_accuracy_{c}") for c in classes]
+                     for r in self.records]
+        study_figures.confusion_and_classes(client, named, per_class, out, title)
+        return md
 
 
-def _short_number(value: str) -> str:
-    """`0.0006906543748811757` -> `0.0006907`: a sampled value, to four significant digits."""
+# the fixed settings a table's note names (the rest are in the runs' params)
+SHOWN_FIXED = ("trainer.epochs", "trainer.batch_size", "data_fingerprint", "device_type",
+               "trainer.precision", "code_version", "torch_version")
+
+
+def _classes(frame: pd.DataFrame) -> list[str]:
+    return [k.removeprefix("test_accuracy_") for k in frame.attrs.get("metric_keys", [])
+            if k.startswith("test_accuracy_")]
+
+
+def _mean_metric(frame: pd.DataFrame, run_ids: list[str], name: str) -> float:
+    values = frame[frame.run_id.isin(run_ids)].get(name)
+    return float(values.mean()) if values is not None and values.notna().any() else 0.0
+
+
+def _num(text: str):
     try:
-        number = float(value)
+        return float(text)
     except ValueError:
-        return value
-    return value if number.is_integer() and "." not in value else f"{number:.4g}"
+        return float("inf")
 
 
-def trials_report(client: MlflowClient, experiment: str, name: str, keys: list[str],
-                  metric: str, out: Path) -> str:
-    """A hyperparameter search's table: every trial's value, parameters, state and epochs run,
-    from its MLflow runs (the newest run of each trial number)."""
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.`{t.TRIAL}` != ''",
-                              order_by=["attributes.start_time DESC"],
-                              max_results=50000) if exp else []
-    if not runs:
-        raise UserInputError(f"search {name}: no trial in experiment '{experiment}'; run "
-                             f"`python src/train.py -m hpo={name}` first")
-    newest = {}
-    for run in runs:
-        newest.setdefault(int(run.data.tags[t.TRIAL]), run)
-    state = {"FINISHED": "complete", "FAILED": "failed", "RUNNING": "running"}
-    rows, values, sources = [], {}, {}
-    for number, run in sorted(newest.items()):
-        source = client.get_run(run.data.tags[t.SAME_AS]) if t.SAME_AS in run.data.tags else run
-        sources[number] = source
-        status = ("pruned" if run.data.tags.get(t.TRIAL_STATE) == "pruned"
-                  else state.get(run.info.status, run.info.status.lower()))
-        value = source.data.metrics.get(metric) if status == "complete" else None
-        values[number] = value
-        history = client.get_metric_history(source.info.run_id, "val_accuracy")
-        shown = "" if value is None else f"{value:.4f}"
-        if status == "pruned" and history and metric == "best_val_accuracy":
-            shown = f"({max(m.value for m in history):.4f})"  # how far it got before it stopped
-        # a key is a config value (a param) or a config group's option (a tag: `lr=cosine`)
-        chosen = [source.data.params.get(k, source.data.tags.get(k, "")) for k in keys]
-        rows.append([str(number), shown, *[_short_number(v) for v in chosen], status,
-                     str(len(history)), run.info.run_id])
-    done = {n: v for n, v in values.items() if v is not None}
-    best = max(done, key=done.get) if done else None
-    bold = [[int(r[0]) == best] * len(r) for r in rows]
-    header = ["Trial", metric, *keys, "State", "Epochs run", "Run"]
-    first = sources[min(sources)]
-    data = data_of(first)
-    caption = (f"Search `{name}` (MLflow experiment `{experiment}`) on {data['data']} (fingerprint "
-               f"`{data['data_fingerprint']}`), up to {first.data.params.get('trainer.epochs', '?')}"
-               f" epochs per trial: {len(rows)} trials, "
-               f"{sum(r[-3] == 'complete' for r in rows)} complete, "
-               f"{sum(r[-3] == 'pruned' for r in rows)} pruned, "
-               f"{sum(r[-3] == 'failed' for r in rows)} failed; bold: the best; in brackets: the "
-               f"best {metric.removeprefix('best_')} a pruned trial reached before it was stopped.")
-    if best is not None and "test_accuracy" in sources[best].data.metrics:
-        caption += (f" The best trial's test accuracy: "
-                    f"{sources[best].data.metrics['test_accuracy'] * 100:.2f}% (reported, never "
-                    f"used to choose).")
-    out.mkdir(parents=True, exist_ok=True)
-    md = f"# Search: {name}\n\n" + tables.markdown(header, rows, bold, caption)
-    (out / "table.md").write_text(md)
-    (out / "table.csv").write_text(tables.csv_text([dict(zip(header, r)) for r in rows]))
-    (out / "table.tex").write_text(tables.latex(header, rows, bold, caption))
-    return md
+def build_table(client: MlflowClient, study: Study) -> Table:
+    """Read the experiment, choose the rows, compute the statistics. Raises UserInputError
+    (one line) when there is nothing to tabulate."""
+    frame, sweeps = experiment_runs(client, study.experiment)
+    if frame.empty and sweeps.empty:
+        raise UserInputError(f"{study.kind.lower()} {study.name}: no experiment "
+                             f"'{study.experiment}' in the store{study.hint}")
+    try:
+        selection = choose(frame, sweeps, sweep=study.sweep, where=study.where,
+                           baseline=study.baseline, default_baseline_first=study.kind == "Sweep")
+    except LookupError as exc:
+        raise UserInputError(f"{study.kind.lower()} {study.name}: experiment "
+                             f"'{study.experiment}' holds {exc}{study.hint}") from None
+    if not selection.rows:
+        raise UserInputError(f"{study.kind.lower()} {study.name}: no finished run shares the "
+                             f"fixed settings of sweep {selection.reference_sweep}")
+    recs = records(frame, selection, study.paper)
+    first = frame.set_index("run_id").loc[selection.rows[0].run_ids[0]]
+    first = pd.concat([first, pd.Series({"run_id": selection.rows[0].run_ids[0]})])
+    return Table(study, frame, selection, recs, data_of(first))

@@ -1,0 +1,121 @@
+"""The store's runs as pandas DataFrames: the one path from MLflow to every number of a table, and
+the public API for a notebook.
+
+    from cifar_sweep import results
+    frame = results.runs("ablation-lr")          # one row per run (tracking_uri="mlruns")
+    frame[frame.status == "FINISHED"].groupby("lr.value").test_accuracy.agg(["mean", "std"])
+
+A row holds the run's ids and status, the sweeps that hold it (directly, or through a reference
+run standing for it: a study's shared baseline), its seed, setting hash and code version, every
+config key (as logged: strings) and every final metric. Reading writes nothing to the store.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from cifar_sweep import tracking as t
+from cifar_sweep.identity import SEED_KEY
+
+# columns made from tags: (column, tag)
+TAG_COLUMNS = [
+    ("role", t.ROLE), ("setting_hash", t.SETTING_HASH), ("config_hash", t.CONFIG_HASH),
+    ("code_version", t.CODE_VERSION), ("torch_version", t.TORCH_VERSION),
+    ("precision", t.PRECISION), ("data_fingerprint", t.DATA_FINGERPRINT),
+    ("overrides", t.JOB_OVERRIDES), ("job_num", t.JOB_NUM), ("trial", t.TRIAL),
+    ("hpo_study", t.HPO_STUDY), ("hpo_study_uid", t.HPO_STUDY_UID), ("device", "device"),
+]
+BASE_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "sweeps", "seed",
+                *[c for c, _ in TAG_COLUMNS]]
+CODE_COLUMNS = "code."  # code.model, code.training, ...: one hash per part
+
+
+def _row(run, sweeps: list[str]) -> dict:
+    tags, params = run.data.tags, run.data.params
+    row = {"run_id": run.info.run_id, "run_name": run.info.run_name,
+           "experiment_id": run.info.experiment_id, "status": run.info.status,
+           "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
+           "sweeps": " ".join(sweeps), "seed": params.get(SEED_KEY)}
+    row.update({column: tags.get(tag) for column, tag in TAG_COLUMNS})
+    row.update({k: v for k, v in tags.items() if k.startswith(CODE_COLUMNS)})
+    row.update(params)
+    row.update(run.data.metrics)
+    return row
+
+
+def _frame(rows: list[dict], config_keys: set[str], metric_keys: set[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys(
+        BASE_COLUMNS + sorted({k for r in rows for k in r if k.startswith(CODE_COLUMNS)})
+        + sorted(config_keys) + sorted(metric_keys))))
+    frame.attrs["config_keys"] = sorted(config_keys)
+    frame.attrs["metric_keys"] = sorted(metric_keys)
+    return frame
+
+
+def experiment_runs(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(jobs, sweeps) of one experiment. Jobs: its trained runs of every status, and the finished
+    runs its sweeps' reference runs stand for (maybe in other experiments), each once. Sweeps:
+    one row per sweep parent (run_id, start_time, status, varying keys, overrides, jobs)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return _frame([], set(), set()), pd.DataFrame(columns=SWEEP_COLUMNS)
+    runs = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` != '{t.ROLE_SWEEP}'",
+                              max_results=50000)
+    sweeps = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
+                                order_by=["attributes.start_time DESC"], max_results=10000)
+    holders: dict[str, list[str]] = {}  # run id -> the sweeps that hold it
+    jobs, originals = {}, {}
+    for run in runs:
+        tags = run.data.tags
+        if tags.get(t.ROLE) == t.ROLE_REFERENCE:
+            if run.info.status == "FINISHED" and tags.get(t.SAME_AS):
+                originals.setdefault(tags[t.SAME_AS], run)
+                if tags.get(t.PARENT):
+                    holders.setdefault(tags[t.SAME_AS], []).append(tags[t.PARENT])
+            continue
+        jobs[run.info.run_id] = run
+        if tags.get(t.PARENT):
+            holders.setdefault(run.info.run_id, []).append(tags[t.PARENT])
+    for run_id, reference in originals.items():
+        if run_id not in jobs:
+            original = client.get_run(run_id)
+            jobs[run_id] = original
+            # the reference's place in its sweep: the original's job number is another sweep's
+            original.data.tags[t.JOB_NUM] = reference.data.tags.get(t.JOB_NUM, "")
+            original.data.tags[t.JOB_OVERRIDES] = reference.data.tags.get(
+                t.JOB_OVERRIDES, original.data.tags.get(t.JOB_OVERRIDES, ""))
+    rows = [_row(run, holders.get(run_id, [])) for run_id, run in jobs.items()]
+    config_keys = {k for run in jobs.values() for k in run.data.params}
+    metric_keys = {k for run in jobs.values() for k in run.data.metrics}
+    return _frame(rows, config_keys, metric_keys), _sweeps_frame(sweeps)
+
+
+SWEEP_COLUMNS = ["run_id", "run_name", "start_time", "status", "varying", "overrides", "jobs"]
+
+
+def _sweeps_frame(sweeps) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "run_id": s.info.run_id, "run_name": s.info.run_name,
+        "start_time": pd.Timestamp(s.info.start_time, unit="ms"), "status": s.info.status,
+        "varying": s.data.tags.get(t.SWEEP_VARYING, ""),
+        "overrides": s.data.tags.get(t.SWEEP_OVERRIDES, ""),
+        "jobs": int(s.data.tags.get(t.SWEEP_JOBS, "0") or 0)} for s in sweeps],
+        columns=SWEEP_COLUMNS)
+
+
+def runs(experiment: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
+    """Every run of an experiment, one row each (see the module's docstring). `tracking_uri`:
+    a store folder, a sqlite:/// URI or a server's http(s):// address."""
+    from omegaconf import OmegaConf
+
+    client = t.open_store(OmegaConf.create({"uri": tracking_uri}))
+    return experiment_runs(client, experiment)[0]
+
+
+def sweeps(experiment: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
+    """The sweeps of an experiment, newest first."""
+    from omegaconf import OmegaConf
+
+    client = t.open_store(OmegaConf.create({"uri": tracking_uri}))
+    return experiment_runs(client, experiment)[1]

@@ -1,0 +1,187 @@
+"""Which runs a table holds: a pure function of the runs' frame (`results.py`), so that what a
+table shows can be tested without a store.
+
+A table compares *settings* (a row each: all finished runs of one setting hash, one per seed, the
+newest where a seed was trained twice, from any sweep or single command). What it holds is decided
+by its *fixed settings*: the values every run of the reference sweep shares (by default the newest
+sweep; or one chosen by id, or the newest matching `where`), over every key that decides a result
+(the config but where it is logged, the data's fingerprint, the device type, the precision used,
+the code version and torch's). A run that differs in any fixed key is left out, and the table
+lists what was left out, by the keys that differ: nothing is mixed silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from cifar_sweep.identity import NOT_RESULT_KEYS, SEED_KEY
+
+# what decides a result besides the config keys: these columns of the frame
+DERIVED_KEYS = ("data_fingerprint", "device_type", "code_version", "torch_version")
+MISSING = "(none)"
+
+
+@dataclass
+class Row:
+    """One setting: its label, the overrides that name it, its runs (one per seed)."""
+
+    key: str
+    label: str
+    overrides: dict[str, str]
+    run_ids: list[str]
+    seeds: list[str]
+    in_reference: bool           # the reference sweep holds it
+    order: tuple
+    baseline: bool = False
+
+
+@dataclass
+class Selection:
+    rows: list[Row]
+    reference_sweep: str
+    axes: list[str]              # the override keys that name the rows (the sweep's, but seeds)
+    varying: list[str]           # the result keys whose values differ between rows
+    fixed: dict[str, str]        # result key -> the value every row shares
+    left_out: list[tuple[dict[str, str], list[str]]] = field(default_factory=list)
+    sweeps_used: list[str] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> Row | None:
+        return next((r for r in self.rows if r.baseline), None)
+
+
+def result_keys(frame: pd.DataFrame) -> list[str]:
+    """The columns that decide a run's result, the seed aside."""
+    def excluded(key: str) -> bool:
+        return key == SEED_KEY or any(key == k or key.startswith(k + ".") for k in NOT_RESULT_KEYS)
+
+    config = [k for k in frame.attrs.get("config_keys", []) if not excluded(k)]
+    return config + [k for k in DERIVED_KEYS if k in frame.columns]
+
+
+def _values(frame: pd.DataFrame) -> pd.DataFrame:
+    """The result keys as strings, missing ones as `(none)`; the precision the run resolved
+    replaces `trainer.precision` (`auto` is fp32 on one machine, bf16 on another)."""
+    keys = result_keys(frame)
+    values = frame.reindex(columns=keys).astype(object).where(frame.reindex(columns=keys).notna(),
+                                                              MISSING).astype(str)
+    if "trainer.precision" in values and "precision" in frame:
+        resolved = frame["precision"].notna()
+        values.loc[resolved, "trainer.precision"] = frame.loc[resolved, "precision"].astype(str)
+    if "device_type" not in frame and "device" in frame:  # `cuda:1` and `cuda` are one type
+        values["device_type"] = frame["device"].fillna(MISSING).astype(str).str.split(":").str[0]
+    return values
+
+
+def parse_overrides(text) -> dict[str, str]:
+    if not isinstance(text, str):
+        return {}
+    return dict(o.partition("=")[::2] for o in text.split() if "=" in o)
+
+
+def _holds(sweeps_cell, sweep_id: str) -> bool:
+    return isinstance(sweeps_cell, str) and sweep_id in sweeps_cell.split()
+
+
+def reference_sweep(jobs: pd.DataFrame, sweeps: pd.DataFrame, sweep: str | None = None,
+                    where: dict[str, str] | None = None) -> str:
+    """The sweep whose fixed settings decide the table: `sweep` (an id, or `latest`), else the
+    newest sweep holding a finished run (matching `where`, if given). Raises LookupError."""
+    finished = jobs[jobs.status == "FINISHED"]
+    values = _values(finished) if len(finished) else None
+    candidates = sweeps.sort_values("start_time", ascending=False).run_id.tolist()
+    if sweep not in (None, "latest"):
+        if sweep not in candidates:
+            raise LookupError(f"sweep {sweep} is not a sweep of this experiment")
+        candidates = [sweep]
+    for sweep_id in candidates:
+        held = finished.sweeps.map(lambda cell, s=sweep_id: _holds(cell, s))
+        if not held.any():
+            continue
+        if where:
+            rows = values[held]
+            if not all(k in rows and (rows[k] == v).all() for k, v in where.items()):
+                continue
+        return sweep_id
+    raise LookupError("no sweep with a finished run" + (f" where {where}" if where else ""))
+
+
+def choose(jobs: pd.DataFrame, sweeps: pd.DataFrame, *, sweep: str | None = None,
+           where: dict[str, str] | None = None, baseline: str | None = None,
+           default_baseline_first: bool = False) -> Selection:
+    """The table's rows: see the module's docstring. `baseline`: an override (`lr.value=0.005`)
+    naming the baseline row; else, with `default_baseline_first`, the reference sweep's first
+    setting. Raises LookupError when there is nothing to show."""
+    jobs = jobs[(jobs.status == "FINISHED") & jobs.trial.isna()] if "trial" in jobs else jobs
+    ref = reference_sweep(jobs, sweeps, sweep, where)
+    values = _values(jobs)
+    in_ref = jobs.sweeps.map(lambda cell: _holds(cell, ref))
+    ref_values = values[in_ref]
+    fixed = {k: ref_values[k].iloc[0] for k in ref_values if ref_values[k].nunique() == 1}
+    fixed.update(where or {})
+    varying = [k for k in ref_values if k not in fixed]
+    axes = [k for k in str(sweeps.set_index("run_id").varying.get(ref, "")).split()
+            if k != SEED_KEY]
+
+    # the runs that share the fixed settings; the others, grouped by what differs
+    differs = pd.DataFrame({k: values[k] != v for k, v in fixed.items() if k in values},
+                           index=values.index)
+    keep = ~differs.any(axis=1) if len(differs.columns) else pd.Series(True, index=values.index)
+    left: dict[tuple, list[str]] = {}
+    for index in jobs.index[~keep]:
+        diff = tuple((k, values.at[index, k]) for k in differs.columns if differs.at[index, k])
+        left.setdefault(diff, []).append(jobs.at[index, "run_id"])
+    members = jobs[keep]
+    rows = _rows(members, values[keep], ref, axes, varying)
+    for row in rows:
+        row.baseline = bool(baseline) and baseline in {f"{k}={v}" for k, v in row.overrides.items()}
+    if not baseline and default_baseline_first and rows:
+        rows[0].baseline = True
+    sweeps_used = sorted({s for cell in members.sweeps.dropna() for s in str(cell).split()})
+    return Selection(rows, ref, axes, varying, fixed,
+                     sorted(((dict(k), v) for k, v in left.items()), key=lambda x: -len(x[1])),
+                     sweeps_used)
+
+
+def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str],
+          varying: list[str]) -> list[Row]:
+    key = members.setting_hash.where(members.setting_hash.notna(), values[varying].astype(str)
+                                     .agg(" ".join, axis=1) if varying else "(all)")
+    rows = []
+    for setting, group in members.groupby(key, sort=False):
+        group = group.sort_values("start_time", ascending=False)
+        newest = group.drop_duplicates("seed")  # a seed trained twice: its newest run
+        newest = newest.sort_values("seed", key=lambda s: pd.to_numeric(s, errors="coerce"))
+        held = group[group.sweeps.map(lambda cell: _holds(cell, ref))]
+        named = held if len(held) else group
+        overrides = {}
+        for text in named.overrides:
+            parsed = parse_overrides(text)
+            if all(a in parsed for a in axes):
+                overrides = {a: parsed[a] for a in axes}
+                break
+        if not overrides or not axes:  # a run of no sweep with default values: name it by them
+            first = values.loc[group.index[0]]
+            overrides = {k: first[k] for k in varying}
+        label = (next(iter(overrides.values())) if len(overrides) == 1
+                 else " ".join(f"{k}={v}" for k, v in overrides.items()) or "(all)")
+        if len(held):
+            jobs_in_ref = pd.to_numeric(held.job_num, errors="coerce").min()
+            order = (0, jobs_in_ref, group.start_time.min())
+        else:
+            order = (1, 0, group.start_time.min())
+        rows.append(Row(str(setting), label, overrides, newest.run_id.tolist(),
+                        [str(s) for s in newest.seed], bool(len(held)), order))
+    return sorted(rows, key=lambda r: r.order)
+
+
+def describe_left_out(selection: Selection, limit: int = 3) -> list[str]:
+    """`trainer.batch_size=256: 2 runs, not mixed in`, one line per group of left-out runs."""
+    lines = []
+    for diff, run_ids in selection.left_out:
+        shown = ", ".join(f"{k}={v}" for k, v in list(diff.items())[:limit])
+        more = f" and {len(diff) - limit} more keys" if len(diff) > limit else ""
+        lines.append(f"{shown}{more}: {len(run_ids)} run{'s' * (len(run_ids) != 1)}, not mixed in")
+    return lines
