@@ -148,7 +148,8 @@ def _closure(target: str) -> list[str]:
             else:
                 todo.append(str(where))
     # definitions by name within their module, so that a move between modules changes nothing
-    defs = sorted(f"{k.rpartition('.')[2]}={v}" for k, v in seen.items() if not v.startswith(("-> ", "module")))
+    defs = sorted(f"{k.rpartition('.')[2]}={v}" for k, v in seen.items()
+                  if not v.startswith(("-> ", "module")))
     return defs + sorted(f"{p}=={_version(p)}" for p in external)
 
 

@@ -274,15 +274,16 @@ class Table:
     def notes(self) -> list[str]:
         sel = self.selection
         fixed_shown = {k: v for k, v in sel.fixed.items() if k in SHOWN_FIXED}
+        chosen = "chosen" if self.study.sweep not in (None, "latest") else "the newest"
+        if self.study.where:
+            chosen += ", where " + ", ".join(f"{k}={v}" for k, v in self.study.where.items())
         notes = [
             f"MLflow experiment `{self.study.experiment}`. Memory is the float32 size of the "
             "weights; peak memory is what the runs' `peak_memory` tag says (the process's peak "
             "resident memory on a CPU, torch's peak allocation on a GPU).",
             f"Runs chosen: every finished run of each setting (one per seed, the newest where a "
             f"seed ran twice) that shares the fixed settings of sweep {sel.reference_sweep} "
-            f"({'chosen' if self.study.sweep not in (None, 'latest') else 'the newest'}"
-            f"{', where ' + ', '.join(f'{k}={v}' for k, v in self.study.where.items()) if self.study.where else ''}"
-            f"): {', '.join(f'{k}={v}' for k, v in fixed_shown.items())}; sweeps used: "
+            f"({chosen}): {', '.join(f'{k}={v}' for k, v in fixed_shown.items())}; sweeps used: "
             f"{', '.join(sel.sweeps_used) or 'none (single runs)'}.",
         ]
         left = describe_left_out(sel)
@@ -365,3 +366,28 @@ def build_table(client: MlflowClient, study: Study) -> Table:
     first = frame.set_index("run_id").loc[selection.rows[0].run_ids[0]]
     first = pd.concat([first, pd.Series({"run_id": selection.rows[0].run_ids[0]})])
     return Table(study, frame, selection, recs, data_of(first))
+
+
+def terminal(table: Table) -> str:
+    """The table a sweep prints when it ends: a line per setting, aligned for a terminal."""
+    header = [table.axis_title, "accuracy %", "F1", "runs", "Δ accuracy [95% CI]", "p"]
+    lines = [header]
+    for rec in table.records:
+        acc, acc_sd = rec.stats[ACCURACY.metric]
+        f1 = rec.stats["test_f1_weighted"][0]
+        d = rec.delta
+        if d is None:
+            delta, p = ("(baseline)" if rec.baseline else ""), ""
+        else:
+            interval = "" if d.low is None else f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
+            delta = f"{'≈ ' if d.seeds_tell_apart is False else ''}{_signed(d.diff, 2)}{interval}"
+            p = f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–"
+        spread = f" ± {acc_sd * 100:.2f}" if len(rec.run_ids) > 1 else ""
+        lines.append([rec.label, f"{acc * 100:.2f}{spread}", f"{f1:.4f}", str(len(rec.run_ids)),
+                      delta, p])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                      enumerate(zip(line, widths))).rstrip() for line in lines]
+    left = describe_left_out(table.selection)
+    return "\n".join([f"{table.study.kind} {table.study.name}: {table.budget}", *text,
+                      *[f"  {line}" for line in left]])

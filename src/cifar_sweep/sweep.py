@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_sweep import lifecycle
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError, exit_on_user_error
+from cifar_sweep.identity import SEED_KEY
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
 
@@ -93,6 +95,7 @@ class MlflowSweepCallback(Callback):
         self.parent_id: str | None = None
         self.jobs = 0
         self.search = False
+        self.varying: list[str] = []  # what the sweep varies but the seed: a table's rows
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         # Hydra turns a callback's exception into a warning and sweeps on, without a parent run
@@ -138,6 +141,7 @@ class MlflowSweepCallback(Callback):
         )
         self.parent_id = run.info.run_id
         self.jobs = len(jobs)
+        self.varying = [k for k in varying_keys(jobs) if k != SEED_KEY] if not self.search else []
         self.client.log_batch(self.parent_id, params=[
             Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
         (sweep_dir / PARENT_FILE).write_text(self.parent_id)
@@ -164,12 +168,38 @@ class MlflowSweepCallback(Callback):
         finished = [c for c in children if c.info.status == "FINISHED"]
         # a job that stopped before creating its run counts as failed too
         failed = self.jobs - len(finished)
+        if finished and self.varying:
+            self._result_table(config)
         self._close("FAILED" if failed else "FINISHED")
         if failed:
             names = ", ".join(c.info.run_name for c in children if c.info.status != "FINISHED")
             print(f"error: {failed} of {self.jobs} jobs failed: {names or 'see the log above'}",
                   file=sys.stderr)
             sys.exit(1)
+
+    def _result_table(self, config: DictConfig) -> None:
+        """The sweep's table (one row per setting, seeds pooled): printed, and logged on the
+        parent run as table/table.md and table/table.csv, where the UI shows the sweep."""
+        from cifar_sweep import studies, tables
+
+        paper = config.study.get("paper")
+        experiment = str(config.tracking.experiment)
+        study = studies.Study(
+            name=str(config.study.name or experiment), experiment=experiment,
+            baseline=config.study.baseline, sweep=self.parent_id,
+            paper=OmegaConf.to_container(paper) if paper else None,
+            kind="Ablation" if config.study.name else "Sweep")
+        try:
+            table = studies.build_table(self.client, study)
+            print("\n" + studies.terminal(table) + "\n", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "table.md").write_text(table.markdown())
+                (Path(tmp) / "table.csv").write_text(
+                    tables.csv_text(studies.csv_records(table.records, table.data)))
+                self.client.log_artifacts(self.parent_id, tmp, "table")
+        except Exception as exc:  # the table is a summary: it never fails the sweep
+            print(f"warning: no table for this sweep: {type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)
 
     def _close(self, status: str) -> None:
         try:
