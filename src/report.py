@@ -171,7 +171,8 @@ def main(argv: list[str]) -> int:
             else:
                 cfg = _compose("hpo", what, overrides)
                 folder = out / str(cfg.tracking.experiment)
-                md = trials_report(client, str(cfg.tracking.experiment), what,
+                md = trials_report(client, str(cfg.tracking.experiment),
+                                   str(cfg.hydra.sweeper.study_name),
                                    list(cfg.hydra.sweeper.space), str(cfg.hydra.sweeper.metric),
                                    folder)
         except UserInputError as exc:

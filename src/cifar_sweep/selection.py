@@ -6,8 +6,9 @@ newest where a seed was trained twice, from any sweep or single command). What i
 by its *fixed settings*: the values every run of the reference sweep shares (by default the newest
 sweep; or one chosen by id, or the newest matching `where`), over every key that decides a result
 (the config but where it is logged, the data's fingerprint, the device type, the precision used,
-the code version and torch's). A run that differs in any fixed key is left out, and the table
-lists what was left out, by the keys that differ: nothing is mixed silently.
+the code's parts and torch's version). A run that differs in any fixed key is left out, and so is
+a run of a row's setting made by other code than the row's (the reference sweep's, else the
+newest); the table lists what was left out, by the keys that differ: nothing is mixed silently.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import pandas as pd
 
 from cifar_sweep.identity import NOT_RESULT_KEYS, SEED_KEY
 
-# what decides a result besides the config keys: these columns of the frame
-DERIVED_KEYS = ("data_fingerprint", "device_type", "code_version", "torch_version")
+# what decides a result besides the config keys: these columns of the frame, and the code's
+# parts (code.model, code.training, ...: a part that differs between rows, such as the model in
+# the arch study, is checked within each row instead)
+DERIVED_KEYS = ("data_fingerprint", "device_type", "torch_version")
+CODE = "code."
 MISSING = "(none)"
 
 
@@ -58,7 +62,8 @@ def result_keys(frame: pd.DataFrame) -> list[str]:
         return key == SEED_KEY or any(key == k or key.startswith(k + ".") for k in NOT_RESULT_KEYS)
 
     config = [k for k in frame.attrs.get("config_keys", []) if not excluded(k)]
-    return config + [k for k in DERIVED_KEYS if k in frame.columns]
+    return (config + [k for k in DERIVED_KEYS if k in frame.columns]
+            + [k for k in frame.columns if k.startswith(CODE)])
 
 
 def _values(frame: pd.DataFrame) -> pd.DataFrame:
@@ -134,24 +139,43 @@ def choose(jobs: pd.DataFrame, sweeps: pd.DataFrame, *, sweep: str | None = None
         diff = tuple((k, values.at[index, k]) for k in differs.columns if differs.at[index, k])
         left.setdefault(diff, []).append(jobs.at[index, "run_id"])
     members = jobs[keep]
-    rows = _rows(members, values[keep], ref, axes, varying)
+    rows = _rows(members, values[keep], ref, axes, varying, left)
     for row in rows:
         row.baseline = bool(baseline) and baseline in {f"{k}={v}" for k, v in row.overrides.items()}
     if not baseline and default_baseline_first and rows:
         rows[0].baseline = True
-    sweeps_used = sorted({s for cell in members.sweeps.dropna() for s in str(cell).split()})
+    used = members[members.run_id.isin([i for r in rows for i in r.run_ids])]
+    sweeps_used = sorted({s for cell in used.sweeps.dropna() for s in str(cell).split()})
     return Selection(rows, ref, axes, varying, fixed,
                      sorted(((dict(k), v) for k, v in left.items()), key=lambda x: -len(x[1])),
                      sweeps_used)
 
 
+def _one_code(group: pd.DataFrame, values: pd.DataFrame, ref: str,
+              left: dict[tuple, list[str]]) -> pd.DataFrame:
+    """A setting's runs made by one code version: the reference sweep's (else the newest run's);
+    runs of other code go to `left`, by the parts that differ."""
+    if "code_version" not in group or group.code_version.nunique(dropna=False) < 2:
+        return group
+    in_ref = group[group.sweeps.map(lambda cell: _holds(cell, ref))]
+    chosen = (in_ref if len(in_ref) else group).code_version.iloc[0]
+    same = group.code_version.fillna(MISSING) == (chosen if isinstance(chosen, str) else MISSING)
+    model = values.loc[group.index[same][0]]
+    parts = [k for k in values if k.startswith(CODE)]
+    for index in group.index[~same]:
+        diff = tuple((k, values.at[index, k]) for k in parts if values.at[index, k] != model[k])
+        left.setdefault(diff or (("code_version", str(group.at[index, "code_version"])),),
+                        []).append(group.at[index, "run_id"])
+    return group[same]
+
+
 def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str],
-          varying: list[str]) -> list[Row]:
+          varying: list[str], left: dict[tuple, list[str]]) -> list[Row]:
     key = members.setting_hash.where(members.setting_hash.notna(), values[varying].astype(str)
                                      .agg(" ".join, axis=1) if varying else "(all)")
     rows = []
     for setting, group in members.groupby(key, sort=False):
-        group = group.sort_values("start_time", ascending=False)
+        group = _one_code(group.sort_values("start_time", ascending=False), values, ref, left)
         newest = group.drop_duplicates("seed")  # a seed trained twice: its newest run
         newest = newest.sort_values("seed", key=lambda s: pd.to_numeric(s, errors="coerce"))
         held = group[group.sweeps.map(lambda cell: _holds(cell, ref))]

@@ -326,7 +326,7 @@ class Table:
 
 # the fixed settings a table's note names (the rest are in the runs' params)
 SHOWN_FIXED = ("trainer.epochs", "trainer.batch_size", "data_fingerprint", "device_type",
-               "trainer.precision", "code_version", "torch_version")
+               "trainer.precision", "torch_version")
 
 
 def _classes(frame: pd.DataFrame) -> list[str]:

@@ -1,0 +1,112 @@
+"""The choice of a table's rows and its statistics, as pure functions on hand-made frames."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from cifar_sweep.results import _frame
+from cifar_sweep.selection import choose, describe_left_out
+from cifar_sweep.statistics import compare, holm, seeds_needed
+
+T0 = pd.Timestamp("2026-01-01")
+
+
+def run(run_id, sweep, seed, lr="0.005", batch="64", minute=0, code="c1", job=0, status="FINISHED",
+        overrides=None, acc=0.5):
+    setting = f"s-{lr}-{batch}"  # the config without the seed: the code is not in it
+    return {"run_id": run_id, "status": status, "start_time": T0 + pd.Timedelta(minutes=minute),
+            "sweeps": sweep, "seed": str(seed), "role": "job", "setting_hash": setting,
+            "code_version": code, "code.model": f"m-{code}", "code.training": "t1",
+            "data_fingerprint": "fp", "precision": "fp32", "device": "cpu",
+            "job_num": str(job), "overrides": overrides or f"lr.value={lr} trainer.seed={seed}",
+            "lr.value": lr, "trainer.batch_size": batch, "trainer.seed": str(seed),
+            "trainer.precision": "auto", "tracking.uri": "mlruns", "test_accuracy": acc}
+
+
+def frames(runs, sweeps):
+    config = {"lr.value", "trainer.batch_size", "trainer.seed", "trainer.precision", "tracking.uri"}
+    jobs = _frame(runs, config, {"test_accuracy"})
+    table = pd.DataFrame([{"run_id": s, "start_time": T0 + pd.Timedelta(minutes=m), "varying": v}
+                          for s, m, v in sweeps])
+    return jobs, table
+
+
+def test_a_second_sweep_at_another_batch_size_is_not_mixed_in():
+    runs = [run(f"a{i}", "A", 0, lr, minute=i, job=i) for i, lr in enumerate(["0.001", "0.005", "0.01"])]
+    runs += [run(f"b{i}", "B", 0, lr, batch="256", minute=10 + i, job=i)
+             for i, lr in enumerate(["0.001", "0.01"])]
+    jobs, sweeps = frames(runs, [("A", 0, "lr.value"), ("B", 10, "lr.value")])
+    newest = choose(jobs, sweeps, baseline="lr.value=0.005")
+    assert [r.label for r in newest.rows] == ["0.001", "0.01"]
+    assert newest.baseline is None  # the baseline is never taken from other fixed settings
+    assert describe_left_out(newest) == ["trainer.batch_size=64: 3 runs, not mixed in"]
+    older = choose(jobs, sweeps, where={"trainer.batch_size": "64"}, baseline="lr.value=0.005")
+    assert [r.label for r in older.rows] == ["0.001", "0.005", "0.01"]
+    assert older.baseline.label == "0.005" and older.reference_sweep == "A"
+    assert describe_left_out(older) == ["trainer.batch_size=256: 2 runs, not mixed in"]
+    assert choose(jobs, sweeps, sweep="A").reference_sweep == "A"
+
+
+def test_seeds_added_later_join_their_row_and_a_seed_trained_twice_counts_once():
+    runs = [run(f"a{s}", "A", s, minute=s) for s in range(3)]
+    runs += [run(f"b{s}", "B", s, minute=10 + s) for s in (3, 4)]
+    runs += [run("single", "", 1, minute=20, overrides="")]  # seed 1 again, by a single command
+    runs += [run("failed", "B", 5, minute=21, status="FAILED")]
+    jobs, sweeps = frames(runs, [("A", 0, "trainer.seed"), ("B", 10, "trainer.seed")])
+    [row] = choose(jobs, sweeps).rows
+    assert row.seeds == ["0", "1", "2", "3", "4"]
+    assert row.run_ids == ["a0", "single", "a2", "b3", "b4"]
+
+
+def test_other_code_is_another_fixed_setting():
+    runs = [run("old", "A", 0, minute=0, code="c1"), run("new", "B", 0, minute=10, code="c2")]
+    jobs, sweeps = frames(runs, [("A", 0, "lr.value"), ("B", 10, "lr.value")])
+    chosen = choose(jobs, sweeps)
+    assert [r.run_ids for r in chosen.rows] == [["new"]]
+    assert describe_left_out(chosen) == ["code.model=m-c1: 1 run, not mixed in"]
+
+
+def test_a_row_holds_one_code_version_where_the_code_differs_between_rows():
+    # as in the arch study: each model's code differs by design, so the model's code is no fixed
+    # setting; a run of one model made by its older code is still left out of that model's row
+    runs = [run("a-old", "A", 0, "m1", minute=0, code="c0"),
+            run("b1", "B", 0, "m1", minute=10, code="c1", job=0),
+            run("b2", "B", 0, "m2", minute=11, code="c2", job=1)]
+    jobs, sweeps = frames(runs, [("A", 0, "lr.value"), ("B", 10, "lr.value")])
+    chosen = choose(jobs, sweeps)
+    assert [r.run_ids for r in chosen.rows] == [["b1"], ["b2"]]
+    assert describe_left_out(chosen) == ["code.model=m-c0: 1 run, not mixed in"]
+    assert chosen.sweeps_used == ["B"]
+
+
+def test_rows_follow_the_sweep_and_the_first_is_the_default_baseline():
+    runs = [run(f"a{i}", "A", 0, lr, minute=5 - i, job=i) for i, lr in enumerate(["0.1", "0.01"])]
+    runs.append(run("later", "", 0, "0.5", minute=30, overrides="lr.value=0.5"))
+    jobs, sweeps = frames(runs, [("A", 0, "lr.value")])
+    chosen = choose(jobs, sweeps, default_baseline_first=True)
+    assert [r.label for r in chosen.rows] == ["0.1", "0.01", "0.5"]  # job order, then the rest
+    assert [r.baseline for r in chosen.rows] == [True, False, False]
+    with pytest.raises(LookupError):
+        choose(jobs, sweeps, sweep="nope")
+
+
+def test_paired_where_the_seeds_match_else_welch_and_holm():
+    base = {"0": 0.50, "1": 0.60, "2": 0.55}
+    same_seeds = compare({"0": 0.52, "1": 0.625, "2": 0.57}, base, 100)
+    assert same_seeds.test == "paired"
+    # the seed's share of the spread is gone: the paired test decides where Welch's cannot
+    assert same_seeds.p < 0.05
+    other_seeds = compare({"3": 0.52, "4": 0.625, "5": 0.57}, base, 100)
+    assert other_seeds.test == "Welch" and other_seeds.p > 0.5
+    assert math.isclose(same_seeds.diff, other_seeds.diff)
+    assert other_seeds.seeds_needed > 3
+    assert compare({"0": 0.5}, base, 100).p is None  # one run cannot say
+    assert holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
+
+
+def test_seeds_needed_matches_the_textbook_power():
+    # two-sided t-test at 5%, 80% power: d = 1 needs 17 per group; paired d_z = 1 needs 10
+    assert seeds_needed(1.0, 1.0, paired=False) == 17
+    assert seeds_needed(1.0, 1.0, paired=True) == 10
+    assert seeds_needed(0.0, 1.0, paired=True) is None
