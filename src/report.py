@@ -26,9 +26,11 @@ OPTIONS = ("sweep", "experiment", "baseline", "where")
 
 
 def _compose(group: str, name: str, overrides: list[str]):
+    if group != "hpo":  # a search's settings (hydra.sweeper.study_name=...) are its own
+        overrides = [o for o in overrides if not o.startswith("hydra.")]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[f"{group}={name}", *overrides],
-                       return_hydra_config=group == "hpo")
+                       return_hydra_config=True)
 
 
 def _preset_study(name: str, overrides: list[str], options: dict):
@@ -40,6 +42,7 @@ def _preset_study(name: str, overrides: list[str], options: dict):
                  baseline=options.get("baseline") or cfg.study.baseline,
                  paper=OmegaConf.to_container(paper) if paper else None,
                  sweep=options.get("sweep"), where=options["where"],
+                 axes=list(cfg.hydra.sweeper.get("params") or {}),
                  hint=f"; run `make ablation-{name}` first")
 
 

@@ -1,6 +1,7 @@
 """A tiny study through the real multirun; the report reads it back from MLflow alone."""
 
 import csv
+import re
 import statistics
 
 from PIL import Image
@@ -47,7 +48,8 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     delta = (statistics.fmean(other_acc) - statistics.fmean(base_acc)) * 100
     assert abs(float(rows[1]["delta_accuracy_points"]) - delta) < 1e-9
     assert rows[0]["delta_accuracy_points"] == "nan"
-    assert "Δ accuracy [95% CI]" in md and "p (Welch)" in md
+    assert "Δ accuracy [95% CI]" in md and "p (test)" in md and "p (Holm)" in md
+    assert rows[1]["delta_test"] == "paired"  # both rows hold seeds 0 and 1
     assert "(+0)" not in md and "(+0.000)" not in md  # the same model: no change to show
     assert "Table VIII: Accuracy (%)" in md and "| 72.80 |" in md  # the report's own number
     assert "\\caption{Ablation `lr` on synthetic" in (out / "table.tex").read_text()
@@ -55,10 +57,9 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     for name in ("curves.png", "confusion.png", "per_class_accuracy.png"):
         with Image.open(out / name) as image:
             image.verify()
-    # logged to the study's sweep run too
+    # the sweep logged its own table on its parent run; the report wrote nothing to the store
     [parent] = client.search_runs([exp.experiment_id], "tags.`cifar_sweep.role` = 'sweep'")
-    assert {"report/table.md", "report/curves.png"} <= {
-        a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"table"}
     assert "lr.value" in proc.stdout
 
     # without training, again: the same table
@@ -71,7 +72,9 @@ def test_report_without_runs_says_what_to_do(project):
     assert proc.returncode == 1
     assert "make ablation-loss" in proc.stderr
     proc = project.run("ablation=nope", script=REPORT)
-    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|lr_onecycle|optimizer|optimizer_onecycle>, hpo=<modifiednet>" in proc.stderr
+    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|lr_onecycle|optimizer|optimizer_onecycle>, hpo=<modifiednet>, sweep=<latest|run id>, experiment=<name>" in proc.stderr
+    proc = project.run("sweep=latest", script=REPORT)
+    assert proc.returncode == 1 and "the store holds no sweep" in proc.stderr
 
 
 def test_model_tables(project):
@@ -82,3 +85,56 @@ def test_model_tables(project):
     assert "| ResNet18 | 11,689,512 |" in md
     assert "Table III: OriginNet: layers for a 3x32x32 input (48,252 parameters)" in md
     assert "Table VI: ModifiedNet: layers for a 3x32x32 input (35,730 parameters)" in md
+
+
+def test_the_design_cards_sweep_ends_with_its_table_and_report_writes_the_same(project):
+    proc = project.train("-m", "optimizer=sgd,adam,rmsprop,adagrad", check=True)
+    lines = proc.stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("Sweep cifar-sweep:")))
+    printed = lines[start + 1:start + 6]
+    assert printed[0].split()[:4] == ["optimizer", "accuracy", "%", "F1"]
+    assert [line.split()[0] for line in printed[1:]] == ["sgd", "adam", "rmsprop", "adagrad"]
+    assert "(baseline)" in printed[1]  # the first setting, unless the user names another
+
+    client = project.client
+    [parent] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
+    logged = client.download_artifacts(parent.info.run_id, "table", str(project.workdir / "dl"))
+    logged_rows = list(csv.DictReader(open(f"{logged}/table.csv")))
+    assert [r["setting"] for r in logged_rows] == [f"optimizer={o}" for o in
+                                                   ("sgd", "adam", "rmsprop", "adagrad")]
+    jobs = {r.info.run_id: r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "job"}
+    for row in logged_rows:
+        [run_id] = row["run_ids"].split()
+        assert float(row["test_accuracy_mean"]) == jobs[run_id].data.metrics["test_accuracy"]
+        assert row["setting"] == f"optimizer={jobs[run_id].data.tags['optimizer']}"
+
+    project.run("sweep=latest", script=REPORT, check=True)
+    out = project.workdir / "reports" / "cifar-sweep"
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [(r["setting"], r["run_ids"], r["test_accuracy_mean"]) for r in rows] == [
+        (r["setting"], r["run_ids"], r["test_accuracy_mean"]) for r in logged_rows]
+    for name in ("table.md", "table.tex", "curves.png", "confusion.png"):
+        assert (out / name).is_file()
+    # another baseline, named by the user
+    project.run(f"sweep={parent.info.run_id}", "baseline=optimizer=adam", script=REPORT, check=True)
+    rows = list(csv.DictReader((project.workdir / "reports" / f"cifar-sweep-{parent.info.run_id[:8]}"
+                                / "table.csv").open()))
+    assert [r["baseline"] for r in rows] == ["False", "True", "False", "False"]
+
+
+def test_an_ad_hoc_sweep_with_seeds_gets_mean_and_std_rows(project):
+    proc = project.train("-m", "hydra/launcher=basic", "augment=report,none", "trainer.seed=0,1",
+                         "tracking.figures=false", check=True)
+    assert re.search(r"^augment +accuracy %", proc.stdout, re.M)
+    project.run("experiment=cifar-sweep", script=REPORT, check=True)
+    rows = list(csv.DictReader((project.workdir / "reports" / "cifar-sweep" / "table.csv").open()))
+    assert [(r["setting"], r["runs"], r["seeds"]) for r in rows] == [
+        ("augment=report", "2", "0 1"), ("augment=none", "2", "0 1")]
+    jobs = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "job"]
+    for row in rows:
+        values = [j.data.metrics["test_accuracy"] for j in jobs
+                  if f"augment={j.data.tags['augment']}" == row["setting"]]
+        assert abs(float(row["test_accuracy_mean"]) - statistics.fmean(values)) < 1e-12
+        assert abs(float(row["test_accuracy_std"]) - statistics.stdev(values)) < 1e-12
+    md = (project.workdir / "reports" / "cifar-sweep" / "table.md").read_text()
+    assert "Sweep `cifar-sweep`" in md and " ± " in md

@@ -115,20 +115,24 @@ def reference_sweep(jobs: pd.DataFrame, sweeps: pd.DataFrame, sweep: str | None 
 
 def choose(jobs: pd.DataFrame, sweeps: pd.DataFrame, *, sweep: str | None = None,
            where: dict[str, str] | None = None, baseline: str | None = None,
-           default_baseline_first: bool = False) -> Selection:
+           default_baseline_first: bool = False, axes: list[str] | None = None) -> Selection:
     """The table's rows: see the module's docstring. `baseline`: an override (`lr.value=0.005`)
     naming the baseline row; else, with `default_baseline_first`, the reference sweep's first
-    setting. Raises LookupError when there is nothing to show."""
+    setting. `axes`: the override keys that name rows (a preset's swept keys); by default what
+    the reference sweep varied but the seed. Raises LookupError when there is nothing to show."""
     jobs = jobs[(jobs.status == "FINISHED") & jobs.trial.isna()] if "trial" in jobs else jobs
     ref = reference_sweep(jobs, sweeps, sweep, where)
     values = _values(jobs)
     in_ref = jobs.sweeps.map(lambda cell: _holds(cell, ref))
+    if not axes:
+        axes = [k for k in str(sweeps.set_index("run_id").varying.get(ref, "")).split()
+                if k != SEED_KEY]
     ref_values = values[in_ref]
-    fixed = {k: ref_values[k].iloc[0] for k in ref_values if ref_values[k].nunique() == 1}
+    # an axis is never fixed, even where the reference sweep holds one value of it
+    fixed = {k: ref_values[k].iloc[0] for k in ref_values
+             if ref_values[k].nunique() == 1 and k not in {a.lstrip("+") for a in axes}}
     fixed.update(where or {})
     varying = [k for k in ref_values if k not in fixed]
-    axes = [k for k in str(sweeps.set_index("run_id").varying.get(ref, "")).split()
-            if k != SEED_KEY]
 
     # the runs that share the fixed settings; the others, grouped by what differs
     differs = pd.DataFrame({k: values[k] != v for k, v in fixed.items() if k in values},
@@ -181,8 +185,9 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
         held = group[group.sweeps.map(lambda cell: _holds(cell, ref))]
         named = held if len(held) else group
         overrides = {}
-        for text in named.overrides:
-            parsed = parse_overrides(text)
+        for index, text in zip(named.index, named.overrides):
+            # an axis's value: as the run's overrides gave it, else its config value
+            parsed = {**{a: values.at[index, a] for a in axes if a in values}, **parse_overrides(text)}
             if all(a in parsed for a in axes):
                 overrides = {a: parsed[a] for a in axes}
                 break

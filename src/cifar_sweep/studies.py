@@ -54,6 +54,7 @@ class Study:
     paper: dict | None = None       # the report's own numbers: {source, columns: {metric: {row: v}}}
     sweep: str | None = None        # the reference sweep's id, or None/latest: the newest
     where: dict[str, str] = field(default_factory=dict)  # fixed keys the reference must have
+    axes: list[str] = field(default_factory=list)  # a preset's swept keys: the rows' names
     kind: str = "Ablation"          # "Ablation" (a preset) or "Sweep"
     hint: str = ""                  # what to run when there is nothing to show
 
@@ -355,7 +356,8 @@ def build_table(client: MlflowClient, study: Study) -> Table:
                              f"'{study.experiment}' in the store{study.hint}")
     try:
         selection = choose(frame, sweeps, sweep=study.sweep, where=study.where,
-                           baseline=study.baseline, default_baseline_first=study.kind == "Sweep")
+                           baseline=study.baseline, default_baseline_first=study.kind == "Sweep",
+                           axes=study.axes)
     except LookupError as exc:
         raise UserInputError(f"{study.kind.lower()} {study.name}: experiment "
                              f"'{study.experiment}' holds {exc}{study.hint}") from None

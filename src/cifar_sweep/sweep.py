@@ -187,6 +187,7 @@ class MlflowSweepCallback(Callback):
         study = studies.Study(
             name=str(config.study.name or experiment), experiment=experiment,
             baseline=config.study.baseline, sweep=self.parent_id,
+            axes=list(config.hydra.sweeper.get("params") or {}) if config.study.name else [],
             paper=OmegaConf.to_container(paper) if paper else None,
             kind="Ablation" if config.study.name else "Sweep")
         try:
