@@ -33,6 +33,13 @@ if fault == "artifacts_enospc":  # every artifact upload finds the store's disk 
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.artifact_dir)
 
     LocalArtifactRepository.log_artifacts = log_artifacts
+elif fault == "artifacts_erofs":  # the store's file system turned read-only (a disk error)
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    def log_artifacts(self, local_dir, artifact_path=None):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), self.artifact_dir)
+
+    LocalArtifactRepository.log_artifacts = log_artifacts
 elif fault.startswith("oom:"):  # oom:<job>:<epoch>: that job's epoch runs out of GPU memory
     import torch
     from hydra.core.hydra_config import HydraConfig
@@ -162,6 +169,25 @@ def test_single_run_out_of_gpu_memory_exits_75_and_the_same_command_continues(
     # (a NaN loss, a fault of the run, stays FAILED: tests/test_errors.py)
 
 
+def test_store_turned_read_only_kills_the_run_and_the_same_command_logs_it(project, inject):
+    # injected: a tmpfs whose files are open cannot be remounted read-only ("mount point is
+    # busy"); a disk's file system turns read-only by itself after an error
+    proc = project.train("trainer.epochs=2", env=inject("artifacts_erofs"))
+    assert proc.returncode == EXIT_STOPPED, proc.stderr
+    store = project.workdir / "mlruns"
+    [run] = jobs(project).values()
+    assert error_lines(proc.stderr) == [
+        f"error: stopped by the environment: read-only file system on {store}; run "
+        f"{run.info.run_id} is KILLED, its checkpoint kept; make {store} writable again and run "
+        "the same command again"]
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"] == f"interrupted: read-only file system on {store}"
+    again = project.train("trainer.epochs=2", check=True)
+    assert "evaluating and logging it from its checkpoint" in again.stdout
+    [run] = jobs(project).values()
+    assert run.info.status == "FINISHED" and epochs_logged(project, run.info.run_id) == [1, 2]
+
+
 # ---- real faults: a small tmpfs, when this process may mount one ----
 
 @contextlib.contextmanager
@@ -247,32 +273,6 @@ def test_real_full_disk_under_the_checkpoints_stops_the_sweep_then_it_continues(
             assert epochs_logged(project, run.info.run_id) == [1, 2, 3]
 
 
-def test_real_read_only_store_mid_run_then_the_same_command_continues(project):
-    store = project.workdir / "store"
-    run = ("trainer.epochs=3", "model=origin_net", f"tracking.uri={store}")
-    with tmpfs(store, "32m"):
-        proc = train_until(project, "epoch 1/3", lambda: subprocess.run(
-            ["mount", "-o", "remount,ro", str(store)], check=True), *run)
-        assert proc.returncode == EXIT_STOPPED, proc.stdout
-        [line] = error_lines(proc.stdout)
-        assert line.startswith(f"error: stopped by the environment: read-only file system on "
-                               f"{store}; run "), line
-        assert line.endswith(f"make {store} writable again and run the same command again")
-        [kept] = checkpoints(project.workdir / "checkpoints")
-
-        subprocess.run(["mount", "-o", "remount,rw", str(store)], check=True)
-        project.store = store
-        # the run could not be marked: RUNNING, its process gone; the next start closes it as
-        # KILLED and continues it
-        [ghost] = jobs(project).values()
-        assert ghost.info.status in ("RUNNING", "KILLED") and ghost.info.run_id == kept.stem
-        again = project.train(*run, check=True)
-        assert "continuing from epoch" in again.stdout
-        [after] = jobs(project).values()
-        assert after.info.run_id == kept.stem and after.info.status == "FINISHED"
-        assert epochs_logged(project, after.info.run_id) == [1, 2, 3]
-
-
 def test_real_full_store_mid_run_then_the_same_command_continues(project):
     store = project.workdir / "store"
     run = ("trainer.epochs=3", "model=origin_net", f"tracking.uri={store}")
@@ -298,7 +298,7 @@ def test_too_little_space_is_one_line_before_any_job_and_a_narrow_margin_a_warni
     folder = project.workdir / "ckpt"
     with tmpfs(folder, "2m"):
         # two MobileNetV2 jobs: a 36 MB checkpoint each, on 2 MB
-        proc = project.train("-m", "hydra/launcher=basic", "model=mobilenet_v2", "seed=0,1",
+        proc = project.train("-m", "hydra/launcher=basic", "model=mobilenet_v2", "trainer.seed=0,1",
                              f"checkpoint.dir={folder}")
         assert proc.returncode == 2, proc.stderr
         [line] = error_lines(proc.stderr)
