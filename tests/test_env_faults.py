@@ -125,6 +125,7 @@ def test_full_disk_at_the_upload_stops_the_sweep_and_the_same_command_logs_it_un
     assert checkpoints(project.workdir / "checkpoints") == []
 
 
+@pytest.mark.slow  # the parallel launcher's worker processes: about 70 s (137 s on a loaded CPU)
 def test_gpu_out_of_memory_stops_a_parallel_sweep_and_the_same_command_continues(
         project, inject):
     # two workers: job 0 runs out of memory in its second epoch while job 1 trains beside it;
@@ -242,7 +243,7 @@ def train_until(project, needle: str, then, *overrides: str) -> subprocess.Compl
 
 def test_real_full_disk_under_the_checkpoints_stops_the_sweep_then_it_continues(project):
     folder = project.workdir / "ckpt"
-    sweep = ("-m", "hydra/launcher=basic", "lr.value=0.01,0.02,0.03", "trainer.epochs=3",
+    sweep = ("-m", "hydra/launcher=basic", "lr.value=0.01,0.02", "trainer.epochs=3",
              "model=origin_net", f"checkpoint.dir={folder}")
     with tmpfs(folder, "8m"):
         ballast = []
@@ -250,7 +251,7 @@ def test_real_full_disk_under_the_checkpoints_stops_the_sweep_then_it_continues(
         assert proc.returncode == EXIT_STOPPED, proc.stdout
         last = error_lines(proc.stdout)[-1]
         assert last.startswith(f"error: the sweep stopped early: no space left on {folder} "
-                               f"(job #0); 2 of 3 jobs did not start; free space on {folder} "
+                               f"(job #0); 1 of 2 jobs did not start; free space on {folder} "
                                "and run the same command again"), last
         [killed] = jobs(project).values()
         assert killed.info.status == "KILLED"
@@ -267,7 +268,7 @@ def test_real_full_disk_under_the_checkpoints_stops_the_sweep_then_it_continues(
         again = project.train(*sweep, check=True)
         assert f"continuing from epoch {epoch + 1}" in again.stdout
         after = jobs(project)
-        assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after.values())
+        assert len(after) == 2 and all(r.info.status == "FINISHED" for r in after.values())
         assert after["0.01"].info.run_id == killed.info.run_id
         for run in after.values():
             assert epochs_logged(project, run.info.run_id) == [1, 2, 3]
