@@ -163,7 +163,7 @@ def test_single_run_out_of_gpu_memory_exits_75_and_the_same_command_continues(
     [line] = error_lines(proc.stderr)
     [run] = jobs(project).values()
     assert line == (f"error: stopped by the environment: out of GPU memory on cpu; run "
-                    f"{run.info.run_id} is KILLED, its checkpoint kept; free the GPU of other "
+                    f"{run.info.run_id} stopped, its checkpoint kept; free the GPU of other "
                     "processes or lower trainer.batch_size (now 64: a new batch size starts "
                     "anew), and run the same command again")
     assert run.info.status == "KILLED"
@@ -182,7 +182,7 @@ def test_store_turned_read_only_kills_the_run_and_the_same_command_logs_it(proje
     [run] = jobs(project).values()
     assert error_lines(proc.stderr) == [
         f"error: stopped by the environment: read-only file system on {store}; run "
-        f"{run.info.run_id} is KILLED, its checkpoint kept; make {store} writable again and run "
+        f"{run.info.run_id} stopped, its checkpoint kept; make {store} writable again and run "
         "the same command again"]
     assert run.info.status == "KILLED"
     assert run.data.tags["failure_reason"] == f"interrupted: read-only file system on {store}"

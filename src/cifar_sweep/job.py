@@ -175,9 +175,9 @@ def _stopped_by_environment(fault, run_id, checkpoint_path, hydra) -> JobResult:
     if run_id is None:
         kept = "no run was created"
     elif checkpoint_path is not None and checkpoint_path.is_file():
-        kept = f"run {run_id} is KILLED, its checkpoint kept"
-    else:
-        kept = f"run {run_id} is KILLED (it had no checkpoint yet: it starts over)"
+        kept = f"run {run_id} stopped, its checkpoint kept"
+    else:  # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
+        kept = f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
     print(f"error: stopped by the environment: {fault}; {kept}; {fault.advice}", file=sys.stderr)
     if hydra is None:
         sys.exit(faults.EXIT_STOPPED)
