@@ -6,6 +6,7 @@ A checkpoint holds plain tensors, numbers, strings, lists and dicts only, so it 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -20,11 +21,27 @@ def path_for(folder: str, config_hash: str, run_id: str) -> Path:
 
 
 def save(path: Path, state: dict) -> None:
-    """Temporary file, then rename: a kill while writing leaves the previous checkpoint whole."""
+    """Temporary file, then rename: a kill while writing leaves the previous checkpoint whole,
+    and so does a full disk (the temporary file is removed, the error goes on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
+    write_file(tmp, state)
     os.replace(tmp, path)
+
+
+def write_file(path: Path, obj) -> None:
+    """`torch.save` through Python's file calls: a full disk is an OSError with its errno and
+    path (torch's own writer says only "file write failed"). A failed write leaves no file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        with open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.filename is None:  # write() and close() do not name the file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def load(path: Path) -> dict | None:

@@ -19,7 +19,7 @@ from mlflow.entities import Metric, RunTag
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cifar_sweep import checkpoint, code_version, lifecycle, plots, runtime
+from cifar_sweep import checkpoint, code_version, faults, lifecycle, plots, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import load_dataset
 from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError
@@ -51,7 +51,7 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 class JobResult:
     """What a job hands back to its sweeper (the Optuna sweeper reads it)."""
 
-    state: str  # finished, pruned, failed
+    state: str  # finished, pruned, failed; stopped (a fault of the environment), not started
     metrics: dict[str, float] = field(default_factory=dict)
     epochs: int = 0
     run_id: str | None = None
@@ -63,13 +63,17 @@ FAILED = JobResult("failed")
 def run_job(cfg: DictConfig) -> JobResult:
     """One job, top to bottom: preflight; skip it if its config finished before, continue it
     if it was interrupted; train, evaluate, log. In a sweep a failure is logged and returned,
-    and the other jobs go on; alone, it exits non-zero."""
+    and the other jobs go on; alone, it exits non-zero. A fault of the environment (a full
+    disk, GPU memory) stops the sweep: the later jobs do not start (faults.py)."""
     started = time.perf_counter()
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
     if multirun:  # parallel jobs' lines interleave: say whose each one is
         _prefix_log_lines(f"#{hydra.job.num} ")
+        if faults.sweep_stopped(hydra.sweep.dir):  # a full disk, GPU memory: see faults.py
+            log.info("not started: the sweep stopped on a fault of the environment")
+            return JobResult("not started")
     try:
         check_config(cfg)
         rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
@@ -105,14 +109,16 @@ def run_job(cfg: DictConfig) -> JobResult:
         from cifar_sweep.hpo import TrialReporter
 
         report = TrialReporter(hydra.sweeper, int(cfg.optuna_trial))
+    folders, gpu_advice = faults.write_folders(cfg), _gpu_advice(cfg, multirun)
     try:
         with t.tracked_run(client, experiment_id, name=run_name, tags=tags, params=params,
                            resume_id=resume_id) as run_id:
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, run_name,
                      rt.device, rt.threads, dataset.fingerprint, dataset.cache, identity,
-                     f", continuing from epoch {state['progress']['epoch'] + 1}" if state else "")
-            summary = _train_and_log(cfg, dataset, rt, client, run_id, started,
-                                     path_of(run_id), state, report)
+                     _continuing(state, cfg.trainer.epochs))
+            with faults.as_environment_fault(folders, str(rt.device), gpu_advice):
+                summary = _train_and_log(cfg, dataset, rt, client, run_id, started,
+                                         path_of(run_id), state, report)
     except Pruned as exc:  # the run is KILLED with the reason; nothing to continue
         checkpoint.remove(path_of(run_id))
         log.info("run %s: %s", run_id, exc)
@@ -123,6 +129,10 @@ def run_job(cfg: DictConfig) -> JobResult:
             return FAILED
         sys.exit(1)
     except Exception as exc:  # the run is FAILED; a checkpoint of a failed run is no use
+        fault = faults.classify(exc, folders, str(rt.device), gpu_advice)
+        if fault is not None:  # KILLED, its checkpoint kept: the same command continues it
+            return _stopped_by_environment(fault, run_id, path_of(run_id) if run_id else None,
+                                           hydra if multirun else None)
         if t.out_of_time(exc):  # KILLED, its checkpoint kept: the same command continues it
             print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
             if multirun:
@@ -171,6 +181,38 @@ def _finished_before(client, identity: str, code: dict[str, str], cfg):
     log.info("this config finished before as run %s, but other code made it (changed: %s): "
              "training again; trainer.reuse_other_code=true reuses it", other.info.run_id, parts)
     return None
+
+
+def _continuing(state: dict | None, epochs: int) -> str:
+    if state is None:
+        return ""
+    done = state["progress"]["epoch"]
+    if done >= epochs:  # its results could not be written (a full disk): they are now
+        return f", trained ({done} epochs): evaluating and logging it from its checkpoint"
+    return f", continuing from epoch {done + 1}"
+
+
+def _gpu_advice(cfg, multirun: bool) -> str:
+    batch = f"trainer.batch_size (now {cfg.trainer.batch_size}: a new batch size starts anew)"
+    if multirun:
+        return f"lower trainer.jobs_per_gpu (now {cfg.trainer.jobs_per_gpu}) or {batch}"
+    return f"free the GPU of other processes or lower {batch}"
+
+
+def _stopped_by_environment(fault, run_id, checkpoint_path, hydra) -> JobResult:
+    """One line for the run; in a sweep, the marker that keeps the later jobs from starting;
+    alone, exit EXIT_STOPPED."""
+    if run_id is None:
+        kept = "no run was created"
+    elif checkpoint_path is not None and checkpoint_path.is_file():
+        kept = f"run {run_id} stopped, its checkpoint kept"
+    else:  # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
+        kept = f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
+    print(f"error: stopped by the environment: {fault}; {kept}; {fault.advice}", file=sys.stderr)
+    if hydra is None:
+        sys.exit(faults.EXIT_STOPPED)
+    faults.stop_sweep(hydra.sweep.dir, fault, f"#{hydra.job.num}")
+    return JobResult("stopped", run_id=run_id)
 
 
 def _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent) -> tuple[str, dict]:
@@ -307,7 +349,8 @@ def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, s
             "classes": dataset.classes, "confusion": report["confusion"],
             "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
         plain = getattr(parts.model, "_orig_mod", parts.model)  # torch.compile's wrapper
-        torch.save({k: v.cpu() for k, v in plain.state_dict().items()}, out / "best_weights.pt")
+        checkpoint.write_file(out / "best_weights.pt",
+                              {k: v.cpu() for k, v in plain.state_dict().items()})
         client.log_artifacts(run_id, str(out))
     summary["total_seconds"] = seconds_before + time.perf_counter() - started
     client.log_batch(run_id, metrics=_metrics(summary, step=epochs))

@@ -39,6 +39,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 on a GPU that computes it natively, else fp32 (emulated bf16, on pre-Ampere
+    GPUs, is slower than fp32)."""
+    if precision != "auto":
+        return precision
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if native else "fp32"
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
@@ -62,10 +71,7 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     device = resolve_device(str(trainer.device))
     if device == torch.device("cuda") and torch.cuda.device_count() > 1:
         device = torch.device(f"cuda:{job_num % torch.cuda.device_count()}")
-    precision = str(trainer.precision)
-    if precision == "auto":  # emulated bf16 (pre-Ampere GPUs) is slower than fp32
-        native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-        precision = "bf16" if native else "fp32"
+    precision = resolve_precision(str(trainer.precision), device)
     # jobs x threads = cores: concurrent jobs share the cores instead of fighting over them. The
     # cores are this process's (a SLURM job's cpus_per_task), or what OMP_NUM_THREADS says (Ray)
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

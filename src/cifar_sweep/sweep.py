@@ -3,7 +3,8 @@
 Before any job starts: every job's config is composed and checked, each data source decoded
 once (parallel workers then read the disk cache), ghosts of earlier sweeps closed, and one parent
 run made, whose id the jobs (in any process) read from a file in the sweep folder. At the end the
-parent is closed, and so are children whose worker process died.
+parent is closed, and so are children whose worker process died. A sweep that a job stopped on
+a fault of the environment (a full disk, GPU memory: faults.py) ends with one line saying so.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_sweep import lifecycle
+from cifar_sweep import faults, lifecycle, space
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.identity import SEED_KEY
@@ -59,15 +60,16 @@ def varying_keys(jobs: list[list[str]]) -> list[str]:
     return [k for k, v in values.items() if len(v) > 1]
 
 
-def preflight(config: DictConfig, jobs: list[list[str]]) -> None:
-    """Check every job's values, and decode (or download) each data source once."""
+def preflight(config: DictConfig, jobs: list[list[str]]) -> list[space.PlannedJob]:
+    """Check every job's values, and decode (or download) each data source once; each job's
+    config and data, for the free-space check."""
     from hydra.utils import instantiate
 
     from cifar_sweep.data import load_dataset
     from cifar_sweep.validate import check_config
 
     loader = GlobalHydra.instance().config_loader()
-    sources = {}
+    sources, configs = {}, []
     for overrides in jobs:
         try:
             job_config = loader.load_sweep_config(config, overrides)
@@ -75,8 +77,14 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> None:
             raise UserInputError(f"{' '.join(overrides)}: {_one_line(exc)}") from None
         check_config(job_config)
         sources[OmegaConf.to_yaml(job_config.data)] = job_config.data
-    for data in sources.values():
-        load_dataset(instantiate(data.source), data.cache_dir)
+        with open_dict(job_config):  # the config as the job gets it
+            del job_config["hydra"]
+        configs.append(job_config)
+    loaded = {}
+    for key, data in sources.items():
+        dataset = load_dataset(instantiate(data.source), data.cache_dir)
+        loaded[key] = (dataset.fingerprint, len(dataset.classes))
+    return [space.PlannedJob(c, *loaded[OmegaConf.to_yaml(c.data)]) for c in configs]
 
 
 def _one_line(exc: Exception) -> str:
@@ -119,10 +127,13 @@ class MlflowSweepCallback(Callback):
                 settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
                 hpo.check_settings(settings)
                 checked = [jobs[0] + c for c in hpo.corner_overrides(settings["space"])]
-            preflight(config, checked)
+            planned = preflight(config, checked)
             self.client, experiment_id = t.open_experiment(config.tracking)
+            space.check_sweep(planned, self.client, self._concurrent(config),
+                              int(config.hydra.sweeper.n_trials) if self.search else None)
         lifecycle.close_ghosts(self.client, [experiment_id])
         sweep_dir = Path(config.hydra.sweep.dir)
+        faults.clear_stop(str(sweep_dir))  # a stop of an earlier sweep in this same folder
         sweep_dir.mkdir(parents=True, exist_ok=True)
         # the sweep's own overrides, without where it is logged or reads from: paths make poor
         # names (the keys Hydra's output folder names leave out too)
@@ -147,7 +158,36 @@ class MlflowSweepCallback(Callback):
         (sweep_dir / PARENT_FILE).write_text(self.parent_id)
         atexit.register(self._close, "KILLED")  # if the sweep is interrupted or exits early
 
+    @staticmethod
+    def _concurrent(config: DictConfig) -> int:
+        """Jobs side by side: each has a checkpoint (and, while saving, its temporary copy)."""
+        try:
+            return max(1, int(config.hydra.launcher.get("n_jobs") or 1))
+        except Exception:  # a launcher without n_jobs (basic) or one that cannot resolve it here
+            return 1
+
+    def _stopped_by_environment(self, config: DictConfig, stop: dict) -> None:
+        """The sweep's last line when a job stopped it: what, where, the jobs that did not
+        start, what to do; exit EXIT_STOPPED."""
+        total = int(config.hydra.sweeper.n_trials) if self.search else self.jobs
+        try:
+            children = self.client.search_runs(
+                [self.client.get_run(self.parent_id).info.experiment_id],
+                filter_string=f"tags.`{t.PARENT}` = '{self.parent_id}'", max_results=10000)
+            not_started = f"{max(0, total - len(children))} of {total} jobs did not start"
+        except Exception:  # the store cannot be read either
+            not_started = "the jobs after it did not start"
+        self._close("KILLED")
+        print(f"error: the sweep stopped early: {stop['what']} on {stop['where']} (job "
+              f"{stop['job']}); {not_started}; {stop['advice']}: killed runs continue from their "
+              f"checkpoints, finished ones are skipped (exit {faults.EXIT_STOPPED})",
+              file=sys.stderr)
+        sys.exit(faults.EXIT_STOPPED)
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        stop = faults.sweep_stopped(config.hydra.sweep.dir)
+        if stop is not None:
+            self._stopped_by_environment(config, stop)
         try:
             children = self.client.search_runs(
                 [self.client.get_run(self.parent_id).info.experiment_id],

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from cifar_sweep import store
+from cifar_sweep import faults, store
 from cifar_sweep.errors import Pruned, UserInputError
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,15 @@ def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: di
         lost = lost_server(client.tracking_uri, exc)
         if lost is not None:  # nothing can be written: see TrackingServerLost
             raise lost from exc
+        store_folder = faults.store_folder(client.tracking_uri)
+        fault = faults.classify(exc, [("tracking.uri", store_folder)] if store_folder else [])
+        if fault is not None:  # a full disk, a read-only store, GPU memory: continued later
+            # on a full store this write fails too: the run stays RUNNING, and the next start
+            # closes it as KILLED (its process is gone), its checkpoint kept
+            _close(client, run_id, "KILLED", f"{INTERRUPTED}: {fault}"[:5000])
+            if fault is exc:
+                raise
+            raise fault from exc
         _close(client, run_id, "FAILED", f"{type(exc).__name__}: {exc}"[:5000])
         raise
 

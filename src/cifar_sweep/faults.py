@@ -1,0 +1,196 @@
+"""Faults of the machine, not of the run: a full disk or quota, a folder that cannot be written, a
+GPU out of memory. Such a run ends KILLED with its checkpoint kept (the same command continues
+it), a sweep stops starting jobs that would fail the same way (a marker file in its folder, read
+by each job before it starts), and the command exits EXIT_STOPPED, which scripts can test for
+"fix the machine, then run the same command again" (docs/faults.md)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL in sysexits.h: a temporary failure, try again later
+STOP_FILE = "stopped_by_environment.json"  # in the sweep folder (hydra.sweep.dir)
+
+FULL = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded"}
+UNWRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+              errno.EPERM: "operation not permitted"}
+# SQLite's own words (MLflow wraps them in MlflowException, the errno is lost)
+SQLITE = {"database or disk is full": errno.ENOSPC,
+          "attempt to write a readonly database": errno.EROFS}
+
+
+class EnvironmentFault(Exception):
+    """A run stopped by its machine. `where` is a folder or a device; `advice` what to do."""
+
+    def __init__(self, what: str, where: str, advice: str, gpu: bool = False):
+        super().__init__(f"{what} on {where}")
+        self.what, self.where, self.advice, self.gpu = what, where, advice, gpu
+
+
+def write_folders(cfg) -> list[tuple[str, Path]]:
+    """(setting, folder) of what a job writes: the store (and its artifacts), the checkpoints,
+    the temporary folder where a run's artifacts are made before they are logged."""
+    folders = []
+    store = store_folder(str(cfg.tracking.uri))
+    if store is not None:
+        folders.append(("tracking.uri", store))
+    folders.append(("checkpoint.dir", Path(str(cfg.checkpoint.dir)).expanduser().resolve()))
+    folders.append(("TMPDIR", Path(tempfile.gettempdir()).resolve()))
+    return folders
+
+
+def store_folder(uri: str) -> Path | None:
+    """The local folder of a store (a folder, or a `sqlite:///` file's folder); None for a server."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(path).expanduser().resolve().parent if path and path != ":memory:" else None
+    if "://" in uri:
+        return None
+    return Path(uri).expanduser().resolve()
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        orig = getattr(exc, "orig", None)  # SQLAlchemy keeps the driver's error there
+        if isinstance(orig, BaseException):
+            yield orig
+        exc = exc.__cause__ or exc.__context__
+
+
+def _gpu_out_of_memory(exc: BaseException) -> bool:
+    # by name: this module must not import torch (the sweep's callback imports it)
+    if type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("torch"):
+        return True
+    return isinstance(exc, RuntimeError) and ("CUDA out of memory" in str(exc)
+                                              or "MPS backend out of memory" in str(exc))
+
+
+def _folder_of(path: str | None, folders: list[tuple[str, Path]]) -> tuple[str, Path] | None:
+    """The configured folder that holds `path` (the innermost one)."""
+    if not path:
+        return None
+    resolved = Path(os.path.abspath(path))
+    inside = [(s, f) for s, f in folders if resolved == f or f in resolved.parents]
+    return max(inside, key=lambda sf: len(str(sf[1]))) if inside else None
+
+
+def _fullest(folders: list[tuple[str, Path]]) -> tuple[str, Path] | None:
+    """The configured folder with the least free space: where an ENOSPC without a path hit."""
+    best = None
+    for setting, folder in folders:
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None:
+            continue
+        free = shutil.disk_usage(existing).free
+        if best is None or free < best[0]:
+            best = (free, setting, folder)
+    return (best[1], best[2]) if best else None
+
+
+def _disk_fault(code: int, path: str | None, folders, store: bool = False) -> EnvironmentFault | None:
+    held = (next(((s, f) for s, f in folders if s == "tracking.uri"), None) if store
+            else _folder_of(path, folders))
+    if code in FULL:
+        held = held or (None if path else _fullest(folders))
+        where = str(held[1]) if held else (path or "the disk")
+        what = FULL[code]
+        verb = "free space in your quota" if code == errno.EDQUOT else "free space"
+        return EnvironmentFault(what, where, f"{verb} on {where} and run the same command again")
+    if held is None and code != errno.EROFS:  # a permission error elsewhere: the run's own
+        return None
+    where = str(held[1]) if held else path or "a folder"
+    return EnvironmentFault(UNWRITABLE[code], where,
+                            f"make {where} writable again and run the same command again")
+
+
+def classify(exc: BaseException, folders: list[tuple[str, Path]] = (), device: str = "the GPU",
+             gpu_advice: str = "lower trainer.jobs_per_gpu or trainer.batch_size"
+             ) -> EnvironmentFault | None:
+    """The fault of the environment behind `exc` (anywhere in its chain of causes), or None when
+    it is a failure of the run (a NaN loss, an error in the code). A permission error counts
+    only on the folders a job writes (`folders`); a read-only file system anywhere."""
+    for e in _chain(exc):
+        if isinstance(e, EnvironmentFault):
+            return e
+        if _gpu_out_of_memory(e):
+            return EnvironmentFault("out of GPU memory", device,
+                                    f"{gpu_advice}, and run the same command again", gpu=True)
+        if isinstance(e, OSError) and e.errno in FULL | UNWRITABLE:
+            return _disk_fault(e.errno, e.filename2 or e.filename, folders)
+        text = str(e)
+        for words, code in SQLITE.items():
+            if words in text:
+                return _disk_fault(code, None, folders, store=True)
+    return None
+
+
+@contextmanager
+def as_environment_fault(folders, device: str, gpu_advice: str) -> Iterator[None]:
+    """Raise a fault of the environment as EnvironmentFault (tracked_run then ends the run
+    KILLED, to be continued); anything else goes on as it is."""
+    try:
+        yield
+    except EnvironmentFault:
+        raise
+    except Exception as exc:
+        fault = classify(exc, folders, device, gpu_advice)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+# The sweep's stop marker. In this process too: with the basic launcher the jobs run here, and
+# the marker file itself may be what cannot be written.
+_stopped_here: dict[str, dict] = {}
+
+
+def stop_sweep(sweep_dir: str, fault: EnvironmentFault, job: str) -> None:
+    """Tell the sweep's later jobs not to start (they would fail the same way)."""
+    record = {"what": fault.what, "where": fault.where, "advice": fault.advice, "job": job,
+              "gpu": fault.gpu}
+    _stopped_here[str(Path(sweep_dir).resolve())] = record
+    path = Path(sweep_dir) / STOP_FILE
+    if path.exists():  # the first fault is the one reported
+        return
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        try:  # an empty file needs no free block: still a marker, without the details
+            path.touch()
+        except OSError:
+            pass
+
+
+def sweep_stopped(sweep_dir: str) -> dict | None:
+    """The stop record of this sweep, or None while it goes on."""
+    here = _stopped_here.get(str(Path(sweep_dir).resolve()))
+    if here is not None:
+        return here
+    path = Path(sweep_dir) / STOP_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # the empty marker of a full disk
+        return {"what": "a fault of the environment", "where": "the machine",
+                "advice": "see the jobs' lines above, fix it and run the same command again",
+                "job": "?", "gpu": False}
+
+
+def clear_stop(sweep_dir: str) -> None:
+    """A sweep run again in the same folder (a fixed hydra.sweep.dir) starts unstopped."""
+    _stopped_here.pop(str(Path(sweep_dir).resolve()), None)
+    (Path(sweep_dir) / STOP_FILE).unlink(missing_ok=True)
