@@ -80,6 +80,20 @@ def test_a_row_holds_one_code_version_where_the_code_differs_between_rows():
     assert chosen.sweeps_used == ["B"]
 
 
+def test_a_key_the_reference_sweep_lacks_is_no_fixed_setting():
+    # a sweep of two optimizers does not leave out the runs of a third, which has a key of its own
+    runs = [run("a0", "A", 0, "0.1", minute=0, job=0), run("a1", "A", 0, "0.2", minute=1, job=1)]
+    runs[1]["optimizer.lr_decay"] = "0"
+    runs += [run("b0", "B", 1, "0.1", minute=10, job=0), run("b1", "B", 1, "0.3", minute=11, job=1)]
+    jobs, sweeps = frames(runs, [("A", 0, "lr.value trainer.seed"), ("B", 10, "lr.value trainer.seed")])
+    jobs["optimizer.lr_decay"] = [None, "0", None, None]
+    jobs.attrs["config_keys"] = [*jobs.attrs["config_keys"], "optimizer.lr_decay"]
+    chosen = choose(jobs, sweeps)
+    assert [(r.label, r.seeds) for r in chosen.rows] == [("0.1", ["0", "1"]), ("0.3", ["1"]),
+                                                         ("0.2", ["0"])]
+    assert chosen.left_out == []
+
+
 def test_rows_follow_the_sweep_and_the_first_is_the_default_baseline():
     runs = [run(f"a{i}", "A", 0, lr, minute=5 - i, job=i) for i, lr in enumerate(["0.1", "0.01"])]
     runs.append(run("later", "", 0, "0.5", minute=30, overrides="lr.value=0.5"))

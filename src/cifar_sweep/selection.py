@@ -128,9 +128,12 @@ def choose(jobs: pd.DataFrame, sweeps: pd.DataFrame, *, sweep: str | None = None
         axes = [k for k in str(sweeps.set_index("run_id").varying.get(ref, "")).split()
                 if k != SEED_KEY]
     ref_values = values[in_ref]
-    # an axis is never fixed, even where the reference sweep holds one value of it
+    # an axis is never fixed, even where the reference sweep holds one value of it; nor is a key
+    # none of its runs has (an option of a config group it does not use: Adagrad's lr_decay in
+    # a sweep of SGD and Adam)
     fixed = {k: ref_values[k].iloc[0] for k in ref_values
-             if ref_values[k].nunique() == 1 and k not in {a.lstrip("+") for a in axes}}
+             if ref_values[k].nunique() == 1 and ref_values[k].iloc[0] != MISSING
+             and k not in {a.lstrip("+") for a in axes}}
     fixed.update(where or {})
     varying = [k for k in ref_values if k not in fixed]
 
