@@ -3,6 +3,8 @@ PYTHON ?= .venv/bin/python
 EPOCHS ?=
 ARGS ?=
 DATA ?=
+SEEDS ?=
+CAP ?=
 EPOCHS_ARG = $(if $(EPOCHS),trainer.epochs=$(EPOCHS),)
 # the report and clean-runs read the store only: of ARGS they take the tracking.* overrides
 STORE_ARGS = $(filter tracking.%,$(ARGS))
@@ -16,7 +18,7 @@ STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
-	@echo '  ablation-<study>      run a study ($(STUDIES)), then print its table; EPOCHS=, ARGS='
+	@echo '  ablation-<study>      run a study ($(STUDIES)), then print its table; EPOCHS=, ARGS=, SEEDS=auto'
 
 install:  ## create .venv and install the package with its dev tools
 	python3 -m venv .venv
@@ -63,9 +65,15 @@ server:  ## tracking server for jobs on other machines: HOST=127.0.0.1 PORT=5000
 
 ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 
+# SEEDS=auto: 3 seeds per row, then more only where the seeds cannot yet tell a row from the
+# baseline (src/seeds.py; CAP= seeds per row at most, 8 by default)
 $(addprefix ablation-,$(STUDIES)): ablation-%:
+ifeq ($(SEEDS),auto)
+	$(PYTHON) src/seeds.py ablation=$* $(if $(CAP),cap=$(CAP),) $(EPOCHS_ARG) $(ARGS)
+else
 	@status=0; $(PYTHON) src/train.py -m ablation=$* $(EPOCHS_ARG) $(ARGS) || status=$$?; \
 	$(PYTHON) src/report.py ablation=$* $(STORE_ARGS) && exit $$status
+endif
 
 tables:  ## regenerate every table and figure from the MLflow store, without training
 	$(PYTHON) src/report.py all $(STORE_ARGS)

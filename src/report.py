@@ -16,38 +16,10 @@ fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` 
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from cifar_sweep.presets import SEARCHES, STUDIES, by_experiment, compose_preset
+from cifar_sweep.presets import study as preset_study
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
-SEARCHES = sorted(p.stem for p in (CONF / "hpo").glob("*.yaml"))
 OPTIONS = ("sweep", "experiment", "baseline", "where")
-
-
-def _compose(group: str, name: str, overrides: list[str]):
-    if group != "hpo":  # a search's settings (hydra.sweeper.study_name=...) are its own
-        overrides = [o for o in overrides if not o.startswith("hydra.")]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"{group}={name}", *overrides],
-                       return_hydra_config=True)
-
-
-def _preset_study(name: str, overrides: list[str], options: dict):
-    from cifar_sweep.studies import Study
-
-    cfg = _compose("ablation", name, overrides)
-    paper = cfg.study.get("paper")
-    return Study(name=name, experiment=str(cfg.tracking.experiment),
-                 baseline=options.get("baseline") or cfg.study.baseline,
-                 paper=OmegaConf.to_container(paper) if paper else None,
-                 sweep=options.get("sweep"), where=options["where"],
-                 axes=list(cfg.hydra.sweeper.get("params") or {}),
-                 hint=f"; run `make ablation-{name}` first")
-
-
-def _presets_by_experiment(overrides: list[str]) -> dict[str, str]:
-    return {str(_compose("ablation", s, overrides).tracking.experiment): s for s in STUDIES}
 
 
 def _sweep_study(client, options: dict, overrides: list[str]):
@@ -78,10 +50,10 @@ def _sweep_study(client, options: dict, overrides: list[str]):
         name = experiment
     else:
         name = experiment
-    preset = _presets_by_experiment(overrides).get(experiment)
+    preset = by_experiment(overrides).get(experiment)
     if preset is not None:
-        study = _preset_study(preset, overrides, options)
-        study.sweep = None if sweep == "latest" else sweep
+        study = preset_study(preset, overrides, options.get("baseline"),
+                             None if sweep == "latest" else sweep, options["where"])
         return study, Path("reports") / (preset if name == experiment else f"{preset}-{sweep[:8]}")
     return Study(name=name, experiment=experiment, baseline=options.get("baseline"),
                  sweep=None if sweep == "latest" else sweep, where=options["where"], kind="Sweep",
@@ -150,10 +122,10 @@ def main(argv: list[str]) -> int:
     try:
         client = None
         if targets or every or "sweep" in options or "experiment" in options:
-            client = open_store(_compose("ablation", STUDIES[0], overrides).tracking)
+            client = open_store(compose_preset("ablation", STUDIES[0], overrides).tracking)
         jobs = []  # (kind, what) to tabulate
         if every:
-            presets = _presets_by_experiment(overrides)
+            presets = by_experiment(overrides)
             targets = [("ablation", s) for s in STUDIES] + [("hpo", s) for s in SEARCHES]
             jobs += [("sweep", {**options, "experiment": e})
                      for e in _experiments_with_sweeps(client) if e not in presets]
@@ -166,13 +138,15 @@ def main(argv: list[str]) -> int:
     for group, what in jobs:
         try:
             if group == "ablation":
-                study, folder = _preset_study(what, overrides, options), out / what
+                study = preset_study(what, overrides, options.get("baseline"),
+                                     options.get("sweep"), options["where"])
+                folder = out / what
                 md = build_table(client, study).write(folder, client)
             elif group == "sweep":
                 study, folder = _sweep_study(client, what, overrides)
                 md = build_table(client, study).write(folder, client)
             else:
-                cfg = _compose("hpo", what, overrides)
+                cfg = compose_preset("hpo", what, overrides)
                 folder = out / str(cfg.tracking.experiment)
                 md = trials_report(client, str(cfg.tracking.experiment),
                                    str(cfg.hydra.sweeper.study_name),

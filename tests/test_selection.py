@@ -124,3 +124,28 @@ def test_seeds_needed_matches_the_textbook_power():
     assert seeds_needed(1.0, 1.0, paired=False) == 17
     assert seeds_needed(1.0, 1.0, paired=True) == 10
     assert seeds_needed(0.0, 1.0, paired=True) is None
+
+
+def test_the_second_round_adds_seeds_to_undecided_rows_and_the_baseline_only():
+    from cifar_sweep.adaptive import second_round
+    from cifar_sweep.studies import Study, Table, records
+
+    accuracy = {"0.005": [0.50, 0.60, 0.55],   # the baseline
+                "0.01": [0.70, 0.81, 0.74],    # clearly better: decided
+                "0.05": [0.52, 0.61, 0.58],    # close: undecided, a few more seeds would tell
+                "0.1": [0.40, 0.71, 0.52]}     # noisy: undecided, more than the cap would tell
+    runs = [run(f"{lr}-{s}", "A", s, lr, minute=i, job=i, acc=acc)
+            for i, (lr, values) in enumerate(accuracy.items()) for s, acc in enumerate(values)]
+    jobs, sweeps = frames(runs, [("A", 0, "lr.value trainer.seed")])
+    selection = choose(jobs, sweeps, baseline="lr.value=0.005")
+    recs = records(jobs, selection)
+    table = Table(Study("lr", "ablation-lr"), jobs, selection, recs, {})
+    decided = {r.label: r.delta.seeds_tell_apart for r in recs if r.delta}
+    assert decided == {"0.01": True, "0.05": False, "0.1": False}
+    needed = {r.label: r.delta.seeds_needed for r in recs if r.delta}
+    rounds = second_round(table, cap=8)
+    assert rounds == sorted(rounds) and all(values[0] == "0.005" for _, values in rounds)
+    assert {v for _, values in rounds for v in values[1:]} == {"0.05", "0.1"}
+    assert dict((v, n) for n, values in rounds for v in values[1:]) == {
+        "0.05": min(8, needed["0.05"] or 8), "0.1": min(8, needed["0.1"] or 8)}
+    assert second_round(table, cap=3) == []  # three seeds already: the cap is reached
