@@ -2,8 +2,11 @@
 with its seeds pooled, nothing is mixed silently, results are tied to the code that made them."""
 
 import csv
+import os
 import re
 import shutil
+
+import pytest
 
 from conftest import ROOT
 
@@ -117,3 +120,46 @@ def test_a_second_search_in_the_same_experiment_stays_out_of_the_first_table(pro
                        check=True)
     assert trial_numbers(project) == ["0"]
     assert "Not mixed in: 4 trial runs of other studies" in proc.stdout  # both earlier ones
+
+
+@pytest.mark.slow  # a real authenticating server: about 60 s
+def test_a_read_only_user_makes_tables(project, tmp_path):
+    from mlflow.server import get_app_client
+    from mlflow.tracking import MlflowClient
+
+    from test_server import ADMIN, BOB, Server, free_port
+
+    auth = Server(tmp_path / "auth", free_port(), ("--app-name", "basic-auth"),
+                  {"MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN["MLFLOW_TRACKING_PASSWORD"],
+                   "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only"})
+    auth.start()
+    try:
+        project.train("-m", "lr.value=0.01,0.02", f"tracking.uri={auth.uri}", *QUICK, env=ADMIN,
+                      check=True)
+        os.environ.update(ADMIN)
+        try:  # bob may read every experiment (the server's default permission), write none
+            get_app_client("basic-auth", tracking_uri=auth.uri).create_user(
+                BOB["MLFLOW_TRACKING_USERNAME"], BOB["MLFLOW_TRACKING_PASSWORD"])
+            admin = MlflowClient(tracking_uri=auth.uri)
+            experiment = admin.get_experiment_by_name("cifar-sweep").experiment_id
+
+            def store():
+                runs = admin.search_runs([experiment])
+                return sorted((r.info.run_id, r.info.status, r.info.end_time,
+                               tuple(a.path for a in admin.list_artifacts(r.info.run_id)))
+                              for r in runs)
+
+            before = store()
+            proc = project.run("sweep=latest", f"tracking.uri={auth.uri}", script=REPORT,
+                               env={**{k: None for k in ADMIN}, **BOB})
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            rows = list(csv.DictReader(
+                (project.workdir / "reports" / "cifar-sweep" / "table.csv").open()))
+            assert [r["setting"] for r in rows] == ["lr.value=0.01", "lr.value=0.02"]
+            assert (project.workdir / "reports" / "cifar-sweep" / "curves.png").is_file()
+            assert store() == before  # nothing written: no run, no artifact, no status
+        finally:
+            for key in ADMIN:
+                os.environ.pop(key, None)
+    finally:
+        auth.kill()
