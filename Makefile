@@ -14,7 +14,7 @@ STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-full lint ui bench bench-memory-format tables clean clean-runs bench-checkpoint \
 	ablations $(addprefix ablation-,$(STUDIES))
-.PHONY: server
+.PHONY: server plan
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ install:  ## create .venv and install the package with its dev tools
 	python3 -m venv .venv
 	.venv/bin/pip install --upgrade pip
 	.venv/bin/pip install -e '.[dev]'
+
+plan:  ## what a sweep would do, job by job, training nothing: ARGS='ablation=lr trainer.seed=0,1,2'
+	$(PYTHON) src/plan.py $(EPOCHS_ARG) $(ARGS)
 
 train:  ## one run with the defaults (ModifiedNet, SGD 0.005); pass EPOCHS= and ARGS=
 	$(PYTHON) src/train.py $(EPOCHS_ARG) $(ARGS)

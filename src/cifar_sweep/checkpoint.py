@@ -60,3 +60,34 @@ def remove(path: Path) -> None:
         path.parent.rmdir()  # the hash's folder, once no run of it is left
     except OSError:
         pass
+
+
+def claim(path: Path):
+    """A held lock on this checkpoint (released when the process ends, however it ends), or None
+    when another job holds it: one job continues a run, never two."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return _Held(lock)
+
+
+class _Held:
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+        path = Path(self.lock.lock_file)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()  # the hash's folder, once the run finished and nothing is left
+        except OSError:
+            pass

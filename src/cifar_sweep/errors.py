@@ -13,6 +13,14 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run is marked FAILED."""
 
 
+class Yielded(Exception):
+    """Another live run of the same config and code was created first: this one stands aside."""
+
+    def __init__(self, winner):
+        super().__init__(f"run {winner.info.run_id} trains this config")
+        self.winner = winner
+
+
 class Pruned(Exception):
     """A search's pruner stopped this trial early: not a failure. Its run ends KILLED, tagged."""
 

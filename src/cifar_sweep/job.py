@@ -1,50 +1,33 @@
-"""One job of `src/train.py`: check, load; skip it if its config already finished, or continue
-it from its checkpoint if it was interrupted; train, evaluate on the test set, log it all."""
+"""One job of `src/train.py`, in a handful of steps: check and load; decide what it will do
+(`decision.py`: already finished, training elsewhere, continue from a checkpoint, train); then
+skip it, leave a reference to the run that holds it, or train, evaluate on the test set and log.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from mlflow.entities import Metric, RunTag
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
-from cifar_sweep import checkpoint, code_version, faults, lifecycle, plots, runtime
+from cifar_sweep import checkpoint, epoch_hooks, faults, lifecycle, outcome, runtime
 from cifar_sweep import tracking as t
-from cifar_sweep.data import load_dataset
-from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError
-from cifar_sweep.identity import config_hash, setting_hash
-from cifar_sweep.metrics import classification_report
-from cifar_sweep.models import parameter_count, state_dict_fp32_mb
-from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
+from cifar_sweep.data import Dataset, load_dataset
+from cifar_sweep.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify
+from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError, Yielded
+from cifar_sweep.resources import reset_peak_rss
 from cifar_sweep.sweep import parent_run_id
-from cifar_sweep.training import Progress, build, evaluate, fit, restore, training_state
+from cifar_sweep.training import Progress, build, fit, restore
 from cifar_sweep.validate import check_config
 
 log = logging.getLogger("cifar_sweep")
-
-
-def _metrics(values: dict, step: int = 0) -> list[Metric]:
-    now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in values.items()]
-
-
-def _peak_memory(device: torch.device) -> tuple[float, str]:
-    """(peak MB, what was measured): on a GPU the peak of tensor memory allocated by torch; on a
-    CPU this process's peak resident memory since the job started, the data in memory included."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1e6, "gpu_allocated"
-    return peak_rss_mb(), "process_rss"
 
 
 @dataclass
@@ -60,11 +43,32 @@ class JobResult:
 FAILED = JobResult("failed")
 
 
+@dataclass
+class Job:
+    """A checked job and what it runs with: settled once, read by every step below."""
+
+    cfg: DictConfig
+    hydra: object
+    multirun: bool
+    started: float
+    rt: runtime.Runtime
+    dataset: Dataset
+    client: object
+    experiment_id: str
+    identity: Identity
+    parent: str | None
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+
+    def checkpoint_path(self, run_id: str):
+        return checkpoint.path_for(self.cfg.checkpoint.dir, self.identity.config_hash, run_id)
+
+
 def run_job(cfg: DictConfig) -> JobResult:
-    """One job, top to bottom: preflight; skip it if its config finished before, continue it
-    if it was interrupted; train, evaluate, log. In a sweep a failure is logged and returned,
-    and the other jobs go on; alone, it exits non-zero. A fault of the environment (a full
-    disk, GPU memory) stops the sweep: the later jobs do not start (faults.py)."""
+    """Check and load; decide; act. In a sweep a failure is logged and returned, and the other
+    jobs go on; alone, it exits non-zero. A fault of the environment (a full disk, GPU memory)
+    stops the sweep: the later jobs do not start (faults.py)."""
     started = time.perf_counter()
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     hydra = HydraConfig.get()
@@ -74,6 +78,27 @@ def run_job(cfg: DictConfig) -> JobResult:
         if faults.sweep_stopped(hydra.sweep.dir):  # a full disk, GPU memory: see faults.py
             log.info("not started: the sweep stopped on a fault of the environment")
             return JobResult("not started")
+    job = _prepare(cfg, hydra, multirun, started)
+    if isinstance(job, JobResult):
+        return job
+    lifecycle.close_ghosts(job.client, [job.experiment_id])
+    decision = decide(cfg, job.identity, job.client, job.experiment_id)
+    claim = nullcontext()
+    if decision.action == CONTINUE:  # one job continues a run: the others see it held
+        claim = checkpoint.claim(job.checkpoint_path(decision.run.info.run_id))
+        if claim is None:
+            decision = Decision(ELSEWHERE, decision.run, note="continued by another job")
+    if decision.note:
+        log.info(decision.note)
+    if decision.action in (FINISHED, ELSEWHERE):
+        return _reference(job, decision)
+    with claim:
+        return _train(job, decision)
+
+
+def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | JobResult:
+    """The checks, the runtime, the data and the store: a bad value is one line, exit 2 (alone)
+    or a failed job (in a sweep: the others run, the sweep's exit status reports it)."""
     try:
         check_config(cfg)
         rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
@@ -82,105 +107,146 @@ def run_job(cfg: DictConfig) -> JobResult:
         client, experiment_id = t.open_experiment(cfg.tracking)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if multirun:  # let the other jobs run; the sweep's exit status reports this one
+        if multirun:
             return FAILED
         sys.exit(2)
-
-    identity = config_hash(cfg, dataset.fingerprint, rt.device.type, rt.precision)
-    code = code_version.parts(cfg)
+    identity = identify(cfg, dataset.fingerprint, rt.device.type, rt.precision)
     parent = parent_run_id(hydra.sweep.dir) if multirun else None
-    run_name, tags = _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent)
-    tags.update(_code_tags(code))
-    tags[t.SETTING_HASH] = setting_hash(cfg, dataset.fingerprint, rt.device.type, rt.precision)
+    name, tags = _name_and_tags(cfg, hydra, rt, dataset, client, parent)
+    tags.update(identity.tags())
     params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
+    return Job(cfg, hydra, multirun, started, rt, dataset, client, experiment_id, identity, parent,
+               name, tags, params)
 
-    lifecycle.close_ghosts(client, [experiment_id])
-    finished = None if cfg.trainer.rerun else _finished_before(client, identity, code, cfg)
-    if finished is not None:
-        return _already_finished(client, experiment_id, finished, parent, run_name, tags, params,
-                                 cfg.trainer.epochs)
-    path_of = lambda run_id: checkpoint.path_for(cfg.checkpoint.dir, identity, run_id)  # noqa: E731
-    previous = lifecycle.find_resumable(client, experiment_id, identity, tags[t.CODE_VERSION],
-                                        lambda run_id: path_of(run_id).is_file())
-    state = checkpoint.load(path_of(previous.info.run_id)) if previous else None
-    run_id = resume_id = previous.info.run_id if state is not None else None
-    report = None
+
+def _reference(job: Job, decision: Decision) -> JobResult:
+    """Train nothing. In a sweep, a reference run stands for the run that holds this config."""
+    original = decision.run
+    log.info("%s (%s)%s", decision.line(job.cfg.trainer.epochs), original.info.run_name,
+             "; trainer.rerun=true trains it again" if decision.action == FINISHED else "")
+    if job.parent:
+        why = "done before" if decision.action == FINISHED else "training elsewhere"
+        t.log_reference(job.client, job.experiment_id, f"{job.name} ({why})", job.tags,
+                        job.params, original, job.cfg.trainer.epochs)
+        _log_sweep_progress(job)
+    return JobResult("finished", dict(original.data.metrics), job.cfg.trainer.epochs,
+                     original.info.run_id)
+
+
+def _train(job: Job, decision: Decision) -> JobResult:
+    """Train (anew, or from the decision's checkpoint), evaluate, log; every way it can end."""
+    cfg, client = job.cfg, job.client
+    resume = decision.run if decision.action == CONTINUE else None
+    reporter = None
     if cfg.optuna_trial is not None:  # a trial of an Optuna study: it reports every epoch
         from cifar_sweep.hpo import TrialReporter
 
-        report = TrialReporter(hydra.sweeper, int(cfg.optuna_trial))
-    folders, gpu_advice = faults.write_folders(cfg), _gpu_advice(cfg, multirun)
+        reporter = TrialReporter(job.hydra.sweeper, int(cfg.optuna_trial))
+    folders, gpu_advice = faults.write_folders(cfg), _gpu_advice(cfg, job.multirun)
+    run_id = None
     try:
-        with t.tracked_run(client, experiment_id, name=run_name, tags=tags, params=params,
-                           resume_id=resume_id) as run_id:
-            log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, run_name,
-                     rt.device, rt.threads, dataset.fingerprint, dataset.cache, identity,
-                     _continuing(state, cfg.trainer.epochs))
-            with faults.as_environment_fault(folders, str(rt.device), gpu_advice):
-                summary = _train_and_log(cfg, dataset, rt, client, run_id, started,
-                                         path_of(run_id), state, report)
+        with t.tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
+                           params=job.params, resume_id=resume and resume.info.run_id) as run_id:
+            if resume is None:  # two commands with one config: the first run created trains
+                _claim(job, run_id)
+            log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, job.name,
+                     job.rt.device, job.rt.threads, job.dataset.fingerprint, job.dataset.cache,
+                     job.identity.config_hash, _continuing(decision.state, cfg.trainer.epochs))
+            with faults.as_environment_fault(folders, str(job.rt.device), gpu_advice):
+                summary = _fit_and_log(job, run_id, decision.state, reporter)
+    except Yielded as exc:  # another command trains this config: stand aside
+        t.yield_run(client, run_id, exc.winner.info.run_id, reference=bool(job.parent))
+        if job.parent:
+            _log_sweep_progress(job)
+        log.info("%s (%s)", Decision(ELSEWHERE, exc.winner).line(0), exc.winner.info.run_name)
+        return JobResult("finished", {}, 0, exc.winner.info.run_id)
     except Pruned as exc:  # the run is KILLED with the reason; nothing to continue
-        checkpoint.remove(path_of(run_id))
+        checkpoint.remove(job.checkpoint_path(run_id))
         log.info("run %s: %s", run_id, exc)
         return JobResult("pruned", epochs=exc.epoch, run_id=run_id)
     except t.TrackingServerLost as exc:  # its checkpoint stays: the same command continues it
         print(f"error: {exc}", file=sys.stderr)
-        if multirun:  # the sweep goes on, and reports the server
+        if job.multirun:  # the sweep goes on, and reports the server
             return FAILED
         sys.exit(1)
-    except Exception as exc:  # the run is FAILED; a checkpoint of a failed run is no use
-        fault = faults.classify(exc, folders, str(rt.device), gpu_advice)
-        if fault is not None:  # KILLED, its checkpoint kept: the same command continues it
-            return _stopped_by_environment(fault, run_id, path_of(run_id) if run_id else None,
-                                           hydra if multirun else None)
-        if t.out_of_time(exc):  # KILLED, its checkpoint kept: the same command continues it
-            print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
-            if multirun:
-                return FAILED
-            sys.exit(1)
-        if run_id:
-            checkpoint.remove(path_of(run_id))
-        reason = f"{type(exc).__name__}: {exc}"
-        if multirun:  # the other jobs still run; the sweep's exit status reports the failure
-            log.error("run %s failed: %s", run_id, reason)
-            _log_sweep_progress(client, experiment_id, parent)
-            return JobResult("failed", run_id=run_id)
-        if isinstance(exc, NonFiniteLossError):
-            print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
-            sys.exit(1)
-        raise
+    except Exception as exc:
+        return _ended_by(job, exc, run_id, folders, gpu_advice)
     if not cfg.checkpoint.keep:
-        checkpoint.remove(path_of(run_id))
-    if parent:
-        _log_sweep_progress(client, experiment_id, parent)
+        checkpoint.remove(job.checkpoint_path(run_id))
+    if job.parent:
+        _log_sweep_progress(job)
     return JobResult("finished", summary, cfg.trainer.epochs, run_id)
 
 
-def _code_tags(code: dict[str, str]) -> dict[str, str]:
-    return {t.CODE_VERSION: code_version.version(code), t.TORCH_VERSION: torch.__version__,
-            **{t.CODE_PART + part: value for part, value in code.items()}}
+def _claim(job: Job, run_id: str) -> None:
+    """Raise Yielded where another live run of this config and code was created first."""
+    first = lifecycle.live_runs(job.client, job.experiment_id, job.identity.config_hash,
+                                job.identity.code_version)
+    if first and first[0].info.run_id != run_id:
+        raise Yielded(first[0])
 
 
-def _finished_before(client, identity: str, code: dict[str, str], cfg):
-    """The finished run of this config to reuse: one made by this code; one made by other code
-    only where `trainer.reuse_other_code` says so (else the job trains again, and says why)."""
-    version = code_version.version(code)
-    finished = lifecycle.find_finished(client, identity, version)
-    if finished is not None:
-        return finished
-    other = lifecycle.find_finished(client, identity)
-    if other is None:
-        return None
-    old = {k.removeprefix(t.CODE_PART): v for k, v in other.data.tags.items()
-           if k.startswith(t.CODE_PART)}
-    parts = ", ".join(code_version.changed(old, code)) if old else "code versions not recorded then"
-    if cfg.trainer.reuse_other_code:
-        log.info("reusing run %s, made by other code (%s): trainer.reuse_other_code=true",
-                 other.info.run_id, parts)
-        return other
-    log.info("this config finished before as run %s, but other code made it (changed: %s): "
-             "training again; trainer.reuse_other_code=true reuses it", other.info.run_id, parts)
-    return None
+def _ended_by(job: Job, exc: Exception, run_id, folders, gpu_advice) -> JobResult:
+    """A fault of the environment or a time limit: KILLED, its checkpoint kept, continued by the
+    same command. Anything else: FAILED (a checkpoint of a failed run is no use)."""
+    fault = faults.classify(exc, folders, str(job.rt.device), gpu_advice)
+    if fault is not None:
+        return _stopped_by_environment(fault, run_id,
+                                       job.checkpoint_path(run_id) if run_id else None,
+                                       job.hydra if job.multirun else None)
+    if t.out_of_time(exc):
+        print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
+        if job.multirun:
+            return FAILED
+        sys.exit(1)
+    if run_id:
+        checkpoint.remove(job.checkpoint_path(run_id))
+    reason = f"{type(exc).__name__}: {exc}"
+    if job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
+        log.error("run %s failed: %s", run_id, reason)
+        _log_sweep_progress(job)
+        return JobResult("failed", run_id=run_id)
+    if isinstance(exc, NonFiniteLossError):
+        print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
+        sys.exit(1)
+    raise exc
+
+
+def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[str, float]:
+    """Build, continue from `state` if given, fit with the epoch hooks, test and log."""
+    cfg, client = job.cfg, job.client
+    parts = build(cfg, job.dataset, job.rt)
+    progress, seconds_before = None, 0.0
+    if state is not None:  # continue where the checkpoint stands
+        progress = restore(parts, state)
+        seconds_before = state["job_seconds"]
+        _log_missing_epochs(client, run_id, progress)
+    if job.rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(job.rt.device)
+    shown = epoch_hooks.ShowProgress(cfg.trainer.epochs, progress.epoch if progress else 0)
+    after_epoch = epoch_hooks.chain(
+        epoch_hooks.SaveCheckpoint(job.checkpoint_path(run_id), parts, seconds_before,
+                                   job.started),
+        epoch_hooks.LogMetrics(client, run_id), shown,
+        epoch_hooks.ReportToTrial(reporter) if reporter else None)
+    result = fit(parts, cfg.trainer.epochs, progress, after_epoch)
+    shown.close()
+    summary = outcome.test_and_log(cfg, parts, job.dataset, result, client, run_id)
+    summary["total_seconds"] = seconds_before + time.perf_counter() - job.started
+    t.log_metrics(client, run_id, summary, cfg.trainer.epochs)
+    log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
+             result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
+    return summary
+
+
+def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:
+    """Log the epochs the checkpoint holds but the store lacks (a kill between the two writes),
+    so that every epoch is logged exactly once."""
+    logged = t.logged_steps(client, run_id, "val_accuracy")
+    for epoch in range(1, progress.epoch + 1):
+        if epoch not in logged:
+            t.log_metrics(client, run_id, {k: v[epoch - 1] for k, v in progress.history.items()},
+                          epoch)
 
 
 def _continuing(state: dict | None, epochs: int) -> str:
@@ -215,12 +281,11 @@ def _stopped_by_environment(fault, run_id, checkpoint_path, hydra) -> JobResult:
     return JobResult("stopped", run_id=run_id)
 
 
-def _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent) -> tuple[str, dict]:
+def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
     choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
     tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
             "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
-            t.PRECISION: rt.precision,
-            t.ROLE: t.ROLE_JOB, t.CONFIG_HASH: identity, "mlflow.source.name": "src/train.py",
+            t.PRECISION: rt.precision, t.ROLE: t.ROLE_JOB, "mlflow.source.name": "src/train.py",
             t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
             **lifecycle.owner_tags()}
     if cfg.optuna_trial is not None:  # which trial of which study: studies share experiments
@@ -232,7 +297,7 @@ def _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent) -> tuple[s
         return f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}", tags
     tags[t.PARENT] = parent
     tags[t.JOB_NUM] = str(hydra.job.num)
-    varying = client.get_run(parent).data.tags.get(t.SWEEP_VARYING, "").split()
+    varying = t.sweep_varying(client, parent)
     return f"#{hydra.job.num} {_short_overrides(hydra.overrides.task, varying)}", tags
 
 
@@ -249,121 +314,9 @@ def _prefix_log_lines(prefix: str) -> None:
             handler.setFormatter(logging.Formatter(fmt, handler.formatter.datefmt))
 
 
-def _already_finished(client, experiment_id, finished, parent, run_name, tags, params,
-                      epochs) -> float | None:
-    """Train nothing. In a sweep, a reference run stands in the sweep for the finished run: the
-    UI shows the sweep whole, and the report reads the finished run in its place."""
-    log.info("already finished: run %s (%s); trainer.rerun=true trains it again",
-             finished.info.run_id, finished.info.run_name)
-    if parent:
-        ref_tags = {**tags, t.ROLE: t.ROLE_REFERENCE, t.SAME_AS: finished.info.run_id}
-        with t.tracked_run(client, experiment_id, name=f"{run_name} (done before)", tags=ref_tags,
-                           params=params) as ref_id:
-            client.log_batch(ref_id, metrics=_metrics(finished.data.metrics, step=epochs))
-        _log_sweep_progress(client, experiment_id, parent)
-    return JobResult("finished", dict(finished.data.metrics), epochs, finished.info.run_id)
-
-
-def _log_sweep_progress(client, experiment_id: str, parent: str) -> None:
+def _log_sweep_progress(job: Job) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it."""
-    sweep = client.get_run(parent)
-    total = int(sweep.data.tags.get(t.SWEEP_JOBS, "0"))
-    children = client.search_runs([experiment_id], f"tags.`{t.PARENT}` = '{parent}'",
-                                  max_results=10000)
-    done = sum(c.info.status == "FINISHED" for c in children)
-    failed = sum(c.info.status in ("FAILED", "KILLED") for c in children)
-    elapsed = time.time() - sweep.info.start_time / 1000
+    total, done, failed, elapsed = t.sweep_progress(job.client, job.experiment_id, job.parent)
     left = max(0, total - done - failed)
     eta = f", about {elapsed / (done + failed) * left / 60:.1f} min left" if done + failed else ""
     log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)
-
-
-def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, state,
-                   report=None) -> dict[str, float]:
-    parts = build(cfg, dataset, rt)
-    progress, seconds_before = None, 0.0
-    if state is not None:  # continue where the checkpoint stands
-        progress = restore(parts, state)
-        seconds_before = state["job_seconds"]
-        _log_missing_epochs(client, run_id, progress)
-    if rt.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(rt.device)
-    epochs = cfg.trainer.epochs
-    show_bar = sys.stderr.isatty()
-    bar = tqdm(total=epochs, initial=progress.epoch if progress else 0, desc="epochs",
-               disable=not show_bar, leave=False)
-    last = [time.perf_counter()]
-
-    def after_epoch(p: Progress, row: dict) -> None:
-        # the checkpoint first: a kill before the metrics are logged loses no epoch, as the
-        # resumed run logs what its checkpoint holds and the store lacks
-        job_seconds = seconds_before + time.perf_counter() - started
-        checkpoint.save(checkpoint_path, {**training_state(parts, p), "job_seconds": job_seconds})
-        now = time.perf_counter()
-        heartbeat = lifecycle.epoch_heartbeat(now - last[0])
-        last[0] = now
-        client.log_batch(run_id, metrics=_metrics(row, step=p.epoch),
-                         tags=[RunTag(k, v) for k, v in heartbeat.items()])
-        line = (f"epoch {p.epoch}/{epochs}  train loss {row['train_loss']:.4f} acc "
-                f"{row['train_accuracy']:.4f}  val loss {row['val_loss']:.4f} acc "
-                f"{row['val_accuracy']:.4f}  lr {row['lr']:.2e}  {row['epoch_seconds']:.1f}s")
-        if show_bar:
-            bar.update(1)
-            bar.set_postfix_str(f"val acc {row['val_accuracy']:.4f}")
-        log.info(line)
-        if report is not None:  # may raise Pruned: the study's pruner stops this trial
-            report(p.epoch, row["val_accuracy"])
-
-    result = fit(parts, epochs, progress, after_epoch)
-    bar.close()
-
-    test = evaluate(parts, parts.test)
-    peak_mb, peak_kind = _peak_memory(rt.device)
-    client.set_tag(run_id, t.PEAK_MEMORY, peak_kind)
-    report = classification_report(test.logits, test.labels, len(dataset.classes))
-    summary = {
-        **report["scalars"],
-        "test_loss": test.loss,
-        "best_epoch": result.best_epoch,
-        "best_val_accuracy": result.best_val_accuracy,
-        "parameters": parameter_count(parts.model),
-        "model_size_fp32_mb": state_dict_fp32_mb(parts.model),
-        "peak_memory_mb": peak_mb,
-        "train_seconds": result.fit_seconds,
-        "train_images_per_second": result.images_seen / result.train_seconds,
-        **{f"test_accuracy_{c}": a for c, a in zip(dataset.classes, report["per_class_accuracy"])},
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        if cfg.tracking.figures:  # about 3 s a run on a CPU: searches turn them off
-            plots.learning_curves(result.history, out / "curves.png", title=run_id)
-            plots.confusion_matrix(report["confusion"], dataset.classes,
-                                   out / "confusion_matrix.png")
-            probs = test.logits.softmax(1)
-            images = dataset.test.images.float() / 255
-            for correct, name in ((True, "correct.png"), (False, "wrong.png")):
-                plots.prediction_grid(images, test.labels, probs, dataset.classes, correct,
-                                      out / name)
-        (out / "evaluation.json").write_text(json.dumps({
-            "classes": dataset.classes, "confusion": report["confusion"],
-            "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
-        plain = getattr(parts.model, "_orig_mod", parts.model)  # torch.compile's wrapper
-        checkpoint.write_file(out / "best_weights.pt",
-                              {k: v.cpu() for k, v in plain.state_dict().items()})
-        client.log_artifacts(run_id, str(out))
-    summary["total_seconds"] = seconds_before + time.perf_counter() - started
-    client.log_batch(run_id, metrics=_metrics(summary, step=epochs))
-    log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
-             result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
-    return summary
-
-
-def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:
-    """Log the epochs the checkpoint holds but the store lacks (a kill between the two writes),
-    so that every epoch is logged exactly once."""
-    logged = {m.step for m in client.get_metric_history(run_id, "val_accuracy")}
-    for epoch in range(1, progress.epoch + 1):
-        if epoch not in logged:
-            row = {k: v[epoch - 1] for k, v in progress.history.items()}
-            client.log_batch(run_id, metrics=_metrics(row, step=epoch))

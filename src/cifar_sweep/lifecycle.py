@@ -128,14 +128,31 @@ def resumable(run) -> bool:
     return status == "KILLED" or (status == "FAILED" and reason.startswith(t.INTERRUPTED))
 
 
-def find_resumable(client: MlflowClient, experiment_id: str, config_hash: str, code_version: str,
-                   has_checkpoint):
+def find_resumable(client: MlflowClient, experiment_id: str | None, config_hash: str,
+                   code_version: str, has_checkpoint):
     """The newest interrupted run of this config and code version in this experiment whose
-    checkpoint exists (a checkpoint of other code is not continued: that run starts over)."""
+    checkpoint exists (a checkpoint of other code is not continued: that run starts over). A
+    RUNNING run whose owner is dead counts: the next start closes it as KILLED."""
+    if experiment_id is None:
+        return None
     runs = client.search_runs(
         [experiment_id],
         f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
-        f"and attributes.status != 'FINISHED' and attributes.status != 'RUNNING'"
-        f"{_same_code(code_version)}",
+        f"and attributes.status != 'FINISHED'{_same_code(code_version)}",
         order_by=["attributes.start_time DESC"], max_results=100)
-    return next((r for r in runs if resumable(r) and has_checkpoint(r.info.run_id)), None)
+    return next((r for r in runs if (resumable(r) or (r.info.status == "RUNNING" and why_dead(r)))
+                 and has_checkpoint(r.info.run_id)), None)
+
+
+def live_runs(client: MlflowClient, experiment_id: str | None, config_hash: str,
+              code_version: str) -> list:
+    """RUNNING runs of this config and code whose owner is alive, the first claim first (start
+    time, then run id: every job sees the same order)."""
+    if experiment_id is None:
+        return []
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
+        f"and attributes.status = 'RUNNING'{_same_code(code_version)}", max_results=100)
+    live = [r for r in runs if why_dead(r) is None]
+    return sorted(live, key=lambda r: (r.info.start_time, r.info.run_id))

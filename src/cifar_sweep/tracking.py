@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,13 +20,13 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import requests
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from cifar_sweep import faults, store
-from cifar_sweep.errors import Pruned, UserInputError
+from cifar_sweep.errors import Pruned, UserInputError, Yielded
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,8 @@ def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: di
     except (KeyboardInterrupt, SystemExit):
         _close(client, run_id, "KILLED", INTERRUPTED)
         raise
+    except Yielded:  # it stands aside for another run of its config: see yield_run
+        raise
     except Pruned as exc:  # a search stopped it: KILLED, and said so; not continued later
         client.set_tag(run_id, TRIAL_STATE, "pruned")
         _close(client, run_id, "KILLED", str(exc))
@@ -255,3 +258,53 @@ def _close(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
         client.set_terminated(run_id, status)
     except (MlflowException, requests.RequestException) as exc:
         log.warning("could not mark run %s %s: %s", run_id, status, str(exc).splitlines()[0][:300])
+
+
+# --- what a job logs, besides its run's lifecycle ----------------------------------------------
+
+def log_metrics(client: MlflowClient, run_id: str, values: dict, step: int,
+                tags: dict[str, str] | None = None) -> None:
+    """One batch: metrics at `step` (an epoch) and tags."""
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()],
+                     tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+
+
+def logged_steps(client: MlflowClient, run_id: str, key: str) -> set[int]:
+    return {m.step for m in client.get_metric_history(run_id, key)}
+
+
+def log_reference(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str],
+                  params: dict[str, str], original, step: int) -> None:
+    """A run standing in a sweep for `original` (finished before, or training elsewhere): the UI
+    shows the sweep whole, and tables read the original in its place."""
+    ref_tags = {**tags, ROLE: ROLE_REFERENCE, SAME_AS: original.info.run_id}
+    with tracked_run(client, experiment_id, name=name, tags=ref_tags, params=params) as ref_id:
+        if original.data.metrics:
+            log_metrics(client, ref_id, original.data.metrics, step)
+
+
+def sweep_progress(client: MlflowClient, experiment_id: str, parent: str) -> tuple[int, int, int, float]:
+    """(jobs in the sweep, finished, failed or killed, seconds since it started)."""
+    sweep = client.get_run(parent)
+    children = client.search_runs([experiment_id], f"tags.`{PARENT}` = '{parent}'",
+                                  max_results=10000)
+    return (int(sweep.data.tags.get(SWEEP_JOBS, "0")),
+            sum(c.info.status == "FINISHED" for c in children),
+            sum(c.info.status in ("FAILED", "KILLED") for c in children),
+            time.time() - sweep.info.start_time / 1000)
+
+
+def sweep_varying(client: MlflowClient, parent: str) -> list[str]:
+    return client.get_run(parent).data.tags.get(SWEEP_VARYING, "").split()
+
+
+def yield_run(client: MlflowClient, run_id: str, winner_id: str, reference: bool) -> None:
+    """A run that lost the claim on its config to `winner_id` (created first): in a sweep it stays
+    as a reference to the winner, so that the sweep shows the job; alone it is deleted (no ghost)."""
+    if reference:
+        client.log_batch(run_id, tags=[RunTag(ROLE, ROLE_REFERENCE), RunTag(SAME_AS, winner_id)])
+        client.set_terminated(run_id, "FINISHED")
+    else:
+        client.set_terminated(run_id, "KILLED")
+        client.delete_run(run_id)

@@ -1,0 +1,77 @@
+"""What a sweep will do, job by job, without training or creating any run:
+
+    python src/plan.py ablation=lr trainer.seed=0,1,2      # the overrides you would give `-m`
+    make plan ARGS='ablation=lr trainer.seed=0,1,2'
+
+Each job's line is the decision its run would act on (`cifar_sweep.decision.decide`): already
+finished as run X / being trained elsewhere / continue run X from epoch k / train, or the one-line
+error that would stop it. A search's trials are chosen as it runs: it has no plan.
+"""
+
+import sys
+from pathlib import Path
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def main(argv: list[str]) -> int:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    from cifar_sweep import runtime
+    from cifar_sweep.data import load_dataset
+    from cifar_sweep.decision import decide, identify
+    from cifar_sweep.errors import UserInputError
+    from cifar_sweep.sweep import _one_line, sweep_job_overrides, varying_keys
+    from cifar_sweep.tracking import open_store
+    from cifar_sweep.validate import check_config
+
+    if any(a.startswith(("hpo=", "+hpo=")) for a in argv):
+        print("error: a search (hpo=...) has no plan: its trials are chosen as it runs",
+              file=sys.stderr)
+        return 2
+    counts: dict[str, int] = {}
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        try:
+            fixed = [o.input_line for o in parser.parse_overrides(argv)
+                     if not o.is_sweep_override()]
+            base = compose("config", overrides=fixed, return_hydra_config=True)
+        except HydraException as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        with open_dict(base):
+            base.hydra.overrides.task = list(argv)
+        jobs = sweep_job_overrides(base)
+        shown = varying_keys(jobs)
+        data, stores = {}, {}
+        for num, overrides in enumerate(jobs):
+            name = " ".join(o for o in overrides if o.partition("=")[0] in shown) or "(defaults)"
+            try:
+                cfg = compose("config", overrides=overrides)
+                check_config(cfg)
+                rt = runtime.resolve(cfg.trainer)
+                key = repr(cfg.data)
+                if key not in data:
+                    data[key] = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
+                uri = str(cfg.tracking.uri)
+                client = stores.setdefault(uri, open_store(cfg.tracking))
+                experiment = client.get_experiment_by_name(str(cfg.tracking.experiment))
+                identity = identify(cfg, data[key].fingerprint, rt.device.type, rt.precision)
+                decision = decide(cfg, identity, client,
+                                  experiment.experiment_id if experiment else None)
+                line, action = decision.line(cfg.trainer.epochs), decision.action
+            except (UserInputError, HydraException) as exc:
+                line, action = f"invalid: {_one_line(exc)}", "invalid"
+            counts[action] = counts.get(action, 0) + 1
+            print(f"#{num} {name}: {line}")
+    print(f"plan: {len(jobs)} jobs: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
+    return 2 if "invalid" in counts else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
