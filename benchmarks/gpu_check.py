@@ -233,11 +233,11 @@ def fast_run(scratch: Path, data: list[str], dry: bool, device: str, budget: Bud
     return row
 
 
-def gpu_tests(scratch: Path, budget: Budget) -> dict:
+def gpu_tests(scratch: Path, budget: Budget, where: str) -> dict:
     xml = scratch / "gpu_tests.xml"
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                           f"--junitxml={xml}", "tests"], cwd=ROOT, capture_output=True, text=True,
+                           f"--junitxml={xml}", where], cwd=ROOT, capture_output=True, text=True,
                           timeout=max(1, budget.left()),
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(
                               [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])})
@@ -374,11 +374,15 @@ def main() -> int:
     shutil.rmtree(scratch, ignore_errors=True)  # ours alone: a second run starts clean
     scratch.mkdir(parents=True)
     if args.dry:
-        device, jobs_counts, sweep_epochs = "cpu", args.jobs or [1, 2], 1
-        epoch_data = ["data=synthetic", "data.source.num_train=640", "data.source.num_test=64",
+        # one sweep of each kind: on a CPU each start-up of the entrypoint costs 10-20 s
+        device, jobs_counts, sweep_epochs = "cpu", args.jobs or [2], 1
+        epoch_data = ["data=synthetic", "data.source.num_train=160", "data.source.num_test=32",
                       "trainer.num_threads=1"]
         sweep_data = ["data=synthetic", "data.source.num_train=400", "data.source.num_test=64"]
-        fast_data, warmup, models_fp = sweep_data, 64, ["modified_net"]
+        # jobs one by one in the sweep's process: on a CPU, starting joblib's workers costs
+        # half a minute, and the launcher's n_jobs has its own test (test_gpu_path.py)
+        sweep_data.append("hydra/launcher=basic")
+        fast_data, warmup, models_fp = sweep_data[:3], 32, ["modified_net"]
     else:
         if not torch.cuda.is_available():
             print("error: no CUDA device here; --dry runs the check on the CPU", file=sys.stderr)
@@ -392,7 +396,7 @@ def main() -> int:
         warmup, models_fp = 3200, ["modified_net", "origin_net"]
     summary = {"dry": args.dry, "started": started, "data": "CIFAR-10" if args.data_root and not
                args.dry else "synthetic", "device": device_info(device), "epochs": [], "jobs": [],
-               "skipped": []}
+               "skipped": [], "step_seconds": {}}
     gpus = summary["device"]["gpu_count"]
 
     def step(name: str, need: float, fn):
@@ -400,11 +404,14 @@ def main() -> int:
             summary["skipped"].append(f"{name} (needs about {need:.0f} s, {budget.left():.0f} s left)")
             return None
         print(f"[gpu_check] {name} ...", flush=True)
+        start = time.perf_counter()
         try:
             return fn()
         except Exception as exc:  # one step failing must not lose the others' figures
             summary["skipped"].append(f"{name} failed: {type(exc).__name__}: {exc}")
             return None
+        finally:
+            summary["step_seconds"][name] = round(time.perf_counter() - start, 1)
 
     # 2: fp32 and bf16 of ModifiedNet (and OriginNet), then every arch model at `auto`
     for model in models_fp:
@@ -432,7 +439,8 @@ def main() -> int:
     summary["fast_modifiednet"] = step("experiment=fast_modifiednet", 60 if not args.dry else 10,
                                        lambda: fast_run(scratch, fast_data, args.dry, device, budget)) or {}
     summary["gpu_tests"] = step("tests marked gpu", 60 if not args.dry else 5,
-                                lambda: gpu_tests(scratch, budget)) or {}
+                                lambda: gpu_tests(scratch, budget, "tests/test_gpu_path.py"
+                                                  if args.dry else "tests")) or {}
     # 6: compiled (minutes of C++ compilation on a CPU: not in the dry run)
     if args.dry:
         summary["skipped"].append("compiled models (dry run: inductor's CPU compilation takes minutes)")

@@ -4,6 +4,7 @@ looks available, which must never initialise CUDA; the GPU slot balancing, with 
 holding real locks. Tests marked `gpu` need a CUDA device and are skipped elsewhere
 (`benchmarks/gpu_check.sh` runs them on a GPU machine)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -200,3 +201,32 @@ def test_gpu_sweep_sets_each_jobs_device(project):
     assert f"Joblib.Parallel(n_jobs={2 * gpus}," in proc.stdout + proc.stderr
     devices = {r.data.tags["device"] for r in jobs(project)}
     assert devices <= {f"cuda:{i}" for i in range(gpus)} and devices
+
+
+def test_gpu_check_dry_run_writes_its_summary(tmp_path):
+    """`benchmarks/gpu_check.sh --dry`: every step of the GPU check on the CPU, tiny sizes."""
+    out = tmp_path / "check"
+    (out / "scratch").mkdir(parents=True)
+    (out / "scratch" / "left-over").write_text("from a previous run")  # running twice is safe
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (out / "scratch" / "left-over").exists()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["dry"] and s["device"]["device"] == "cpu"
+    rows = {(r["model"], r["precision"], r["compiled"]) for r in s["epochs"]}
+    assert {("modified_net", "fp32", False), ("modified_net", "bf16", False)} <= rows
+    assert {r["model"] for r in s["epochs"] if r.get("auto")} == {
+        "modified_net", "origin_net", "modified_net_ds", "resnet18"}
+    assert all(r["cifar_epoch_seconds"] > 0 for r in s["epochs"])
+    [jobs] = s["jobs"]
+    assert jobs["finished"] == jobs["jobs"] == 2 and jobs["images_per_second_span"] > 0
+    assert 0 <= s["fast_modifiednet"]["test_accuracy"] <= 1
+    gpu_tests = s["gpu_tests"]  # no CUDA here: each `gpu` test collected and skipped
+    assert gpu_tests["exit"] == 0 and gpu_tests["passed"] == 0 and gpu_tests["skipped"] >= 2
+    p = s["prediction"]  # the studies' jobs, the shared baseline once: 5 + 3 + 2 + 3 configs
+    assert p["studies"] == {"lr": 5, "optimizer": 4, "loss": 3, "arch": 4}
+    assert p["configs"] == 13 and p["runs"] == 39 and p["predicted_hours"] > 0
+    md = (out / "summary.md").read_text()
+    assert "not measured on a GPU" in md and "Predicted" in md
