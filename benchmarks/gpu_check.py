@@ -459,8 +459,10 @@ def main() -> int:
     (out / "summary.md").write_text(markdown(summary))
     print(markdown(summary))
     print(f"[gpu_check] wrote {out / 'summary.json'} and {out / 'summary.md'}")
-    ok = all(j.get("finished") == j["jobs"] for j in summary["jobs"]) and \
-        summary["gpu_tests"].get("exit") in (0, 5) and "test_accuracy" in summary["fast_modifiednet"]
+    ok = (all(j.get("finished") == j["jobs"] for j in summary["jobs"])
+          and summary["gpu_tests"].get("exit") == 0
+          and "test_accuracy" in summary["fast_modifiednet"]
+          and not [x for x in summary["skipped"] if " failed: " in x])
     return 0 if ok else 1
 
 

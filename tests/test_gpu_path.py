@@ -230,3 +230,59 @@ def test_gpu_check_dry_run_writes_its_summary(tmp_path):
     assert p["configs"] == 13 and p["runs"] == 39 and p["predicted_hours"] > 0
     md = (out / "summary.md").read_text()
     assert "not measured on a GPU" in md and "Predicted" in md
+
+
+def _requirements(lines) -> list:
+    from packaging.requirements import Requirement
+
+    return [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+
+
+def test_dependency_ranges_hold_the_exact_pins_and_the_installed_torch():
+    """pyproject.toml declares ranges (installable beside a GPU machine's own torch);
+    constraints.txt pins what `make install` installs: each pin inside its range, and the torch
+    and torchvision installed here inside theirs."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {}
+    for req in _requirements(project["dependencies"] + [
+            d for extra in project["optional-dependencies"].values() for d in extra]):
+        declared.setdefault(canonicalize_name(req.name), []).append(req.specifier)
+    for name in ("torch", "torchvision"):  # a range, not a pin, with an upper bound
+        [spec] = declared[name]
+        assert not any(s.operator == "==" for s in spec) and any(s.operator == "<" for s in spec)
+    pins = _requirements((ROOT / "constraints.txt").read_text().splitlines())
+    assert {canonicalize_name(p.name) for p in pins} >= {"torch", "torchvision"}
+    for pin in pins:
+        [exact] = list(pin.specifier)
+        assert exact.operator == "==", pin
+        for spec in declared[canonicalize_name(pin.name)]:
+            assert spec.contains(exact.version, prereleases=True), (pin, spec)
+    for name in ("torch", "torchvision"):
+        [spec] = declared[name]
+        assert spec.contains(Version(version(name)), prereleases=True), (name, version(name))
+    # torchvision 0.(N+15) goes with torch 2.N: the two lower bounds name one release
+    torch_low = next(Version(s.version) for s in declared["torch"][0] if s.operator == ">=")
+    vision_low = next(Version(s.version) for s in declared["torchvision"][0] if s.operator == ">=")
+    assert (torch_low.major, torch_low.minor + 15) == (2, vision_low.minor)
+
+
+def test_offline_wheel_list_covers_the_gpu_checks_requirements():
+    """benchmarks/gpu_check_wheels.txt (what docs/gpu.md downloads) pins every top-level
+    requirement of the check (gpu_check_requirements.txt), within its range."""
+    from packaging.utils import canonicalize_name
+
+    wanted = _requirements((ROOT / "benchmarks" / "gpu_check_requirements.txt").read_text().splitlines())
+    pinned = {canonicalize_name(p.name): list(p.specifier)[0].version for p in _requirements(
+        (ROOT / "benchmarks" / "gpu_check_wheels.txt").read_text().splitlines())}
+    for req in wanted:
+        name = canonicalize_name(req.name)
+        if name in ("numpy", "pillow", "filelock"):  # torchvision's and torch's own: there with them
+            continue
+        assert name in pinned and req.specifier.contains(pinned[name], prereleases=True), req
+    assert not {"torch", "torchvision", "mlflow"} & set(pinned)  # the machine's, or too big
