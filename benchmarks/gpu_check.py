@@ -38,9 +38,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from cifar_sweep.data import load_dataset
-from cifar_sweep.identity import config_hash
 from cifar_sweep.runtime import resolve
 from cifar_sweep.training import build, evaluate, train_epoch
 
@@ -255,7 +255,7 @@ def gpu_tests(scratch: Path, budget: Budget, where: str) -> dict:
 # ---- 7: the prediction ----------------------------------------------------------------------
 
 def study_runs() -> dict[str, list[str]]:
-    """config hash -> [model, studies...] of every job of the four studies at 300 epochs; a
+    """config -> [model, studies...] of every job of the four studies at 300 epochs; a
     config in several studies (the shared baseline) is one run."""
     runs: dict[str, list[str]] = {}
     for study in STUDIES:
@@ -265,7 +265,12 @@ def study_runs() -> dict[str, list[str]]:
             for value in str(values).split(","):
                 cfg = compose("config", overrides=[f"ablation={study}", f"{key}={value}",
                                                    "trainer.epochs=300"])
-                h = config_hash(cfg, "cifar10", "cuda")
+                # the config less where it is logged and which table it is in: what decides the
+                # result (identity.py's hash does the same, and more, for the runs themselves)
+                tree = OmegaConf.to_container(cfg, resolve=True)
+                for section in ("tracking", "study"):
+                    tree.pop(section, None)
+                h = json.dumps(tree, sort_keys=True, default=str)
                 runs.setdefault(h, [cfg.model._target_.rsplit(".", 1)[-1]]).append(study)
     return runs
 
