@@ -335,7 +335,7 @@ def markdown(s: dict) -> str:
     fast = s.get("fast_modifiednet", {})
     lines += ["", "## experiment=fast_modifiednet, seed 0", ""]
     if "test_accuracy" in fast:
-        lines.append(f"{fast['epochs']} epochs on {s['data']}: test accuracy "
+        lines.append(f"{fast['epochs']} epoch(s) on {s['data']} data: test accuracy "
                      f"{fast['test_accuracy']:.4f}, {fast['total_seconds']:.0f} s in the job "
                      f"({fast['wall_seconds']:.0f} s with start-up).")
     else:
@@ -357,7 +357,7 @@ def markdown(s: dict) -> str:
     else:
         lines.append(f"not predicted: {p}")
     if s["skipped"]:
-        lines += ["", "Skipped (budget spent): " + "; ".join(s["skipped"])]
+        lines += ["", "Skipped or failed: " + "; ".join(s["skipped"])]
     return "\n".join(lines) + "\n"
 
 
@@ -406,7 +406,8 @@ def main() -> int:
 
     def step(name: str, need: float, fn):
         if budget.left() < need:
-            summary["skipped"].append(f"{name} (needs about {need:.0f} s, {budget.left():.0f} s left)")
+            summary["skipped"].append(f"{name} (budget spent: needs about {need:.0f} s, "
+                                      f"{budget.left():.0f} s left)")
             return None
         print(f"[gpu_check] {name} ...", flush=True)
         start = time.perf_counter()
