@@ -14,16 +14,16 @@ STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-full lint ui bench bench-memory-format tables clean clean-runs bench-checkpoint \
 	ablations $(addprefix ablation-,$(STUDIES))
-.PHONY: server plan
+.PHONY: server plan gpu-check gpu-check-dry
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 	@echo '  ablation-<study>      run a study ($(STUDIES)), then print its table; EPOCHS=, ARGS=, SEEDS=auto'
 
-install:  ## create .venv and install the package with its dev tools
+install:  ## create .venv and install the package with its dev tools (exact versions: constraints.txt)
 	python3 -m venv .venv
 	.venv/bin/pip install --upgrade pip
-	.venv/bin/pip install -e '.[dev]'
+	.venv/bin/pip install -c constraints.txt -e '.[dev]'
 
 plan:  ## what a sweep would do, job by job, training nothing: ARGS='ablation=lr trainer.seed=0,1,2'
 	$(PYTHON) src/plan.py $(EPOCHS_ARG) $(ARGS)
@@ -89,6 +89,12 @@ bench:  ## the side-by-side speed benchmark; DATA=<extracted CIFAR-10 JPEG copy>
 
 bench-memory-format:  ## NCHW against NHWC batches on this CPU, 1 and 2 threads (runtime.py's choice)
 	$(PYTHON) benchmarks/memory_format.py
+
+gpu-check:  ## on a GPU machine: the GPU check, about 8 min (docs/gpu.md); DATA=<CIFAR-10 python release> or synthetic
+	PYTHON=$(PYTHON) benchmarks/gpu_check.sh $(if $(DATA),--data-root $(DATA),)
+
+gpu-check-dry:  ## the GPU check on this CPU with tiny sizes (what the test runs)
+	PYTHON=$(PYTHON) benchmarks/gpu_check.sh --dry
 
 clean-runs:  ## mark RUNNING runs whose process died KILLED (they continue from their checkpoints)
 	$(PYTHON) src/clean_runs.py $(STORE_ARGS)

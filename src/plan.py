@@ -54,14 +54,15 @@ def main(argv: list[str]) -> int:
             try:
                 cfg = compose("config", overrides=overrides)
                 check_config(cfg)
-                rt = runtime.resolve(cfg.trainer)
+                device = runtime.resolve_device(str(cfg.trainer.device))  # nothing taken:
+                precision = runtime.resolve_precision(str(cfg.trainer.precision), device)  # no GPU slot
                 key = repr(cfg.data)
                 if key not in data:
                     data[key] = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
                 uri = str(cfg.tracking.uri)
                 client = stores.setdefault(uri, open_store(cfg.tracking))
                 experiment = client.get_experiment_by_name(str(cfg.tracking.experiment))
-                identity = identify(cfg, data[key].fingerprint, rt.device.type, rt.precision)
+                identity = identify(cfg, data[key].fingerprint, device.type, precision)
                 decision = decide(cfg, identity, client,
                                   experiment.experiment_id if experiment else None)
                 line, action = decision.line(cfg.trainer.epochs), decision.action

@@ -8,13 +8,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 
-def _concurrent_jobs(jobs_per_gpu: int = 1) -> int:
+def _concurrent_jobs(device: str = "auto", jobs_per_gpu: int = 1) -> int:
     from cifar_sweep.runtime import concurrent_jobs  # here, so that `--help` stays fast
 
-    return concurrent_jobs(jobs_per_gpu)
+    return concurrent_jobs(device, jobs_per_gpu)
 
 
-# the `parallel` launcher's n_jobs (conf/hydra/launcher/parallel.yaml)
+# the `parallel` launcher's n_jobs (conf/hydra/launcher/parallel.yaml), from the sweep's device
 OmegaConf.register_new_resolver("concurrent_jobs", _concurrent_jobs, use_cache=True)
 # `kill` should end runs as KILLED, not leave them RUNNING: turn SIGTERM into a normal exit,
 # which runs the handlers that close the MLflow runs.

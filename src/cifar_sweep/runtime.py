@@ -10,17 +10,23 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from cifar_sweep import gpu_slots
 from cifar_sweep.errors import UserInputError
 
 
-def concurrent_jobs(jobs_per_gpu: int = 1) -> int:
-    """Sweep jobs to run at once (the `parallel` launcher's n_jobs). On a CPU, small models scale
-    poorly over threads, so one thread per job and one job per core is faster (measured in the
-    README); on GPUs, `trainer.jobs_per_gpu` side by side on each: a tiny model leaves a GPU
-    mostly idle."""
-    if torch.cuda.is_available():
-        return max(1, int(jobs_per_gpu)) * torch.cuda.device_count()
-    return max(1, os.cpu_count() or 1)
+def concurrent_jobs(device: str = "auto", jobs_per_gpu: int = 1) -> int:
+    """Sweep jobs to run at once (the `parallel` launcher's n_jobs), for the sweep's
+    `trainer.device`. On a CPU, small models scale poorly over threads, so one thread per job and
+    one job per core is faster (measured in the README); that holds for a CPU sweep on a GPU host
+    too. On GPUs, `trainer.jobs_per_gpu` side by side on each: a tiny model leaves a GPU mostly
+    idle; `cuda:N` names one GPU, so that many in all. Asking CUDA how many GPUs there are opens
+    no CUDA context."""
+    device = str(device)
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        return max(1, os.cpu_count() or 1)
+    gpus = 1 if device.startswith("cuda:") else max(1, torch.cuda.device_count())
+    return max(1, int(jobs_per_gpu)) * gpus
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,13 +51,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-    return "bf16" if native else "fp32"
+    return "bf16" if native else "fp32"  # fp16 (with its scaler) is asked for by name
 
 
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
-    precision: str        # fp32, or bf16 autocast
+    precision: str        # resolved: fp32, bf16 autocast, or fp16 autocast with a gradient scaler
     channels_last: bool   # the model and its inputs in NHWC (faster convolutions on a GPU)
     nhwc_train: bool      # training batches in NHWC (the model may stay NCHW)
     nhwc_eval: bool       # evaluation batches in NHWC
@@ -60,17 +66,46 @@ class Runtime:
     chunk_images: int     # images augmented per batched call
 
     def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        if self.precision in AUTOCAST:
+            return torch.autocast(device_type=self.device.type, dtype=AUTOCAST[self.precision])
         return contextlib.nullcontext()
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16 gradients underflow without loss scaling; a disabled scaler is a plain step."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _gpu_name(index: int) -> str:
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return f"GPU-{uuid}" if uuid else f"cuda{index}"
+
+
+def choose_gpu(name: str, job_num: int) -> torch.device:
+    """`cuda:N` as named; `cuda` (or `auto`) on several GPUs: the least loaded one by live jobs
+    (gpu_slots.py), ties taken in turn by job number. Then made the current device, so that
+    kernels, cuDNN handles and the caching allocator of this job all live on it."""
+    if name.startswith("cuda:"):
+        device = torch.device(name)
+    elif torch.cuda.device_count() > 1:
+        gpus = [_gpu_name(i) for i in range(torch.cuda.device_count())]
+        device = torch.device(f"cuda:{gpu_slots.take(gpus, job_num)}")
+    else:
+        device = torch.device("cuda:0")
+    torch.cuda.set_device(device)
+    return device
 
 
 def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runtime:
-    """Decide, and apply what is process-wide (threads, cuDNN autotuning). With several GPUs
-    and `trainer.device=auto`, a sweep's jobs take them in turn (job number modulo GPUs)."""
+    """Decide, and apply what is process-wide (threads, cuDNN autotuning, the current GPU).
+    With several GPUs and `trainer.device=auto` or `cuda`, a job takes the GPU with the fewest
+    live jobs (`choose_gpu`). Nothing here touches CUDA unless the job runs on it."""
+    gpu_slots.release()  # this worker's previous job has ended
     device = resolve_device(str(trainer.device))
-    if device == torch.device("cuda") and torch.cuda.device_count() > 1:
-        device = torch.device(f"cuda:{job_num % torch.cuda.device_count()}")
+    if device.type == "cuda":
+        device = choose_gpu(str(device), job_num)
     precision = resolve_precision(str(trainer.precision), device)
     # jobs x threads = cores: concurrent jobs share the cores instead of fighting over them. The
     # cores are this process's (a SLURM job's cpus_per_task), or what OMP_NUM_THREADS says (Ray)

@@ -19,6 +19,9 @@ from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, Valid
 from cifar_sweep.errors import UserInputError
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # trainer.precision's values (validate.py checks)
+
+
 @dataclass
 class Trainer:
     epochs: int = 30

@@ -33,6 +33,7 @@ class Parts:
     val: Loader
     test: Loader
     runtime: Runtime
+    scaler: torch.amp.GradScaler  # fp16's loss scaling; disabled (a plain step) otherwise
 
 
 def build(cfg: DictConfig, dataset: Dataset, rt: Runtime) -> Parts:
@@ -58,7 +59,7 @@ def build(cfg: DictConfig, dataset: Dataset, rt: Runtime) -> Parts:
     if t.compile:
         model = torch.compile(model)
     return Parts(model, optimizer, scheduler, criterion, train_loader, evaluation(val),
-                 evaluation(test), rt)
+                 evaluation(test), rt, rt.grad_scaler())
 
 
 @dataclass
@@ -82,8 +83,9 @@ def train_epoch(p: Parts) -> EpochStats:
             logits = p.model(images)
             loss = p.criterion(logits, labels)
         p.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        p.optimizer.step()
+        p.scaler.scale(loss).backward()
+        p.scaler.step(p.optimizer)  # fp16: skipped when the scaled gradients overflowed
+        p.scaler.update()
         p.scheduler.step()
         loss_sum += loss.detach().float() * len(labels)
         correct += (logits.detach().argmax(1) == labels).sum()
@@ -138,9 +140,12 @@ def training_state(p: Parts, progress: Progress) -> dict:
     uninterrupted one (on a CPU, bit for bit), including the shuffling and augmentation."""
     state = {"model": p.model.state_dict(), "optimizer": p.optimizer.state_dict(),
              "scheduler": p.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-             "data_rng": p.train.generator.get_state(), "progress": asdict(progress)}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+             "data_rng": p.train.generator.get_state(), "progress": asdict(progress),
+             "scaler": p.scaler.state_dict()}  # fp16's loss scale and growth count; else {}
+    # the run's own GPU only: asking for every GPU's state would open a CUDA context on each
+    # (and in a CPU run on a GPU host, on all of them)
+    if p.runtime.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(p.runtime.device)
     return state
 
 
@@ -150,8 +155,16 @@ def restore(p: Parts, state: dict) -> Progress:
     p.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     p.train.generator.set_state(state["data_rng"])  # a CPU byte tensor, whatever the device
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if state.get("scaler"):
+        p.scaler.load_state_dict(state["scaler"])
+    if "cuda_rng" in state and p.runtime.device.type == "cuda":
+        # onto the GPU this run has now, whichever it had: a continued run may get another one.
+        # Older checkpoints hold a list, one state per GPU visible then: this GPU's, if there
+        # were as many, else the last (fewer GPUs visible now must not fail the run)
+        saved = state["cuda_rng"]
+        if isinstance(saved, list):
+            saved = saved[min(p.runtime.device.index or 0, len(saved) - 1)]
+        torch.cuda.set_rng_state(saved, p.runtime.device)
     return Progress(**state["progress"])
 
 

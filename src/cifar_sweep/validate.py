@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.runtime import resolve_device
-from cifar_sweep.schema import check_types
+from cifar_sweep.schema import PRECISIONS, check_types
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -47,8 +47,7 @@ def check_config(cfg: DictConfig) -> None:
     require("trainer.seed", is_int, "must be an integer")
     require("trainer.num_threads", lambda v: v is None or (is_int(v) and v >= 1),
             "must be null (automatic) or an integer >= 1")
-    require("trainer.precision", lambda v: v in ("auto", "fp32", "bf16"),
-            "allowed: auto, fp32, bf16")
+    require("trainer.precision", lambda v: v in PRECISIONS, f"allowed: {', '.join(PRECISIONS)}")
     require("trainer.device", lambda v: bool(DEVICE_PATTERN.match(str(v))),
             "allowed: auto, cpu, cuda, cuda:N, mps")
     resolve_device(str(cfg.trainer.device))
