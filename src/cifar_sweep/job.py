@@ -137,11 +137,7 @@ def _train(job: Job, decision: Decision) -> JobResult:
     """Train (anew, or from the decision's checkpoint), evaluate, log; every way it can end."""
     cfg, client = job.cfg, job.client
     resume = decision.run if decision.action == CONTINUE else None
-    reporter = None
-    if cfg.optuna_trial is not None:  # a trial of an Optuna study: it reports every epoch
-        from cifar_sweep.hpo import TrialReporter
-
-        reporter = TrialReporter(job.hydra.sweeper, int(cfg.optuna_trial))
+    reporter = _trial_reporter(job)
     folders, gpu_advice = faults.write_folders(cfg), _gpu_advice(cfg, job.multirun)
     run_id = None
     try:
@@ -176,6 +172,15 @@ def _train(job: Job, decision: Decision) -> JobResult:
     if job.parent:
         _log_sweep_progress(job)
     return JobResult("finished", summary, cfg.trainer.epochs, run_id)
+
+
+def _trial_reporter(job: Job):
+    """A trial of an Optuna study reports every epoch to it (and may be pruned); else None."""
+    if job.cfg.optuna_trial is None:
+        return None
+    from cifar_sweep.hpo import TrialReporter
+
+    return TrialReporter(job.hydra.sweeper, int(job.cfg.optuna_trial))
 
 
 def _claim(job: Job, run_id: str) -> None:
