@@ -75,7 +75,7 @@ def make_image_folder(root: Path, corrupt: bool = False) -> Path:
 
 @pytest.fixture(autouse=True)
 def fresh_memory(monkeypatch):
-    monkeypatch.setattr(data.cache if hasattr(data, "cache") else data, "_in_process", {})
+    monkeypatch.setattr(data.cache, "_in_process", {})
 
 
 def compose_config(*overrides: str):
