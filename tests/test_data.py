@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cifar_sweep import data
@@ -27,12 +28,12 @@ LABEL_NAMES = [f"kind{i}" for i in range(10)]
 @pytest.fixture(autouse=True)
 def fresh_memory(monkeypatch):
     """Each test starts without the in-process copies of earlier tests."""
-    monkeypatch.setattr(data, "_in_process", {})
+    monkeypatch.setattr(data.cache, "_in_process", {})
 
 
 def reload(source, cache_dir):
     """load_dataset as a new process would run it: no in-process copy."""
-    data._in_process.clear()
+    data.cache._in_process.clear()
     return load_dataset(source, str(cache_dir))
 
 
@@ -77,7 +78,7 @@ def test_cifar10_archive_is_extracted_and_decoded(tmp_path):
     assert (tmp_path / "root" / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert not list((tmp_path / "root").glob(".extract-*"))  # the temp folder is gone
     assert ds.cache == "decoded" and ds.fingerprint.startswith("cifar10-")
-    assert ds.train.images.shape == (100, 3, 32, 32) and ds.train.images.dtype == data.torch.uint8
+    assert ds.train.images.shape == (100, 3, 32, 32) and ds.train.images.dtype == torch.uint8
     assert ds.test.images.shape == (20, 3, 32, 32)
     assert ds.classes == LABEL_NAMES  # from batches.meta
     red = ds.train.images[0]

@@ -1,0 +1,143 @@
+"""The CIFAR-10 python release as a source: found in or downloaded to `data.root`, checked and
+decoded from its pickled batch files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tarfile
+import zlib
+from pathlib import Path
+
+import torch
+
+from cifar_sweep.data.cache import _content_digest, _reason, _stat
+from cifar_sweep.data.tensors import Split
+from cifar_sweep.errors import UserInputError
+
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+
+
+class Cifar10Source:
+    """The CIFAR-10 python release: downloaded by torchvision, or read offline from `root`."""
+
+    name = "cifar10"
+    archive_name = "cifar-10-python.tar.gz"
+    batch_files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+    def __init__(self, root: str, download: bool = True):
+        self.root = Path(root).expanduser().resolve()
+        self.download = download
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "cifar-10-batches-py"
+
+    def _missing(self) -> list[str]:
+        return [f for f in self.batch_files if not (self.folder / f).is_file()]
+
+    def _extract(self, archive: Path) -> None:
+        # into a temp folder first, then moved into place: a damaged archive leaves no half-written
+        # batch file behind that a later run would take for complete
+        tmp = self.root / f".extract-{os.getpid()}"
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+            self.folder.mkdir(exist_ok=True)
+            extracted = tmp / self.folder.name
+            for path in extracted.iterdir() if extracted.is_dir() else []:
+                os.replace(path, self.folder / path.name)
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise UserInputError(
+                f"{archive} is damaged or truncated ({_reason(exc)}); delete it and download it "
+                f"again, or put the extracted cifar-10-batches-py/ in data.root"
+            ) from None
+        except OSError as exc:  # gzip's BadGzipFile is an OSError too
+            raise UserInputError(f"cannot extract {archive} into data.root={self.root} "
+                                 f"({exc.strerror or _reason(exc)})") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if self._missing():
+            raise UserInputError(f"{archive} holds no cifar-10-batches-py/{self._missing()[0]}: "
+                                 f"it is not the CIFAR-10 python release")
+
+    def _ensure_present(self) -> None:
+        missing = self._missing()
+        if not missing:
+            return
+        archive = self.root / self.archive_name
+        if archive.is_file():
+            self._extract(archive)
+            return
+        if self.download:
+            from torchvision.datasets import CIFAR10
+
+            try:
+                CIFAR10(str(self.root), train=True, download=True)
+                return
+            except Exception as exc:  # network errors come in many types
+                reason = f"download failed ({type(exc).__name__})"
+        else:
+            reason = "data.download=false"
+        if self.folder.is_dir():  # a partial copy: say which file, not "no CIFAR-10 found"
+            raise UserInputError(
+                f"data.root={self.root}: {self.folder / missing[0]} is missing, no "
+                f"{self.archive_name} to extract it from and {reason}; put the archive there"
+            )
+        raise UserInputError(
+            f"data.root={self.root}: no CIFAR-10 found and {reason}; put cifar-10-python.tar.gz "
+            f"or cifar-10-batches-py/ there, or use data=image_folder data.root=<folder>"
+        )
+
+    def check(self) -> None:
+        """Download problems can only show when loading; nothing to check up front."""
+
+    def _names(self) -> list[str]:
+        meta = ["batches.meta"] if (self.folder / "batches.meta").is_file() else []
+        return self.batch_files + meta  # the meta file gives the class names
+
+    def fingerprint(self, cache_dir: Path | None = None) -> str:
+        self._ensure_present()
+        files = [_stat(self.folder, name) for name in self._names()]
+        return _content_digest(self.folder, files, cache_dir)
+
+    def _load(self, name: str) -> dict:
+        path = self.folder / name
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            if name == "batches.meta":
+                names = batch.get("label_names", [])
+                return {"label_names": [c.decode() if isinstance(c, bytes) else str(c) for c in names]}
+            data, labels = batch["data"], list(batch["labels"])
+            if data.dtype.name != "uint8" or data.shape != (len(labels), 3072):
+                raise ValueError(f"data is {data.dtype} {data.shape}, labels {len(labels)}")
+            return {"data": data, "labels": labels}
+        except Exception as exc:  # a damaged pickle can raise almost any type
+            raise UserInputError(
+                f"cannot read {path} ({_reason(exc)}); delete {self.folder} to extract it "
+                f"again from {self.archive_name}"
+            ) from None
+
+    def decode(self) -> tuple[Split, Split, list[str]]:
+        self._ensure_present()
+        names = self._names()
+        meta = self._load("batches.meta") if "batches.meta" in names else {}
+        classes = meta.get("label_names") or list(CIFAR10_CLASSES)
+
+        def read(files: list[str]) -> Split:
+            images, labels = [], []
+            for name in files:
+                batch = self._load(name)
+                # each row holds the R, then G, then B plane of a 32 x 32 image
+                images.append(torch.from_numpy(batch["data"]).view(-1, 3, 32, 32))
+                labels.append(torch.tensor(batch["labels"], dtype=torch.int64))
+                if labels[-1].numel() and not 0 <= labels[-1].min() <= labels[-1].max() < len(classes):
+                    raise UserInputError(f"{self.folder / name}: labels outside 0..{len(classes) - 1} "
+                                         f"({len(classes)} classes)")
+            return Split(torch.cat(images), torch.cat(labels))
+
+        return read(self.batch_files[:5]), read(self.batch_files[5:]), classes
