@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A sweep killed part way, then run again, against the same sweep uninterrupted (README: "When a
-# run or a sweep dies"). Usage: benchmarks/resume_demo.sh /path/to/cifar10-jpeg [workdir]
+# A sweep killed part way, then run again, against the same sweep uninterrupted (docs/faults.md:
+# "When a run or a sweep dies"). Usage: benchmarks/resume_demo.sh /path/to/cifar10-jpeg [workdir]
 # Three jobs of ModifiedNet at 3 epochs, one at a time; `kill -9` during job 1's third epoch.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)

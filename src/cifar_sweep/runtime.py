@@ -17,10 +17,10 @@ from cifar_sweep.errors import UserInputError
 def concurrent_jobs(device: str = "auto", jobs_per_gpu: int = 1) -> int:
     """Sweep jobs to run at once (the `parallel` launcher's n_jobs), for the sweep's
     `trainer.device`. On a CPU, small models scale poorly over threads, so one thread per job and
-    one job per core is faster (measured in the README); that holds for a CPU sweep on a GPU host
-    too. On GPUs, `trainer.jobs_per_gpu` side by side on each: a tiny model leaves a GPU mostly
-    idle; `cuda:N` names one GPU, so that many in all. Asking CUDA how many GPUs there are opens
-    no CUDA context."""
+    one job per core is faster (docs/speed.md, "Sweeps on a CPU run side by side"); that holds
+    for a CPU sweep on a GPU host too. On GPUs, `trainer.jobs_per_gpu` side by side on each: a
+    tiny model leaves a GPU mostly idle; `cuda:N` names one GPU, so that many in all. Asking CUDA
+    how many GPUs there are opens no CUDA context."""
     device = str(device)
     on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if not on_gpu:
@@ -116,15 +116,13 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    # On a CPU, chunks of about 1,000 images stay in cache and augment fastest (measured: 0.97 s
-    # per 40,000 images against 2.2 s with chunks of 8,192); a GPU wants larger ones.
+    # On a CPU, chunks of about 1,000 images stay in cache and augment fastest; larger chunks
+    # spill out of it (`make bench`, figures in docs/speed.md). A GPU wants larger ones.
     chunk = 16384 if device.type == "cuda" else 1024
     # On a CPU, oneDNN's convolutions take NHWC input (with NCHW weights) faster for inference
-    # at any thread count (ModifiedNet, 10,000 images at batch 250: 0.38 s against 0.79 s NCHW,
-    # one thread), and for training on one thread (1.39x ModifiedNet, 1.40x OriginNet, 1.86x
-    # ModifiedNet-DS per step), which is how parallel sweeps run; with two threads ModifiedNet
-    # trains slower in NHWC (0.71x), so a lone run keeps NCHW. `make bench-memory-format` on
-    # this 2-core CPU, torch 2.14.1.
+    # at any thread count, and for training on one thread, which is how parallel sweeps run;
+    # with two threads ModifiedNet trains slower in NHWC, so a lone run keeps NCHW. Measured by
+    # `make bench-memory-format`; the figures, per model and thread count: docs/speed.md.
     gpu, cpu = device.type == "cuda", device.type == "cpu"
     return Runtime(device=device, precision=precision, channels_last=gpu,
                    nhwc_train=gpu or (cpu and threads == 1), nhwc_eval=gpu or cpu,
