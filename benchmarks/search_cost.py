@@ -1,4 +1,4 @@
-"""What a hyperparameter search cost, read back from MLflow: the README's figures for a study.
+"""What a hyperparameter search cost, read back from MLflow: the figures in docs/search.md.
 
     python benchmarks/search_cost.py hpo-modifiednet [--tracking-uri mlruns]
 

@@ -320,7 +320,7 @@ def _group_alive(pgid: int) -> bool:
 def test_sweep_and_report_through_a_tracking_server(project, tmp_path):
     with tracking_server(tmp_path / "server", workers=1) as (uri, log):
         # the default allowed hosts are localhost and private addresses: a login node reached
-        # by its name needs ALLOWED_HOSTS (README); this one is reached as 127.0.0.1
+        # by its name needs ALLOWED_HOSTS (docs/cluster.md); this one is reached as 127.0.0.1
         refused = requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1",
                                headers={"Host": "login-node:5000"}, timeout=10)
         assert refused.status_code in (400, 403), refused.status_code

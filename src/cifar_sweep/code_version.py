@@ -8,8 +8,8 @@ this package it refers to, followed through imports (the model class, then the h
 then theirs), as syntax trees without docstrings: a comment, a docstring or a reformatting
 changes nothing; a new model class changes no other model's hash; moving a function to another
 module changes nothing. Code outside the package counts by version where it computes results:
-torch and torchvision. Where the line is drawn is written in README ("Results are tied to the
-code that made them").
+torch and torchvision. Where the line is drawn is written in docs/reproducing.md ("How a table
+chooses its runs").
 """
 
 from __future__ import annotations
