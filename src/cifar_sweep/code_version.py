@@ -53,7 +53,10 @@ def _module_table(module_name: str) -> dict[str, tuple[str, object]]:
     """A module's top-level names: name -> ("def", syntax tree) for what it defines, or
     ("import", "module.name") for what it imports."""
     module = importlib.import_module(module_name)
-    tree = _strip_docstrings(ast.parse(inspect.getsource(module)))
+    try:
+        tree = _strip_docstrings(ast.parse(inspect.getsource(module)))
+    except (OSError, TypeError):  # no source here (bytecode only): its names count as unknown
+        return {}
     table: dict[str, tuple[str, object]] = {}
     package = module_name if hasattr(module, "__path__") else module_name.rpartition(".")[0]
     for node in tree.body:
