@@ -89,8 +89,8 @@ def test_a_key_the_reference_sweep_lacks_is_no_fixed_setting():
     jobs["optimizer.lr_decay"] = [None, "0", None, None]
     jobs.attrs["config_keys"] = [*jobs.attrs["config_keys"], "optimizer.lr_decay"]
     chosen = choose(jobs, sweeps)
-    assert [(r.label, r.seeds) for r in chosen.rows] == [("0.1", ["0", "1"]), ("0.3", ["1"]),
-                                                         ("0.2", ["0"])]
+    assert [(r.label, r.seeds) for r in chosen.rows] == [("0.1", ["0", "1"]), ("0.2", ["0"]),
+                                                         ("0.3", ["1"])]
     assert chosen.left_out == []
 
 
@@ -100,6 +100,10 @@ def test_rows_follow_the_sweep_and_the_first_is_the_default_baseline():
     jobs, sweeps = frames(runs, [("A", 0, "lr.value")])
     chosen = choose(jobs, sweeps, default_baseline_first=True)
     assert [r.label for r in chosen.rows] == ["0.1", "0.01", "0.5"]  # job order, then the rest
+    # a newer sweep of two of them (more seeds for a row and its baseline) keeps the order
+    runs += [run("b0", "B", 1, "0.01", minute=40, job=0), run("b1", "B", 1, "0.1", minute=41, job=1)]
+    jobs, sweeps = frames(runs, [("A", 0, "lr.value"), ("B", 40, "lr.value trainer.seed")])
+    assert [r.label for r in choose(jobs, sweeps).rows] == ["0.1", "0.01", "0.5"]
     assert [r.baseline for r in chosen.rows] == [True, False, False]
     with pytest.raises(LookupError):
         choose(jobs, sweeps, sweep="nope")

@@ -37,7 +37,7 @@ class Row:
     run_ids: list[str]
     seeds: list[str]
     in_reference: bool           # the reference sweep holds it
-    order: tuple
+    order: tuple                 # where the row stands: see _first_seen
     baseline: bool = False
 
 
@@ -146,7 +146,8 @@ def choose(jobs: pd.DataFrame, sweeps: pd.DataFrame, *, sweep: str | None = None
         diff = tuple((k, values.at[index, k]) for k in differs.columns if differs.at[index, k])
         left.setdefault(diff, []).append(jobs.at[index, "run_id"])
     members = jobs[keep]
-    rows = _rows(members, values[keep], ref, axes, varying, left)
+    starts = dict(zip(sweeps.run_id, sweeps.start_time))
+    rows = _rows(members, values[keep], ref, axes, varying, left, starts)
     for row in rows:
         row.baseline = bool(baseline) and baseline in {f"{k}={v}" for k, v in row.overrides.items()}
     if not baseline and default_baseline_first and rows:
@@ -177,7 +178,7 @@ def _one_code(group: pd.DataFrame, values: pd.DataFrame, ref: str,
 
 
 def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str],
-          varying: list[str], left: dict[tuple, list[str]]) -> list[Row]:
+          varying: list[str], left: dict[tuple, list[str]], starts: dict) -> list[Row]:
     key = members.setting_hash.where(members.setting_hash.notna(), values[varying].astype(str)
                                      .agg(" ".join, axis=1) if varying else "(all)")
     rows = []
@@ -199,14 +200,20 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
             overrides = {k: first[k] for k in varying}
         label = (next(iter(overrides.values())) if len(overrides) == 1
                  else " ".join(f"{k}={v}" for k, v in overrides.items()) or "(all)")
-        if len(held):
-            jobs_in_ref = pd.to_numeric(held.job_num, errors="coerce").min()
-            order = (0, jobs_in_ref, group.start_time.min())
-        else:
-            order = (1, 0, group.start_time.min())
         rows.append(Row(str(setting), label, overrides, newest.run_id.tolist(),
-                        [str(s) for s in newest.seed], bool(len(held)), order))
+                        [str(s) for s in newest.seed], bool(len(held)),
+                        min(_first_seen(run, starts) for _, run in group.iterrows())))
     return sorted(rows, key=lambda r: r.order)
+
+
+def _first_seen(run: pd.Series, starts: dict) -> tuple:
+    """Rows come in the order the sweeps first ran them: the earliest sweep holding the run, its
+    job number there; runs of no sweep after, by start time."""
+    held = [starts[s] for s in str(run.sweeps or "").split() if s in starts]
+    job = pd.to_numeric(run.job_num, errors="coerce")
+    if held:
+        return (min(held), 0 if pd.isna(job) else job, run.start_time)
+    return (run.start_time, 0, run.start_time)
 
 
 def describe_left_out(selection: Selection, limit: int = 3) -> list[str]:
