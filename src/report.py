@@ -24,6 +24,8 @@ OPTIONS = ("sweep", "experiment", "baseline", "where")
 
 def _sweep_study(client, options: dict, overrides: list[str]):
     """A study for `sweep=` / `experiment=`: a preset's where the experiment is one's."""
+    from mlflow.exceptions import MlflowException
+
     from cifar_sweep import tracking as t
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.studies import Study
@@ -32,7 +34,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
     if sweep and sweep != "latest":
         try:
             run = client.get_run(sweep)
-        except Exception:
+        except MlflowException:
             raise UserInputError(f"sweep={sweep}: no such run in the store") from None
         if run.data.tags.get(t.ROLE) != t.ROLE_SWEEP:
             raise UserInputError(f"sweep={sweep}: this run is not a sweep's parent run")

@@ -309,7 +309,7 @@ class Table:
         """Markdown, CSV, LaTeX and the figures into `out`; returns the Markdown."""
         out.mkdir(parents=True, exist_ok=True)
         md = self.markdown()
-        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)
+        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)  # for LaTeX
         (out / "table.md").write_text(md)
         (out / "table.csv").write_text(tables.csv_text(csv_records(self.records, self.data)))
         (out / "table.tex").write_text(tables.latex(header, rows, bold, self.caption()))
@@ -365,8 +365,7 @@ def build_table(client: MlflowClient, study: Study) -> Table:
         raise UserInputError(f"{study.kind.lower()} {study.name}: no finished run shares the "
                              f"fixed settings of sweep {selection.reference_sweep}")
     recs = records(frame, selection, study.paper)
-    first = frame.set_index("run_id").loc[selection.rows[0].run_ids[0]]
-    first = pd.concat([first, pd.Series({"run_id": selection.rows[0].run_ids[0]})])
+    first = frame[frame.run_id == selection.rows[0].run_ids[0]].iloc[0]
     return Table(study, frame, selection, recs, data_of(first))
 
 
