@@ -19,7 +19,7 @@ from mlflow.entities import Metric, RunTag
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cifar_sweep import checkpoint, lifecycle, plots, runtime
+from cifar_sweep import checkpoint, lifecycle, lineage, plots, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import load_dataset
 from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError
@@ -108,8 +108,9 @@ def run_job(cfg: DictConfig) -> JobResult:
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, run_name,
                      rt.device, rt.threads, dataset.fingerprint, dataset.cache, identity,
                      f", continuing from epoch {state['progress']['epoch'] + 1}" if state else "")
-            summary = _train_and_log(cfg, dataset, rt, client, run_id, started,
-                                     path_of(run_id), state, report)
+            with lineage.recorded(cfg, client, run_id, dataset, resumed=state is not None):
+                summary = _train_and_log(cfg, dataset, rt, client, run_id, started,
+                                         path_of(run_id), state, report)
     except Pruned as exc:  # the run is KILLED with the reason; nothing to continue
         checkpoint.remove(path_of(run_id))
         log.info("run %s: %s", run_id, exc)
@@ -150,6 +151,7 @@ def _name_and_tags(cfg, hydra, rt, dataset, identity, client, parent) -> tuple[s
             t.ROLE: t.ROLE_JOB, t.CONFIG_HASH: identity, "mlflow.source.name": "src/train.py",
             t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
             **lifecycle.owner_tags()}
+    tags.update(lineage.source_tags(tags["git_commit"]))  # the UI's Source column
     if cfg.optuna_trial is not None:
         tags[t.TRIAL] = str(cfg.optuna_trial)
     if not parent:
@@ -274,6 +276,8 @@ def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, s
             "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
         plain = getattr(parts.model, "_orig_mod", parts.model)  # torch.compile's wrapper
         torch.save({k: v.cpu() for k, v in plain.state_dict().items()}, out / "best_weights.pt")
+        if cfg.tracking.log_model:  # about 0.1 s; searches turn it off
+            lineage.save_model(out / lineage.MODEL_PATH, plain, cfg, dataset)
         client.log_artifacts(run_id, str(out))
     summary["total_seconds"] = seconds_before + time.perf_counter() - started
     client.log_batch(run_id, metrics=_metrics(summary, step=epochs))
