@@ -25,7 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cifar_sweep.data import Dataset, split_train_val
+from cifar_sweep.data import Dataset
 
 log = logging.getLogger(__name__)
 
