@@ -2,15 +2,22 @@
 data splits as dataset inputs, the source tags, system metrics, the model (loaded back and
 scored on the test set), and a study's best setting in the Model Registry."""
 
+import re
 import statistics
 import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import mlflow.pytorch
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from conftest import ROOT
+from test_ui import CHROMIUM, free_port, page
 
 REGISTER = ROOT / "src" / "register_model.py"
 
@@ -57,9 +64,11 @@ def test_a_run_shows_its_datasets_source_system_metrics_and_model(project):
     assert accuracy(model, load_test_split()) == run.data.metrics["test_accuracy"]
 
 
+@pytest.mark.slow  # a study of four runs: 65-110 s here
 def test_a_studys_best_setting_is_registered_and_loads(project):
     project.train("-m", "ablation=lr", "lr.value=0.005,0.05", "trainer.seed=0,1",
-                  "hydra/launcher=basic", "tracking.system_metrics=false", check=True)
+                  "hydra/launcher=basic", "tracking.system_metrics=false", "tracking.figures=false",
+                  check=True)
     proc = project.run("ablation=lr", script=REGISTER, check=True)
     client = project.client
     exp = client.get_experiment_by_name("ablation-lr")
@@ -91,3 +100,36 @@ def test_register_says_what_is_wrong_in_one_line(project):
     proc = project.run("ablation=loss", script=REGISTER)
     assert proc.returncode == 1 and "error: study loss: no experiment" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow  # a run, `mlflow ui` and headless Chromium: about a minute
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian: apt-get install chromium)")
+def test_the_ui_shows_a_runs_datasets_and_source(project):
+    """The run's page in a real browser, as a user opens it from the runs table: its data splits
+    (name, context) and its source (the entry point, the commit), from MLflow's own fields."""
+    project.train(check=True)
+    [run] = project.runs()
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui",
+                               "--backend-store-uri", f"sqlite:///{project.store / 'mlflow.db'}",
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "mlflow ui did not start"
+                time.sleep(1)
+        dom = page(f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}"
+                   f"/runs/{run.info.run_id}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text = re.sub(r"<[^>]+>", " ", dom)  # the page's text, without its markup
+    assert "synthetic (generated)" in text, text[:3000]  # the Datasets field
+    assert all(context in text for context in ("train", "validation", "test"))
+    assert "train.py" in text  # Source: the entry point
+    assert run.data.tags["mlflow.source.git.commit"][:6] in text  # and its commit
