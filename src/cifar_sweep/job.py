@@ -276,9 +276,9 @@ def _train_and_log(cfg, dataset, rt, client, run_id, started, checkpoint_path, s
             "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
         plain = getattr(parts.model, "_orig_mod", parts.model)  # torch.compile's wrapper
         torch.save({k: v.cpu() for k, v in plain.state_dict().items()}, out / "best_weights.pt")
-        if cfg.tracking.log_model:  # about 0.1 s; searches turn it off
-            lineage.save_model(out / lineage.MODEL_PATH, plain, cfg, dataset)
         client.log_artifacts(run_id, str(out))
+        if cfg.tracking.log_model:  # the run's `model` (docs/mlflow.md); searches turn it off
+            lineage.log_model(client, run_id, plain, cfg, dataset, epochs)
     summary["total_seconds"] = seconds_before + time.perf_counter() - started
     client.log_batch(run_id, metrics=_metrics(summary, step=epochs))
     log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],

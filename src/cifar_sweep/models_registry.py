@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -48,7 +49,10 @@ def register_best(client: MlflowClient, model_name: str, run, tags: dict[str, st
     """Register `run`'s MLflow model as a version of `model_name` with `tags` (the same run
     again: its existing version, tags updated)."""
     run_id = run.info.run_id
-    if not any(a.path == f"{MODEL_PATH}/MLmodel" for a in client.list_artifacts(run_id, MODEL_PATH)):
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_PATH}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1)
+    if not models:
         raise UserInputError(
             f"run {run_id} ({run.info.run_name}) has no MLflow model (logged before models were, "
             f"or with tracking.log_model=false); train its config again with trainer.rerun=true")
@@ -64,5 +68,8 @@ def register_best(client: MlflowClient, model_name: str, run, tags: dict[str, st
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version.version, key, value)
         return client.get_model_version(model_name, version.version)
-    return client.create_model_version(model_name, source=f"runs:/{run_id}/{MODEL_PATH}",
-                                       run_id=run_id, tags=tags)
+    model_id = models[0].model_id
+    # MLflow's SQL registry looks the logged model up through the global tracking URI
+    mlflow.set_tracking_uri(client.tracking_uri)
+    return client.create_model_version(model_name, source=f"models:/{model_id}", run_id=run_id,
+                                       tags=tags, model_id=model_id)
