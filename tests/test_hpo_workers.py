@@ -133,3 +133,23 @@ def test_bad_worker_settings_are_one_line_before_any_run(project, override, said
     [line] = [x for x in out.splitlines() if x.startswith("error:")]
     assert said in line and "Traceback" not in out
     assert project.runs("hpo-modifiednet") == []
+
+
+def test_a_stopped_command_puts_its_trial_back_without_counting_a_retry(project):
+    """`kill` (SIGTERM) mid-trial: the command fails its own trial and asks its parameters again
+    for the next command at once, not counted against max_retries (it did nothing wrong)."""
+    proc = start(project, *search("trainer.epochs=20", "hydra.sweeper.n_trials=1",
+                                  "hydra.sweeper.max_retries=0"))
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "epoch 1/20" in line:
+            proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    out = "".join(seen)
+    assert "trial 0 was interrupted: the next search command asks it again (trial 1)" in out, out
+    [first, again] = trials(project)
+    assert first.state == TrialState.FAIL and again.state == TrialState.WAITING
+    assert again.user_attrs["retry_of"] == 0 and again.params == first.params
+    [run] = [r for r in project.runs("hpo-modifiednet") if r.data.tags.get("hpo.trial")]
+    assert run.info.status == "KILLED"  # to be continued by the trial asked again
