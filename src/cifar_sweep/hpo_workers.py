@@ -196,10 +196,11 @@ def requeue(study: optuna.Study, trials: list[optuna.trial.Trial]) -> None:
 
 
 def _ask_again(study: optuna.Study, trial: FrozenTrial, failures: int) -> int:
+    # as Study.enqueue_trial writes it (fixed params, no distributions): a point enqueued outside
+    # the space, then interrupted, is asked again as it was
     template = optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={**trial.user_attrs, RETRY_OF: trial.number},
-        system_attrs={FAILURES: failures})
+        state=TrialState.WAITING, user_attrs={**trial.user_attrs, RETRY_OF: trial.number},
+        system_attrs={"fixed_params": trial.params, FAILURES: failures})
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     return study._storage.get_trial_number_from_id(trial_id)
 
