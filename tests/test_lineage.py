@@ -64,7 +64,7 @@ def test_a_run_shows_its_datasets_source_system_metrics_and_model(project):
     assert accuracy(model, load_test_split()) == run.data.metrics["test_accuracy"]
 
 
-@pytest.mark.slow  # a study of four runs: 65-110 s here
+@pytest.mark.slow  # a study of four runs: 32-110 s here (shared machine)
 def test_a_studys_best_setting_is_registered_and_loads(project):
     project.train("-m", "ablation=lr", "lr.value=0.005,0.05", "trainer.seed=0,1",
                   "hydra/launcher=basic", "tracking.system_metrics=false", "tracking.figures=false",
