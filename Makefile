@@ -81,6 +81,10 @@ endif
 tables:  ## regenerate every table and figure from the MLflow store, without training
 	$(PYTHON) src/report.py all $(STORE_ARGS)
 
+.PHONY: register
+register:  ## register a study's best setting in MLflow's Model Registry: STUDY=lr ARGS='tracking.uri=...'
+	$(PYTHON) src/register_model.py ablation=$(STUDY) $(STORE_ARGS)
+
 bench-checkpoint:  ## what the per-epoch checkpoint costs; DATA=<extracted CIFAR-10 JPEG copy> or synthetic
 	$(PYTHON) benchmarks/checkpoint_cost.py $(if $(DATA),--data-root $(DATA),)
 

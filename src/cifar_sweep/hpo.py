@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import Pruned, UserInputError
+from cifar_sweep.hpo_workers import open_storage, taken_over
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
@@ -26,10 +27,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what h
 
 # --- the study side ---------------------------------------------------------------------------
 
-def _storage(url: str) -> str:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return url
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    return open_storage(url)  # journal:<path>, sqlite:///<path> or a database URL
 
 
 PRUNERS = {"median": optuna.pruners.MedianPruner,
@@ -64,6 +63,20 @@ def check_settings(settings: dict) -> None:
 
     positive_int("n_trials", settings.get("n_trials"))
     positive_int("trials_per_launch", settings.get("trials_per_launch"), allow_none=True)
+    positive_int("heartbeat_interval", settings.get("heartbeat_interval"))
+    beat, grace = settings.get("heartbeat_interval"), settings.get("grace_period")
+    if not (isinstance(grace, int) and grace > beat):
+        raise UserInputError(f"hydra.sweeper.grace_period={grace} is invalid: allowed: an integer "
+                             f"> hydra.sweeper.heartbeat_interval ({beat}); seconds without a "
+                             "heartbeat before a trial's command is taken for dead")
+    retries = settings.get("max_retries")
+    if not (isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
+        raise UserInputError(f"hydra.sweeper.max_retries={retries} is invalid: allowed: an "
+                             "integer >= 0")
+    storage = str(settings.get("storage", ""))
+    if storage.startswith("journal:") and not storage.removeprefix("journal:"):
+        raise UserInputError("hydra.sweeper.storage=journal: is invalid: allowed: "
+                             "journal:<file path>, sqlite:///<file path> or a database URL")
     if settings.get("direction") not in ("maximize", "minimize"):
         raise UserInputError(f"hydra.sweeper.direction={settings.get('direction')} is invalid: "
                              "allowed: maximize, minimize")
@@ -107,7 +120,7 @@ UID = "cifar_sweep.uid"  # a study's user attribute: the id its trials' runs are
 def study_tags(sweeper: Any) -> dict[str, str]:
     """What a trial's run is tagged with: its study's name, id and storage (the search's table
     takes the trials of one study only)."""
-    study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+    study = optuna.load_study(study_name=sweeper.study_name, storage=_storage(sweeper.storage))
     return {t.HPO_STUDY: str(sweeper.study_name), t.HPO_STUDY_UID: study.user_attrs.get(UID, ""),
             t.HPO_STORAGE: str(sweeper.storage)}
 
@@ -136,24 +149,9 @@ def distributions(space: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-def requeue_interrupted(study: optuna.Study) -> None:
-    """Trials a killed study left RUNNING: closed as FAIL, and their parameters asked first
-    again, so that they continue (their MLflow runs resume from the checkpoints)."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        log.info("trial %d was interrupted: asked again", trial.number)
-
-
-def trials_ended(study: optuna.Study) -> int:
-    """Trials that count towards `n_trials`: complete, pruned or failed, retried ones not."""
-    ended = study.get_trials(deepcopy=False,
-                             states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    retried = {trial.user_attrs.get("retry_of") for trial in study.get_trials(deepcopy=False)}
-    return sum(1 for trial in ended if trial.number not in retried)
-
-
 def tell(study: optuna.Study, trial: optuna.trial.Trial, launched, metric: str) -> None:
+    if taken_over(study, trial):  # several commands on one study: see hpo_workers
+        return
     try:
         result = launched.return_value
     except Exception as exc:  # the job raised: Hydra keeps the exception in its JobReturn
@@ -234,7 +232,7 @@ class TrialReporter:
     study's pruner stops it."""
 
     def __init__(self, sweeper: Any, number: int):
-        storage = optuna.storages.get_storage(sweeper.storage)
+        storage = _storage(sweeper.storage)
         study = optuna.load_study(study_name=sweeper.study_name, storage=storage,
                                   pruner=make_pruner(dict(sweeper.pruner)))
         study_id = storage.get_study_id_from_name(sweeper.study_name)

@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import checkpoint, epoch_hooks, faults, lifecycle, outcome, runtime
+from cifar_sweep import checkpoint, epoch_hooks, faults, lifecycle, lineage, outcome, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import Dataset, load_dataset
 from cifar_sweep.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify
@@ -148,7 +148,9 @@ def _train(job: Job, decision: Decision) -> JobResult:
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, job.name,
                      job.rt.device, job.rt.threads, job.dataset.fingerprint, job.dataset.cache,
                      job.identity.config_hash, _continuing(decision.state, cfg.trainer.epochs))
-            with faults.as_environment_fault(folders, str(job.rt.device), gpu_advice):
+            with faults.as_environment_fault(folders, str(job.rt.device), gpu_advice), \
+                    lineage.recorded(cfg, client, run_id, job.dataset,
+                                     resumed=decision.state is not None):
                 summary = _fit_and_log(job, run_id, decision.state, reporter)
     except Yielded as exc:  # another command trains this config: stand aside
         t.yield_run(client, run_id, exc.winner.info.run_id, reference=bool(job.parent))
@@ -293,6 +295,7 @@ def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
             t.PRECISION: rt.precision, t.ROLE: t.ROLE_JOB, "mlflow.source.name": "src/train.py",
             t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
             **lifecycle.owner_tags()}
+    tags.update(lineage.source_tags(tags["git_commit"]))  # the UI's Source column
     if cfg.optuna_trial is not None:  # which trial of which study: studies share experiments
         from cifar_sweep.hpo import study_tags
 

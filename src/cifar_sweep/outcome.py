@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import checkpoint, plots
+from cifar_sweep import checkpoint, lineage, plots
 from cifar_sweep import tracking as t
 from cifar_sweep.data import Dataset
 from cifar_sweep.metrics import classification_report
@@ -59,6 +59,8 @@ def test_and_log(cfg: DictConfig, parts: Parts, dataset: Dataset, result: Progre
         checkpoint.write_file(out / "best_weights.pt",
                               {k: v.cpu() for k, v in plain.state_dict().items()})
         client.log_artifacts(run_id, str(out))
+    if cfg.tracking.log_model:  # the run's `model` (docs/mlflow.md); searches turn it off
+        lineage.log_model(client, run_id, plain, cfg, dataset, cfg.trainer.epochs)
     return summary
 
 

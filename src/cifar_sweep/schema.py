@@ -43,6 +43,8 @@ class Tracking:
     uri: str = "mlruns"
     experiment: str = "cifar-sweep"
     figures: bool = True
+    system_metrics: bool = True
+    log_model: bool = True
 
 
 @dataclass

@@ -5,10 +5,12 @@ Why our own and not Hydra's `hydra-optuna-sweeper` 1.3: that one caps optuna bel
 resolves it to optuna 2.10.1 here, next to MLflow 3's SQLAlchemy 2), aborts the study on a
 failed trial, has no pruning, leaves trials in flight RUNNING when killed, and adds `n_trials`
 more on a re-run. Here, on current Optuna's ask/tell API:
-- the study lives in `storage` (SQLite by default, apart from MLflow's database), and the same
-  command again continues it up to `n_trials` in all; trials left RUNNING by a killed study are
-  closed as FAIL and their parameters asked again first (their MLflow runs then continue from
-  their checkpoints: same config, same run);
+- the study lives in `storage` (SQLite by default, apart from MLflow's database; on a cluster
+  `journal:<path>` on the shared file system), and the same command again continues it up to
+  `n_trials` in all; several commands on one storage share the work (docs/search.md): each keeps
+  a heartbeat on its trials, and a trial whose command died is failed and its parameters asked
+  again, at most `max_retries` times (its MLflow run continues from its checkpoint: same config,
+  same run); `cifar_sweep.hpo_workers`;
 - a failed trial (NaN loss, an error) is told FAIL and the study goes on;
 - jobs report validation accuracy each epoch to their trial (`cifar_sweep.hpo`), and the
   pruner (median or successive halving) stops bad ones early: they are told PRUNED.
@@ -17,6 +19,7 @@ more on a re-run. Here, on current Optuna's ask/tell API:
 # No `from __future__ import annotations` here: Hydra scans plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,12 @@ class OptunaStudySweeperConf:
     # others of its launch); with any other, 1. On a cluster set it to the trials that should
     # run at once: each launch's trials are chosen without knowing how the others end
     trials_per_launch: int | None = None
+    # several commands on one storage (docs/search.md): each writes a heartbeat on its trials every
+    # heartbeat_interval s; a RUNNING trial silent for grace_period s is failed and asked again, at
+    # most max_retries times (then it stays FAIL)
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    max_retries: int = 2
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
@@ -69,13 +78,12 @@ class OptunaStudySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        from cifar_sweep import hpo
+        from cifar_sweep import hpo, hpo_workers
 
         s = self.settings
         study = hpo.open_study(s["study_name"], s["storage"], s["direction"], s["seed"],
                                OmegaConf.to_container(OmegaConf.create(s["pruner"])))
         space = hpo.distributions(OmegaConf.to_container(OmegaConf.create(s["space"])))
-        hpo.requeue_interrupted(study)
         for params in OmegaConf.to_container(OmegaConf.create(s["enqueue"])):
             study.enqueue_trial(params, skip_if_exists=True)
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -85,15 +93,41 @@ class OptunaStudySweeper(Sweeper):
         if per_launch is None:  # joblib's workers take queued jobs as they free up
             n_jobs = int(self.config.hydra.launcher.get("n_jobs") or 1)
             per_launch = 2 * n_jobs if n_jobs > 1 else 1
-        job_index = 0
-        while (left := s["n_trials"] - hpo.trials_ended(study)) > 0:
-            trials = [study.ask(space) for _ in range(min(per_launch, left))]
-            batch = [list(arguments) + [f"{k}={v}" for k, v in t.params.items()]
-                     + [f"optuna_trial={t.number}"] for t in trials]
-            results = self.launcher.launch(batch, initial_job_idx=job_index)
-            job_index += len(batch)
-            for trial, result in zip(trials, results):
-                hpo.tell(study, trial, result, s["metric"])
+        job_index, waiting_said = 0, False
+        with hpo_workers.Heartbeats(study, s["heartbeat_interval"]) as beats:
+            while True:
+                # count and ask under the lock: commands on one storage ask n_trials in all
+                with hpo_workers.ask_lock(s["storage"]):
+                    hpo_workers.fail_stale(study, s["grace_period"], s["max_retries"])
+                    others = hpo_workers.running(study)  # other commands' trials in flight
+                    left = s["n_trials"] - hpo_workers.trials_ended(study) - others
+                    trials = []
+                    for _ in range(min(per_launch, max(left, 0))):
+                        hpo_workers.reseed(study.sampler, s["seed"], len(study.get_trials(False)))
+                        trials.append(study.ask(space))
+                        beats.add(trials[-1])
+                if not trials:
+                    if others == 0:
+                        break
+                    # the study's last trials run elsewhere: wait, to take over any whose
+                    # command dies
+                    if not waiting_said:
+                        log.info("%d trial(s) of study %s run in other commands: waiting for "
+                                 "them", others, s["study_name"])
+                        waiting_said = True
+                    time.sleep(min(10, s["heartbeat_interval"]))
+                    continue
+                batch = [list(arguments) + [f"{k}={v}" for k, v in t.params.items()]
+                         + [f"optuna_trial={t.number}"] for t in trials]
+                try:
+                    results = self.launcher.launch(batch, initial_job_idx=job_index)
+                except BaseException:  # Ctrl-C, kill: the next command asks them again
+                    hpo_workers.requeue(study, trials)
+                    raise
+                job_index += len(batch)
+                for trial, result in zip(trials, results):
+                    hpo.tell(study, trial, result, s["metric"])
+                    beats.discard(trial)
         from cifar_sweep.sweep import parent_run_id
         from cifar_sweep.tracking import open_store
 
