@@ -9,12 +9,9 @@ its test accuracy mean ± std. Load it with mlflow.pytorch.load_model("models:/<
 """
 
 import sys
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
+from cifar_sweep import presets
+from cifar_sweep.presets import STUDIES
 
 
 def main(argv: list[str]) -> int:
@@ -30,12 +27,10 @@ def main(argv: list[str]) -> int:
               f"{'|'.join(STUDIES)}> [name=<model name>] [tracking.uri=...]", file=sys.stderr)
         return 2
     study = studies[0]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"ablation={study}", *overrides])
     name = names[0] if names else f"cifar-sweep-{study}"
     try:
-        client = open_store(cfg.tracking)
-        run, tags = best_of_study(client, str(cfg.tracking.experiment), study, cfg.study.baseline)
+        client = open_store(presets.compose_preset("ablation", study, overrides).tracking)
+        run, tags = best_of_study(client, presets.study(study, overrides))
         version = register_best(client, name, run, tags)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ study, the setting and the setting's test accuracy mean ± std over seeds."""
 from __future__ import annotations
 
 import logging
+import math
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -20,27 +21,27 @@ log = logging.getLogger(__name__)
 CHOSEN_BY = "best_val_accuracy"
 
 
-def best_of_study(client: MlflowClient, experiment: str, study: str,
-                  baseline: str | None) -> tuple[object, dict[str, str]]:
-    """(the run to register, its tags): the study's rows as the report reads them; of the row with
-    the best mean validation accuracy, its run with the best validation accuracy."""
-    from cifar_sweep import studies  # the report's reading of a study; one place to rewire
+def best_of_study(client: MlflowClient, study) -> tuple[object, dict[str, str]]:
+    """(the run to register, its tags): the study's rows as its table holds them (`studies`); of
+    the row with the best mean validation accuracy, its run with the best validation accuracy."""
+    from cifar_sweep.studies import build_table
 
-    rows, _, keys, _ = studies.collect(client, experiment, study, baseline)
-    recs = studies.records(rows, keys)
-    scored = [(studies.mean_std(r.row.values(CHOSEN_BY))[0], r) for r in recs
-              if r.row.values(CHOSEN_BY)]
+    table = build_table(client, study)
+    scored = [(rec.stats[CHOSEN_BY][0], rec) for rec in table.records
+              if not math.isnan(rec.stats[CHOSEN_BY][0])]
     if not scored:
-        raise UserInputError(f"study {study}: no finished run with {CHOSEN_BY}")
+        raise UserInputError(f"study {study.name}: no finished run with {CHOSEN_BY}")
     _, best = max(scored, key=lambda pair: pair[0])
-    run = max(best.row.runs, key=lambda r: studies.metric(r, CHOSEN_BY) or -1.0)
+    members = table.frame[table.frame.run_id.isin(best.run_ids)]
+    run_id = members.sort_values(CHOSEN_BY, ascending=False).run_id.iloc[0]
+    run = client.get_run(run_id)
     mean, std = best.stats["test_accuracy"]
-    val_mean, val_std = studies.mean_std(best.row.values(CHOSEN_BY))
-    tags = {"study": study, "setting": best.row.setting,
+    val_mean, val_std = best.stats[CHOSEN_BY]
+    tags = {"study": study.name, "setting": best.setting or best.label,
             "test_accuracy": f"{mean * 100:.2f} ± {std * 100:.2f}",
             "val_accuracy": f"{val_mean * 100:.2f} ± {val_std * 100:.2f}",
-            "runs": str(len(best.row.runs)), "chosen_by": f"mean {CHOSEN_BY} over seeds",
-            "run_test_accuracy": f"{(studies.metric(run, 'test_accuracy') or float('nan')):.4f}",
+            "runs": str(len(best.run_ids)), "chosen_by": f"mean {CHOSEN_BY} over seeds",
+            "run_test_accuracy": f"{run.data.metrics.get('test_accuracy', float('nan')):.4f}",
             "data_fingerprint": run.data.tags.get("data_fingerprint", "?")}
     return run, tags
 

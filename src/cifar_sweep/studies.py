@@ -40,6 +40,7 @@ COLUMNS = [
     Column("Train time (min)", "train_seconds", 1 / 60, 2, False),
 ]
 ACCURACY = COLUMNS[0]
+STATS_ONLY = ["best_val_accuracy"]  # summarised per row but not a column: what chooses a model
 # runs logged before `peak_memory_mb` existed named it after what it measured
 OLDER_NAMES = {"peak_memory_mb": ("peak_rss_mb", "peak_gpu_memory_mb")}
 
@@ -107,7 +108,8 @@ def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None
             label=row.label, setting=" ".join(f"{k}={v}" for k, v in row.overrides.items()),
             run_ids=row.run_ids, seeds=row.seeds, baseline=row.baseline,
             epochs=sorted(set(members.get("trainer.epochs", pd.Series(["?"])).astype(str))),
-            stats={c.metric: mean_std(list(_by_seed(members, c.metric).values())) for c in COLUMNS},
+            stats={m: mean_std(list(_by_seed(members, m).values()))
+                   for m in [c.metric for c in COLUMNS] + STATS_ONLY},
             delta=delta,
             paper={title: values[row.label] for title, values in paper_columns.items()
                    if row.label in values}))
