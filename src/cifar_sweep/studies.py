@@ -59,6 +59,11 @@ class Study:
     kind: str = "Ablation"          # "Ablation" (a preset) or "Sweep"
     hint: str = ""                  # what to run when there is nothing to show
 
+    @property
+    def what(self) -> str:
+        """How messages name it: `study lr`, `sweep cifar-sweep`."""
+        return f"{'study' if self.kind == 'Ablation' else 'sweep'} {self.name}"
+
 
 @dataclass
 class Record:
@@ -354,17 +359,17 @@ def build_table(client: MlflowClient, study: Study) -> Table:
     (one line) when there is nothing to tabulate."""
     frame, sweeps = experiment_runs(client, study.experiment)
     if frame.empty and sweeps.empty:
-        raise UserInputError(f"{"study" if study.kind == "Ablation" else "sweep"} {study.name}: no experiment "
+        raise UserInputError(f"{study.what}: no experiment "
                              f"'{study.experiment}' in the store{study.hint}")
     try:
         selection = choose(frame, sweeps, sweep=study.sweep, where=study.where,
                            baseline=study.baseline, default_baseline_first=study.kind == "Sweep",
                            axes=study.axes)
     except LookupError as exc:
-        raise UserInputError(f"{"study" if study.kind == "Ablation" else "sweep"} {study.name}: experiment "
+        raise UserInputError(f"{study.what}: experiment "
                              f"'{study.experiment}' holds {exc}{study.hint}") from None
     if not selection.rows:
-        raise UserInputError(f"{"study" if study.kind == "Ablation" else "sweep"} {study.name}: no finished run shares the "
+        raise UserInputError(f"{study.what}: no finished run shares the "
                              f"fixed settings of sweep {selection.reference_sweep}")
     recs = records(frame, selection, study.paper)
     first = frame[frame.run_id == selection.rows[0].run_ids[0]].iloc[0]
