@@ -10,7 +10,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from test_resume import start
+from test_resume import kill_after, start
 
 SPACE = "hydra.sweeper.space={lr.value:{type:float,low:0.01,high:0.1,log:true}}"
 
@@ -38,21 +38,7 @@ def kill_between_epochs(proc: subprocess.Popen, *needles: str) -> str:
     """SIGKILL once the needles have appeared in order, the last an epoch's line, 0.2 s later:
     not while the trial writes that epoch's value to the journal (a writer killed there leaves
     the journal's lock, which holds the next command 30 s: slower, not wrong)."""
-    seen, waiting = [], list(needles)
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if waiting and waiting[0] in line:
-                waiting.pop(0)
-                if not waiting:
-                    time.sleep(0.2)
-                    proc.send_signal(signal.SIGKILL)
-                    break
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
-    assert not waiting, "".join(seen)
-    return "".join(seen)
+    return kill_after(proc, *needles, delay=0.2)
 
 
 def test_two_commands_on_one_storage_share_the_study(project):

@@ -5,10 +5,6 @@ scored on the test set), and a study's best setting in the Model Registry."""
 import re
 import statistics
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import mlflow.pytorch
 import pytest
@@ -17,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from conftest import ROOT
-from test_ui import CHROMIUM, free_port, page
+from test_ui import CHROMIUM, mlflow_ui, page
 
 REGISTER = ROOT / "src" / "register_model.py"
 
@@ -109,25 +105,8 @@ def test_the_ui_shows_a_runs_datasets_and_source(project):
     (name, context) and its source (the entry point, the commit), from MLflow's own fields."""
     project.train(check=True)
     [run] = project.runs()
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui",
-                               "--backend-store-uri", f"sqlite:///{project.store / 'mlflow.db'}",
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "mlflow ui did not start"
-                time.sleep(1)
-        dom = page(f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}"
-                   f"/runs/{run.info.run_id}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with mlflow_ui(project.store) as ui:
+        dom = page(f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))  # the page's text, no markup
     # the overview's fields, e.g. "Source train.py efb8cb0 ... Datasets synthetic (generated)
     # (500c68d943a271567435-ba0268f1) train +2", and the run's logged models

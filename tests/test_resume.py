@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.entities import RunStatus
@@ -22,8 +23,9 @@ def start(project, *overrides: str) -> subprocess.Popen:
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def kill_after(proc: subprocess.Popen, *needles: str) -> str:
-    """SIGKILL the process once each needle has appeared in its output, in order."""
+def kill_after(proc: subprocess.Popen, *needles: str, delay: float = 0.0) -> str:
+    """SIGKILL the process once each needle has appeared in its output, in order (and `delay`
+    seconds more)."""
     seen, waiting = [], list(needles)
     try:
         for line in proc.stdout:
@@ -31,6 +33,7 @@ def kill_after(proc: subprocess.Popen, *needles: str) -> str:
             if waiting and waiting[0] in line:
                 waiting.pop(0)
                 if not waiting:
+                    time.sleep(delay)
                     proc.send_signal(signal.SIGKILL)
                     break
     finally:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,14 @@ def page(url: str) -> str:
     return proc.stdout
 
 
-def test_the_runs_table_shows_the_sweep_and_its_children(project):
-    project.train("-m", "optimizer=sgd,adam", check=True)
-    experiment = project.client.get_experiment_by_name("cifar-sweep").experiment_id
+@contextmanager
+def mlflow_ui(store: Path):
+    """`mlflow ui` on the store, on a free loopback port; yields its base URL once it answers."""
     port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri",
-                               f"sqlite:///{project.store / 'mlflow.db'}", "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui",
+                               "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90
         while True:
@@ -48,10 +49,17 @@ def test_the_runs_table_shows_the_sweep_and_its_children(project):
             except OSError:
                 assert time.time() < deadline, "mlflow ui did not start"
                 time.sleep(1)
-        dom = page(f"http://127.0.0.1:{port}/#/experiments/{experiment}?workflowType=machine_learning")
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_runs_table_shows_the_sweep_and_its_children(project):
+    project.train("-m", "optimizer=sgd,adam", check=True)
+    experiment = project.client.get_experiment_by_name("cifar-sweep").experiment_id
+    with mlflow_ui(project.store) as ui:
+        dom = page(f"{ui}/#/experiments/{experiment}?workflowType=machine_learning")
     # the runs table, not the GenAI overview: the sweep's parent row, named by its overrides,
     # and its two children counted under it (collapsed there until clicked)
     assert "sweep: data=synthetic trainer.epochs=1 trainer.num_threads=1 optimizer=sgd,adam" in dom
