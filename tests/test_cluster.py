@@ -48,6 +48,7 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
 
 # --- submitit: locally, end to end -------------------------------------------------------------
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_submitit_local_sweep_makes_one_parent_and_two_finished_children(project):
     proc = project.train("-m", "hydra/launcher=submitit_local", "optimizer=sgd,adam", check=True)
     assert "Submitit 'local' sweep output dir" in proc.stdout + proc.stderr

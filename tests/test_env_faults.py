@@ -156,6 +156,7 @@ def test_gpu_out_of_memory_stops_a_parallel_sweep_and_the_same_command_continues
         assert epochs_logged(project, run.info.run_id) == [1, 2, 3]
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_single_run_out_of_gpu_memory_exits_75_and_the_same_command_continues(
         project, inject):
     proc = project.train("trainer.epochs=2", env=inject("oom:0:2"))
@@ -173,6 +174,7 @@ def test_single_run_out_of_gpu_memory_exits_75_and_the_same_command_continues(
     # (a NaN loss, a fault of the run, stays FAILED: tests/test_errors.py)
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_store_turned_read_only_kills_the_run_and_the_same_command_logs_it(project, inject):
     # injected: a tmpfs whose files are open cannot be remounted read-only ("mount point is
     # busy"); a disk's file system turns read-only by itself after an error
@@ -277,6 +279,7 @@ def test_real_full_disk_under_the_checkpoints_stops_the_sweep_then_it_continues(
             assert epochs_logged(project, run.info.run_id) == [1, 2, 3]
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_real_full_store_mid_run_then_the_same_command_continues(project):
     store = project.workdir / "store"
     run = ("trainer.epochs=3", "model=origin_net", f"tracking.uri={store}")

@@ -49,7 +49,10 @@ def test_study_prunes_survives_a_failed_trial_and_reports(project):
     assert {"optimization_history.png", "param_importances.png"} <= {
         a.path for a in project.client.list_artifacts(parent.info.run_id)}
 
-    project.run("hpo=modifiednet", script=REPORT, check=True)
+    wrong = project.run("hpo=modifiednet", script=REPORT)  # the preset's study name: not this one
+    assert wrong.returncode == 1 and "it holds the studies test: choose one with " \
+        "hydra.sweeper.study_name=<name>" in wrong.stderr
+    project.run("hpo=modifiednet", "hydra.sweeper.study_name=test", script=REPORT, check=True)
     table = (project.workdir / "reports" / "hpo-modifiednet" / "table.md").read_text()
     assert "| 2 |" in table and "pruned" in table and "failed" in table
 
@@ -87,7 +90,7 @@ def test_trials_run_side_by_side_with_the_next_ones_queued(project):
     share = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert all(r.info.status == "FINISHED" and r.data.tags["num_threads"] == share for r in jobs)
     # the trial table names each trial's values, the schedule (a config group's option) included
-    project.run("hpo=modifiednet", script=REPORT, check=True)
+    project.run("hpo=modifiednet", "hydra.sweeper.study_name=test", script=REPORT, check=True)
     with open(project.workdir / "reports" / "hpo-modifiednet" / "table.csv") as f:
         table = list(csv.DictReader(f))
     by_trial = {int(r.data.tags["hpo.trial"]): r for r in jobs}

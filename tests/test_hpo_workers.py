@@ -41,6 +41,7 @@ def kill_between_epochs(proc: subprocess.Popen, *needles: str) -> str:
     return kill_after(proc, *needles, delay=0.2)
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_two_commands_on_one_storage_share_the_study(project):
     """Two commands started together: each leaves the other's running trials alone, both ask
     trials until there are n_trials in all, and both end cleanly."""
@@ -61,6 +62,7 @@ def test_two_commands_on_one_storage_share_the_study(project):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_a_trial_killed_repeatedly_ends_failed_after_the_retry_limit(project):
     """max_retries=1: the trial's command SIGKILLed, the next command asks it again (its MLflow
     run continues), killed again; the third command fails it for good and trains nothing."""

@@ -1,6 +1,8 @@
 """The plan of a sweep is the decisions its jobs then act on; a config is trained by one command
 at a time, and a killed run is continued by one job only. Real processes, real kills."""
 
+import pytest
+
 from conftest import ROOT
 from test_resume import epochs_logged, jobs, kill_after, start
 
@@ -9,6 +11,7 @@ FAST_PLAN = ["data=synthetic", "trainer.num_threads=1", "trainer.epochs=2",
              "hydra/launcher=basic", "tracking.figures=false"]
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_the_plan_is_what_the_sweep_then_does_and_creates_no_run(project):
     project.train("-m", "lr.value=0.01,0.02", *FAST_PLAN[2:], check=True)
     kill_after(start(project, "lr.value=0.03", *FAST_PLAN[2:]), "epoch 1/2")

@@ -96,6 +96,7 @@ def test_sweep_killed_after_its_first_job_trains_only_the_missing_ones(project):
     assert "interrupted" in sweeps[0].data.tags["failure_reason"]
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_finished_sweep_again_trains_nothing_and_studies_share_their_baseline(project):
     project.train("-m", "ablation=lr", "lr.value=0.005,0.05", check=True)
     first = {r.data.params["lr.value"]: r.info.run_id for r in jobs(project, "ablation-lr")}

@@ -18,6 +18,7 @@ def table_rows(project, study="lr"):
     return list(csv.DictReader((project.workdir / "reports" / study / "table.csv").open()))
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_seeds_join_their_row_and_another_batch_size_is_not_mixed_in(project):
     project.train("-m", "ablation=lr", "lr.value=0.005", "trainer.seed=0,1,2", *QUICK, check=True)
     project.train("-m", "ablation=lr", "lr.value=0.005", "trainer.seed=3,4", *QUICK, check=True)
@@ -61,6 +62,7 @@ def edit(folder, module, old, new):
     path.write_text(path.read_text().replace(old, new, 1))
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_changed_model_code_trains_again_and_an_unrelated_change_reuses(project, tmp_path):
     train, env = copy_project(tmp_path / "copy")
     sweep = ["-m", "model=modified_net,origin_net", *QUICK]
@@ -103,6 +105,7 @@ def trial_numbers(project):
     return [m.group(1) for m in re.finditer(r"^\| \**(\d+)\** \|", table, re.M)]
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_a_second_search_in_the_same_experiment_stays_out_of_the_first_table(project):
     search = ["-m", "hpo=modifiednet", "hydra/launcher=basic", "hydra.sweeper.n_trials=2",
               "hydra.sweeper.space={lr.value:{type:float,low:0.01,high:0.1,log:true}}"]

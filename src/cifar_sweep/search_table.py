@@ -50,6 +50,9 @@ def trial_runs(client: MlflowClient, experiment: str, name: str):
                          f"({'; '.join(studies)}).")
         runs = chosen
     elif any(t.HPO_STUDY in r.data.tags for r in runs):
+        held = sorted({r.data.tags[t.HPO_STUDY] for r in runs if t.HPO_STUDY in r.data.tags})
+        notes.append(f"it holds the studies {', '.join(held)}: choose one with "
+                     "hydra.sweeper.study_name=<name>")
         runs = []
     newest = {}
     for run in runs:
@@ -61,8 +64,9 @@ def trials_report(client: MlflowClient, experiment: str, name: str, keys: list[s
                   metric: str, out: Path) -> str:
     newest, notes = trial_runs(client, experiment, name)
     if not newest:
-        raise UserInputError(f"search {name}: no trial in experiment '{experiment}'; run "
-                             f"`python src/train.py -m hpo={name}` first")
+        raise UserInputError(f"search {name}: no trial of it in experiment '{experiment}'; "
+                             + (notes[0] if notes else
+                                "run `python src/train.py -m hpo=<preset>` first"))
     state = {"FINISHED": "complete", "FAILED": "failed", "RUNNING": "running"}
     rows, values, sources = [], {}, {}
     for number, run in sorted(newest.items()):

@@ -182,8 +182,8 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
     key = members.setting_hash.where(members.setting_hash.notna(), values[varying].astype(str)
                                      .agg(" ".join, axis=1) if varying else "(all)")
     rows = []
-    for setting, group in members.groupby(key, sort=False):
-        group = _one_code(group.sort_values("start_time", ascending=False), values, ref, left)
+    for setting, every in members.groupby(key, sort=False):
+        group = _one_code(every.sort_values("start_time", ascending=False), values, ref, left)
         newest = group.drop_duplicates("seed")  # a seed trained twice: its newest run
         newest = newest.sort_values("seed", key=lambda s: pd.to_numeric(s, errors="coerce"))
         held = group[group.sweeps.map(lambda cell: _holds(cell, ref))]
@@ -202,7 +202,7 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
                  else " ".join(f"{k}={v}" for k, v in overrides.items()) or "(all)")
         rows.append(Row(str(setting), label, overrides, newest.run_id.tolist(),
                         [str(s) for s in newest.seed], bool(len(held)),
-                        min(_first_seen(run, starts) for _, run in group.iterrows())))
+                        min(_first_seen(run, starts) for _, run in every.iterrows())))
     return sorted(rows, key=lambda r: r.order)
 
 
