@@ -28,6 +28,7 @@ def trials(project):
     return optuna.load_study(study_name="test", storage=storage).get_trials()
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_study_prunes_survives_a_failed_trial_and_reports(project):
     proc = project.train(*STUDY, check=True)
     states = [t.state for t in trials(project)]
@@ -49,9 +50,6 @@ def test_study_prunes_survives_a_failed_trial_and_reports(project):
     assert {"optimization_history.png", "param_importances.png"} <= {
         a.path for a in project.client.list_artifacts(parent.info.run_id)}
 
-    wrong = project.run("hpo=modifiednet", script=REPORT)  # the preset's study name: not this one
-    assert wrong.returncode == 1 and "it holds the studies test: choose one with " \
-        "hydra.sweeper.study_name=<name>" in wrong.stderr
     project.run("hpo=modifiednet", "hydra.sweeper.study_name=test", script=REPORT, check=True)
     table = (project.workdir / "reports" / "hpo-modifiednet" / "table.md").read_text()
     assert "| 2 |" in table and "pruned" in table and "failed" in table

@@ -111,6 +111,9 @@ def test_a_second_search_in_the_same_experiment_stays_out_of_the_first_table(pro
               "hydra.sweeper.space={lr.value:{type:float,low:0.01,high:0.1,log:true}}"]
     project.train(*search, "hydra.sweeper.study_name=first", check=True)
     project.train(*search, "hydra.sweeper.study_name=second", "hydra.sweeper.seed=1", check=True)
+    wrong = project.run("hpo=modifiednet", script=REPORT)  # the preset's name: neither of these
+    assert wrong.returncode == 1 and "it holds the studies first, second: choose one with " \
+        "hydra.sweeper.study_name=<name>" in wrong.stderr
     proc = project.run("hpo=modifiednet", "hydra.sweeper.study_name=first", script=REPORT,
                        check=True)
     assert trial_numbers(project) == ["0", "1"]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
@@ -104,11 +106,27 @@ def system_metrics(enabled: bool, client: MlflowClient, run_id: str,
             monitor.finish()
 
 
+def log_inputs(client: MlflowClient, run_id: str, inputs: list, tries: int = 3) -> None:
+    """MLflow's SQL store inserts a dataset it has not seen, keyed by experiment, name and digest:
+    jobs starting together on one experiment race to insert the same one, and the losers get
+    UNIQUE constraint errors (seen with 4 jobs at once on SQLite). Again, the row exists and the
+    input only links to it."""
+    for attempt in range(tries):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as exc:
+            if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
+                    or attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 @contextmanager
 def recorded(cfg: DictConfig, client: MlflowClient, run_id: str, dataset: Dataset,
              resumed: bool = False) -> Iterator[None]:
     """Around a run's training: its dataset inputs logged first, system metrics while it trains."""
-    client.log_inputs(run_id, datasets=dataset_inputs(cfg, dataset))
+    log_inputs(client, run_id, dataset_inputs(cfg, dataset))
     with system_metrics(bool(cfg.tracking.get("system_metrics", True)), client, run_id, resumed):
         yield
 
