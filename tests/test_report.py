@@ -4,6 +4,7 @@ import csv
 import re
 import statistics
 
+import pytest
 from PIL import Image
 
 from conftest import ROOT
@@ -11,6 +12,7 @@ from conftest import ROOT
 REPORT = ROOT / "src" / "report.py"
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_tiny_study_table_matches_the_logged_runs(project):
     project.train("-m", "ablation=lr", "lr.value=0.005,0.05", "trainer.seed=0,1", check=True)
     proc = project.run("ablation=lr", script=REPORT, check=True)
@@ -124,8 +126,11 @@ def test_the_design_cards_sweep_ends_with_its_table_and_report_writes_the_same(p
 
 def test_an_ad_hoc_sweep_with_seeds_gets_mean_and_std_rows(project):
     proc = project.train("-m", "hydra/launcher=basic", "augment=report,none", "trainer.seed=0,1",
-                         "tracking.figures=false", check=True)
+                         "tracking.figures=false", "study.baseline='augment=none'", check=True)
     assert re.search(r"^augment +accuracy %", proc.stdout, re.M)
+    # the baseline the user named: the other row is compared with it
+    assert re.search(r"^none .*\(baseline\)$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^report .* paired$", proc.stdout, re.M), proc.stdout
     project.run("experiment=cifar-sweep", script=REPORT, check=True)
     rows = list(csv.DictReader((project.workdir / "reports" / "cifar-sweep" / "table.csv").open()))
     assert [(r["setting"], r["runs"], r["seeds"]) for r in rows] == [

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 EPOCH_METRICS = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"]
@@ -55,6 +56,7 @@ def test_one_epoch_run_logs_everything(project):
     assert "epoch 1/1" in proc.stdout
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_cache_is_read_on_the_second_run_and_learning_happens(project):
     project.train("data.cache_dir=cache", check=True)
     assert list((project.workdir / "cache").glob("synthetic-*.pt"))
@@ -68,6 +70,7 @@ def test_cache_is_read_on_the_second_run_and_learning_happens(project):
     assert second.data.metrics["best_val_accuracy"] > 0.5
 
 
+@pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
 def test_two_job_sweep_makes_one_parent_and_two_children(project):
     proc = project.train("-m", "optimizer=sgd,adam", check=True)
     runs = project.runs()
