@@ -36,7 +36,6 @@ class Row:
     overrides: dict[str, str]
     run_ids: list[str]
     seeds: list[str]
-    in_reference: bool           # the reference sweep holds it
     order: tuple                 # where the row stands: see _first_seen
     baseline: bool = False
 
@@ -201,7 +200,7 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
         label = (next(iter(overrides.values())) if len(overrides) == 1
                  else " ".join(f"{k}={v}" for k, v in overrides.items()) or "(all)")
         rows.append(Row(str(setting), label, overrides, newest.run_id.tolist(),
-                        [str(s) for s in newest.seed], bool(len(held)),
+                        [str(s) for s in newest.seed],
                         min(_first_seen(run, starts) for _, run in every.iterrows())))
     return sorted(rows, key=lambda r: r.order)
 
