@@ -22,9 +22,8 @@ def main(argv: list[str]) -> int:
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
-    from cifar_sweep import runtime
     from cifar_sweep.data import load_dataset
-    from cifar_sweep.decision import decide, identify
+    from cifar_sweep.decision import decide, identify_ahead
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.sweep import _one_line, sweep_job_overrides, varying_keys
     from cifar_sweep.tracking import open_store
@@ -54,15 +53,13 @@ def main(argv: list[str]) -> int:
             try:
                 cfg = compose("config", overrides=overrides)
                 check_config(cfg)
-                device = runtime.resolve_device(str(cfg.trainer.device))  # nothing taken:
-                precision = runtime.resolve_precision(str(cfg.trainer.precision), device)  # no GPU slot
                 key = repr(cfg.data)
                 if key not in data:
                     data[key] = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
                 uri = str(cfg.tracking.uri)
                 client = stores.setdefault(uri, open_store(cfg.tracking))
                 experiment = client.get_experiment_by_name(str(cfg.tracking.experiment))
-                identity = identify(cfg, data[key].fingerprint, device.type, precision)
+                identity = identify_ahead(cfg, data[key].fingerprint)
                 decision = decide(cfg, identity, client,
                                   experiment.experiment_id if experiment else None)
                 line, action = decision.line(cfg.trainer.epochs), decision.action

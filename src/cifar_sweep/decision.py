@@ -47,6 +47,16 @@ def identify(cfg: DictConfig, fingerprint: str, device_type: str, precision: str
                     code_version.parts(cfg))
 
 
+def identify_ahead(cfg: DictConfig, fingerprint: str) -> Identity:
+    """The identity a job of this config will have, from outside the job (the plan, the sweep's
+    free-space check): its device and precision resolved as the job will, taking no GPU slot."""
+    from cifar_sweep import runtime
+
+    device = runtime.resolve_device(str(cfg.trainer.device))
+    return identify(cfg, fingerprint, device.type,
+                    runtime.resolve_precision(str(cfg.trainer.precision), device))
+
+
 @dataclass
 class Decision:
     action: str                 # FINISHED, ELSEWHERE, CONTINUE or TRAIN
@@ -84,7 +94,7 @@ def decide(cfg: DictConfig, identity: Identity, client: MlflowClient, experiment
     run, if it has one (a claim being checked), which is never 'elsewhere'."""
     note = ""
     if not cfg.trainer.rerun:
-        finished, note = _finished(cfg, identity, client)
+        finished, note = finished_before(cfg, identity, client)
         if finished is not None:
             return Decision(FINISHED, finished, note=note)
     running = lifecycle.live_runs(client, experiment_id, identity.config_hash,
@@ -102,7 +112,7 @@ def decide(cfg: DictConfig, identity: Identity, client: MlflowClient, experiment
     return Decision(TRAIN, note=note)
 
 
-def _finished(cfg: DictConfig, identity: Identity, client: MlflowClient):
+def finished_before(cfg: DictConfig, identity: Identity, client: MlflowClient):
     """(the finished run of this config to reuse or None, a note): one made by this code; one
     made by other code only where `trainer.reuse_other_code` says so."""
     finished = lifecycle.find_finished(client, identity.config_hash, identity.code_version)

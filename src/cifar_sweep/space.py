@@ -27,7 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import faults, lifecycle
+from cifar_sweep import faults
 from cifar_sweep.errors import UserInputError
 
 # A checkpoint holds the model, the best weights so far and the optimizer's state (Adam: two
@@ -128,18 +128,12 @@ def check_sweep(planned: list[PlannedJob], client, concurrent: int,
 
 
 def _finished(job: PlannedJob, client) -> bool:
-    from cifar_sweep import code_version
-    from cifar_sweep.identity import config_hash
-    from cifar_sweep.runtime import resolve_device, resolve_precision
+    """What the job's decision will say (decision.py): a finished run it reuses writes nothing."""
+    from cifar_sweep.decision import finished_before, identify_ahead
 
     if job.cfg.trainer.rerun:
         return False
-    device = resolve_device(str(job.cfg.trainer.device))
-    identity = config_hash(job.cfg, job.fingerprint, device.type,
-                           resolve_precision(str(job.cfg.trainer.precision), device))
-    code = None if job.cfg.trainer.reuse_other_code else code_version.version(
-        code_version.parts(job.cfg))
-    return lifecycle.find_finished(client, identity, code) is not None
+    return finished_before(job.cfg, identify_ahead(job.cfg, job.fingerprint), client)[0] is not None
 
 
 def _mb(size: float) -> str:
