@@ -312,13 +312,19 @@ class Table:
                 + "\n\n".join(self.notes()) + "\n\n## Runs behind each row\n\n" + "\n".join(runs)
                 + "\n")
 
-    def write(self, out: Path, client: MlflowClient) -> str:
-        """Markdown, CSV, LaTeX and the figures into `out`; returns the Markdown."""
+    def write_tables(self, out: Path) -> str:
+        """table.md and table.csv into `out` (what a sweep logs on its parent run); returns the
+        Markdown."""
         out.mkdir(parents=True, exist_ok=True)
         md = self.markdown()
-        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)  # for LaTeX
         (out / "table.md").write_text(md)
         (out / "table.csv").write_text(tables.csv_text(csv_records(self.records, self.data)))
+        return md
+
+    def write(self, out: Path, client: MlflowClient) -> str:
+        """Markdown, CSV, LaTeX and the figures into `out`; returns the Markdown."""
+        md = self.write_tables(out)
+        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)
         (out / "table.tex").write_text(tables.latex(header, rows, bold, self.caption()))
         epochs = "/".join(sorted({e for r in self.records for e in r.epochs}))
         seeds = max(len(r.seeds) for r in self.records)

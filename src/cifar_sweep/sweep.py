@@ -220,7 +220,7 @@ class MlflowSweepCallback(Callback):
     def _result_table(self, config: DictConfig) -> None:
         """The sweep's table (one row per setting, seeds pooled): printed, and logged on the
         parent run as table/table.md and table/table.csv, where the UI shows the sweep."""
-        from cifar_sweep import studies, tables
+        from cifar_sweep import studies
 
         paper = config.study.get("paper")
         experiment = str(config.tracking.experiment)
@@ -234,9 +234,7 @@ class MlflowSweepCallback(Callback):
             table = studies.build_table(self.client, study)
             print("\n" + studies.terminal(table) + "\n", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "table.md").write_text(table.markdown())
-                (Path(tmp) / "table.csv").write_text(
-                    tables.csv_text(studies.csv_records(table.records, table.data)))
+                table.write_tables(Path(tmp))
                 self.client.log_artifacts(self.parent_id, tmp, "table")
         except Exception as exc:  # the table is a summary: it never fails the sweep
             print(f"warning: no table for this sweep: {type(exc).__name__}: "
