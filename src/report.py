@@ -28,6 +28,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
 
     from cifar_sweep import tracking as t
     from cifar_sweep.errors import UserInputError
+    from cifar_sweep.paging import all_experiments
     from cifar_sweep.studies import Study
 
     sweep, experiment = options.get("sweep"), options.get("experiment")
@@ -42,7 +43,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
         name = f"{experiment}-{sweep[:8]}"
     elif experiment is None:  # sweep=latest: the newest sweep of the whole store
         newest = client.search_runs(
-            [e.experiment_id for e in client.search_experiments()],
+            [e.experiment_id for e in all_experiments(client)],
             f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'", order_by=["attributes.start_time DESC"],
             max_results=1)
         if not newest:
@@ -64,9 +65,10 @@ def _sweep_study(client, options: dict, overrides: list[str]):
 
 def _experiments_with_sweeps(client) -> list[str]:
     from cifar_sweep import tracking as t
+    from cifar_sweep.paging import all_experiments
 
     out = []
-    for exp in client.search_experiments():
+    for exp in all_experiments(client):
         sweeps = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
                                     max_results=1)
         trials = client.search_runs([exp.experiment_id], f"tags.`{t.TRIAL}` != ''", max_results=1)

@@ -4,8 +4,10 @@
 
 Round 1 trains every row with seeds 0-2; round 2 adds seeds, from 3 up, only to the rows whose
 difference to the baseline the seeds cannot yet tell apart (Holm-adjusted p >= 0.05), as many as
-80% power at the 5% level needs by the measured spread, at most `cap` per row; the baseline gets
-the same seeds, so each comparison stays paired. Then the table, as `src/report.py` writes it.
+the table's "Seeds for 80% power" column says (`statistics.judge`: a two-sided test at 5% over
+the table's comparisons, by the measured spread), at most `cap` per row; the baseline gets the
+same seeds, so each comparison stays paired over the shared seeds. Then the table, as
+`src/report.py` writes it.
 Every run is tagged `study.seeds=auto`, and the table's caption says the budget was adaptive.
 """
 

@@ -7,7 +7,7 @@ import pytest
 
 from cifar_sweep.results import _frame
 from cifar_sweep.selection import choose, describe_left_out
-from cifar_sweep.statistics import compare, holm, seeds_needed
+from cifar_sweep.statistics import compare, holm, judge, seeds_needed
 
 T0 = pd.Timestamp("2026-01-01")
 
@@ -118,7 +118,11 @@ def test_paired_where_the_seeds_match_else_welch_and_holm():
     other_seeds = compare({"3": 0.52, "4": 0.625, "5": 0.57}, base, 100)
     assert other_seeds.test == "Welch" and other_seeds.p > 0.5
     assert math.isclose(same_seeds.diff, other_seeds.diff)
-    assert other_seeds.seeds_needed > 3
+    [undecided] = judge([{"3": 0.52, "4": 0.625, "5": 0.57}], base, 100)
+    assert undecided.seeds_needed > 3  # the table's judgement adds the seeds needed
+    # a subset of the baseline's seeds: paired over the two shared
+    subset = compare({"0": 0.52, "1": 0.625}, base, 100)
+    assert subset.test == "paired" and subset.shared == 2 and math.isclose(subset.diff, 2.25)
     assert compare({"0": 0.5}, base, 100).p is None  # one run cannot say
     assert holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
 

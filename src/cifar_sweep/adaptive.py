@@ -1,6 +1,7 @@
 """An adaptive seed budget for a preset study: 3 seeds for every row, then more seeds only for
 the rows whose difference to the baseline the seeds cannot yet tell apart, up to what the
-measured spread says would tell it apart with 80% power (`statistics.seeds_needed`), or a cap."""
+measured spread says would tell it apart with 80% power (the table's column, from
+`statistics.judge`), or a cap."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep import tracking as t
+from cifar_sweep.paging import all_experiments, all_runs
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,7 @@ def close_ghosts(client: MlflowClient, experiment_ids: list[str]) -> list[str]:
     if not experiment_ids:
         return []
     closed = []
-    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'",
-                                  max_results=50000):
+    for run in all_runs(client, experiment_ids, "attributes.status = 'RUNNING'"):
         reason = why_dead(run)
         if reason is None:
             continue
@@ -102,8 +102,7 @@ def close_ghosts(client: MlflowClient, experiment_ids: list[str]) -> list[str]:
 
 
 def active_experiments(client: MlflowClient) -> list[str]:
-    return [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
-                                                                 max_results=50000)]
+    return [e.experiment_id for e in all_experiments(client, ViewType.ACTIVE_ONLY)]
 
 
 def _same_code(code_version: str | None) -> str:
@@ -135,11 +134,11 @@ def find_resumable(client: MlflowClient, experiment_id: str | None, config_hash:
     RUNNING run whose owner is dead counts: the next start closes it as KILLED."""
     if experiment_id is None:
         return None
-    runs = client.search_runs(
-        [experiment_id],
+    runs = all_runs(
+        client, [experiment_id],
         f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
         f"and attributes.status != 'FINISHED'{_same_code(code_version)}",
-        order_by=["attributes.start_time DESC"], max_results=100)
+        order_by=["attributes.start_time DESC"])
     return next((r for r in runs if (resumable(r) or (r.info.status == "RUNNING" and why_dead(r)))
                  and has_checkpoint(r.info.run_id)), None)
 
@@ -150,9 +149,9 @@ def live_runs(client: MlflowClient, experiment_id: str | None, config_hash: str,
     time, then run id: every job sees the same order)."""
     if experiment_id is None:
         return []
-    runs = client.search_runs(
-        [experiment_id],
+    runs = all_runs(
+        client, [experiment_id],
         f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
-        f"and attributes.status = 'RUNNING'{_same_code(code_version)}", max_results=100)
+        f"and attributes.status = 'RUNNING'{_same_code(code_version)}")
     live = [r for r in runs if why_dead(r) is None]
     return sorted(live, key=lambda r: (r.info.start_time, r.info.run_id))

@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep import tracking as t
+from cifar_sweep.paging import all_runs
 from cifar_sweep.identity import SEED_KEY
 
 # columns made from tags: (column, tag)
@@ -25,6 +26,7 @@ TAG_COLUMNS = [
     ("precision", t.PRECISION), ("data_fingerprint", t.DATA_FINGERPRINT),
     ("overrides", t.JOB_OVERRIDES), ("job_num", t.JOB_NUM), ("trial", t.TRIAL),
     ("hpo_study", t.HPO_STUDY), ("hpo_study_uid", t.HPO_STUDY_UID), ("device", "device"),
+    ("git_commit", "git_commit"),
 ]
 BASE_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "sweeps", "seed",
                 *[c for c, _ in TAG_COLUMNS]]
@@ -56,14 +58,14 @@ def _frame(rows: list[dict], config_keys: set[str], metric_keys: set[str]) -> pd
 def experiment_runs(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(jobs, sweeps) of one experiment. Jobs: its trained runs of every status, and the finished
     runs its sweeps' reference runs stand for (maybe in other experiments), each once. Sweeps:
-    one row per sweep parent (run_id, start_time, status, varying keys, overrides, jobs)."""
+    one row per sweep parent (run_id, start_time, status, varying keys, overrides, its first job's
+    overrides, jobs)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return _frame([], set(), set()), pd.DataFrame(columns=SWEEP_COLUMNS)
-    runs = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` != '{t.ROLE_SWEEP}'",
-                              max_results=50000)
-    sweeps = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
-                                order_by=["attributes.start_time DESC"], max_results=10000)
+    runs = all_runs(client, [exp.experiment_id], f"tags.`{t.ROLE}` != '{t.ROLE_SWEEP}'")
+    sweeps = all_runs(client, [exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
+                      order_by=["attributes.start_time DESC"])
     holders: dict[str, list[str]] = {}  # run id -> the sweeps that hold it
     jobs, originals = {}, {}
     for run in runs:
@@ -91,7 +93,8 @@ def experiment_runs(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame
     return _frame(rows, config_keys, metric_keys), _sweeps_frame(sweeps)
 
 
-SWEEP_COLUMNS = ["run_id", "run_name", "start_time", "status", "varying", "overrides", "jobs"]
+SWEEP_COLUMNS = ["run_id", "run_name", "start_time", "status", "varying", "overrides", "first_job",
+                 "jobs"]
 
 
 def _sweeps_frame(sweeps) -> pd.DataFrame:
@@ -100,6 +103,7 @@ def _sweeps_frame(sweeps) -> pd.DataFrame:
         "start_time": pd.Timestamp(s.info.start_time, unit="ms"), "status": s.info.status,
         "varying": s.data.tags.get(t.SWEEP_VARYING, ""),
         "overrides": s.data.tags.get(t.SWEEP_OVERRIDES, ""),
+        "first_job": s.data.tags.get(t.SWEEP_FIRST_JOB, ""),
         "jobs": int(s.data.tags.get(t.SWEEP_JOBS, "0") or 0)} for s in sweeps],
         columns=SWEEP_COLUMNS)
 
@@ -119,3 +123,31 @@ def sweeps(experiment: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
 
     client = t.open_store(OmegaConf.create({"uri": tracking_uri}))
     return experiment_runs(client, experiment)[1]
+
+
+def compare(frame: pd.DataFrame, by: str, baseline: str, metric: str = "test_accuracy",
+            scale: float = 100) -> pd.DataFrame:
+    """Each value of the column `by` against the value `baseline`, as a table compares its rows
+    (`statistics.judge`: paired over the shared seeds where there are two or more, else
+    Welch's; Holm's p; the seeds for 80% power where undecided), one row per value:
+
+        done = runs[runs.status == "FINISHED"]
+        results.compare(done, "lr.value", "0.005")
+
+    Each value's finished runs, one per seed (the newest where a seed ran twice); which runs may
+    be compared (the same fixed settings) is the caller's choice here, the table's own in a
+    table."""
+    from dataclasses import asdict
+
+    from cifar_sweep.statistics import judge
+
+    done = frame[frame.status == "FINISHED"].sort_values("start_time", ascending=False)
+    by_value = {str(value): dict(zip(group.seed.astype(str), group[metric]))
+                for value, group in done.dropna(subset=[metric]).drop_duplicates([by, "seed"])
+                .groupby(by, sort=False)}
+    if baseline not in by_value:
+        raise KeyError(f"{by}={baseline}: no finished run with a {metric}; there are "
+                       f"{', '.join(sorted(by_value)) or 'none'}")
+    others = [v for v in by_value if v != baseline]
+    deltas = judge([by_value[v] for v in others], by_value[baseline], scale)
+    return pd.DataFrame([asdict(d) for d in deltas], index=pd.Index(others, name=by))

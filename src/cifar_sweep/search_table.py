@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from cifar_sweep import tables
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError
+from cifar_sweep.paging import all_runs
 
 
 def _short_number(value: str) -> str:
@@ -33,9 +34,8 @@ def trial_runs(client: MlflowClient, experiment: str, name: str):
     of that name was made again (its storage deleted), by the id tagged on its runs. Older runs
     without a study tag count only where no tagged run exists. Returns (trial -> run, notes)."""
     exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.`{t.TRIAL}` != ''",
-                              order_by=["attributes.start_time DESC"],
-                              max_results=50000) if exp else []
+    runs = all_runs(client, [exp.experiment_id], f"tags.`{t.TRIAL}` != ''",
+                    order_by=["attributes.start_time DESC"]) if exp else []
     tagged = [r for r in runs if r.data.tags.get(t.HPO_STUDY) == name]
     notes = []
     if tagged:

@@ -150,12 +150,39 @@ def choose(jobs: pd.DataFrame, sweeps: pd.DataFrame, *, sweep: str | None = None
     for row in rows:
         row.baseline = bool(baseline) and baseline in {f"{k}={v}" for k, v in row.overrides.items()}
     if not baseline and default_baseline_first and rows:
-        rows[0].baseline = True
+        first = first_job(sweeps, ref)
+        # the reference sweep's first job's row, whatever order re-runs, continuations or added
+        # seeds put the rows in (a run finished before keeps its first sweep's place)
+        chosen = next((r for r in rows if r.overrides and first
+                       and all(first.get(k) == v for k, v in r.overrides.items())), rows[0])
+        chosen.baseline = True
     used = members[members.run_id.isin([i for r in rows for i in r.run_ids])]
     sweeps_used = sorted({s for cell in used.sweeps.dropna() for s in str(cell).split()})
     return Selection(rows, ref, axes, varying, fixed,
                      sorted(((dict(k), v) for k, v in left.items()), key=lambda x: -len(x[1])),
                      sweeps_used)
+
+
+def first_job(sweeps: pd.DataFrame, sweep_id: str) -> dict[str, str]:
+    """The first job's values of a sweep (`optimizer=sgd,adam`: optimizer=sgd): its own tag, or
+    for sweeps logged before it, the first value of each of its overrides, in their order."""
+    by_id = sweeps.set_index("run_id")
+    if sweep_id not in by_id.index:
+        return {}
+    tagged = by_id.get("first_job", pd.Series(dtype=object)).get(sweep_id)
+    if isinstance(tagged, str) and tagged:
+        return parse_overrides(tagged)
+    text = by_id.get("overrides", pd.Series(dtype=object)).get(sweep_id)
+    if not isinstance(text, str) or text == "(no overrides)":
+        return {}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(text.split())
+        return {o.get_key_element(): (next(iter(o.sweep_string_iterator())) if o.is_sweep_override()
+                                      else o.get_value_element_as_str()) for o in parsed}
+    except Exception:  # a glob needs the config to expand; then the rows' own order decides
+        return {}
 
 
 def _one_code(group: pd.DataFrame, values: pd.DataFrame, ref: str,

@@ -1,9 +1,25 @@
-"""A row against the baseline, over seeds: the difference, its 95% interval and p-value (paired
-where both arms hold the same seeds, Welch's otherwise), Holm's adjustment across the rows of a
-table, and how many seeds per arm would tell an undecided difference apart.
+"""A table's rows against its baseline, over seeds: the difference, its 95% interval and p-value,
+Holm's adjustment across the table's comparisons, and how many seeds per row would tell an
+undecided difference apart. One function, `judge`, for the table, `SEEDS=auto` and
+`cifar_sweep.results` alike.
 
-Same seed = same initialisation and data order, so with the same seeds on both sides the paired
-test removes the seed's share of the spread; with different seeds only Welch's test is valid.
+Which test (`compare`): same seed = same initialisation and data order, so two rows' runs of one
+seed are correlated and the seed's share of the spread cancels in their difference.
+- A row that shares at least two seeds with the baseline (the same seeds, a subset of them, or
+  some in common) is compared **paired, over the shared seeds only**: Welch's test assumes the two
+  sides independent, which shared seeds are not, and a pairing is what the adaptive budget builds
+  (it adds the same seeds to a row and to the baseline). The baseline's other seeds still count
+  in its own mean ± std, not in the difference; Δ is the mean of the paired differences.
+- Fewer than two shared seeds: Welch's test over all of each side's seeds (one shared seed's
+  correlation is ignored: one pair cannot be tested on its own).
+- A side with one run: the difference of the means, no test.
+
+Seeds for 80% power (`judge`): for a row Holm's adjustment leaves undecided, the seeds per row
+(paired: pairs) that would give its measured difference, at its measured spread, 80% power in a
+two-sided t-test at the level 5%/m, where m is the number of the table's tested comparisons:
+the strictest level Holm's step-down asks of any of them (its first step, Bonferroni's), so a
+row that reaches it is decided after Holm's adjustment too, with at least that power. With one
+comparison this is the 5% level.
 """
 
 from __future__ import annotations
@@ -32,63 +48,101 @@ class Delta:
     low: float | None = None
     high: float | None = None
     p: float | None = None
-    test: str = ""               # "paired", "Welch", or "" where a side has one run
+    test: str = ""               # "paired", "Welch", or "" where no test can be made
     p_holm: float | None = None  # p adjusted for the table's other comparisons (Holm)
-    seeds_needed: int | None = None  # per arm, for 80% power at 5%, where undecided
+    seeds_needed: int | None = None  # per row, for 80% power (see the module), where undecided
+    spread: float | None = None  # the sd the power uses: of the paired differences, or per side
+    shared: int = 0              # the seeds a paired test used
 
     @property
     def seeds_tell_apart(self) -> bool | None:
         p = self.p_holm if self.p_holm is not None else self.p
         return None if p is None else p < ALPHA
 
+    @property
+    def paired(self) -> bool:
+        return self.test == "paired"
+
 
 def compare(values: dict[str, float], baseline: dict[str, float], scale: float) -> Delta:
-    """`values`, `baseline`: seed -> metric. Paired over the seeds both hold, when both hold the
-    same seeds (at least two); else Welch's test over all of each side's seeds."""
+    """`values`, `baseline`: seed -> metric. Paired over the shared seeds where there are at
+    least two, else Welch's over all seeds (see the module). Holm's p and the seeds needed are
+    the table's: `judge` adds them."""
     from scipy import stats
 
-    a, b = list(values.values()), list(baseline.values())
-    diff = (statistics.fmean(a) - statistics.fmean(b)) * scale
-    if len(a) < 2 or len(b) < 2:
-        return Delta(diff)
-    if set(values) == set(baseline):
-        d = [(values[s] - baseline[s]) * scale for s in sorted(values)]
-        if statistics.pvariance(d) == 0:
-            return Delta(diff, diff, diff, 1.0 if diff == 0 else 0.0, "paired")
-        result = stats.ttest_rel([values[s] for s in sorted(values)],
-                                 [baseline[s] for s in sorted(values)])
-        sd = statistics.stdev(d)
-        needed = seeds_needed(diff, sd, paired=True)
+    shared = sorted(set(values) & set(baseline), key=_seed_order)
+    if len(shared) >= 2:
+        a, b = [values[s] for s in shared], [baseline[s] for s in shared]
+        d = [(x - y) * scale for x, y in zip(a, b)]
+        diff = statistics.fmean(d)
+        if statistics.pvariance(d) == 0:  # every pair differs by the same: no spread to test
+            return Delta(diff, diff, diff, 1.0 if diff == 0 else 0.0, "paired", spread=0.0,
+                         shared=len(shared))
+        result = stats.ttest_rel(a, b)
+        sd, test = statistics.stdev(d), "paired"
     else:
+        a, b = list(values.values()), list(baseline.values())
+        diff = (statistics.fmean(a) - statistics.fmean(b)) * scale
+        if len(a) < 2 or len(b) < 2:
+            return Delta(diff)
         if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-            return Delta(diff, diff, diff, 1.0 if diff == 0 else 0.0, "Welch")
+            return Delta(diff, diff, diff, 1.0 if diff == 0 else 0.0, "Welch", spread=0.0)
         result = stats.ttest_ind(a, b, equal_var=False)
-        sd = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2) * scale
-        needed = seeds_needed(diff, sd, paired=False)
+        # the effect size of equal arms: the sd of the two variances' mean
+        sd, test = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2) * scale, "Welch"
     interval = result.confidence_interval(0.95)
-    p = float(result.pvalue)
-    return Delta(diff, interval.low * scale, interval.high * scale, p,
-                 "paired" if set(values) == set(baseline) else "Welch",
-                 seeds_needed=None if p < ALPHA else needed)
+    return Delta(diff, interval.low * scale, interval.high * scale, float(result.pvalue), test,
+                 spread=sd, shared=len(shared) if test == "paired" else 0)
 
 
-def seeds_needed(diff: float, sd: float, paired: bool) -> int | None:
-    """Seeds per arm for a two-sided t-test at 5% to detect `diff` with 80% power, given the
-    measured spread `sd` (of the paired differences, or of each arm); None where the difference
-    is 0 (no number of seeds will tell it) or beyond MAX_SEEDS."""
+def judge(rows: list[dict[str, float]], baseline: dict[str, float], scale: float) -> list[Delta]:
+    """Each row against the baseline (`compare`), Holm's p across them, and for each row Holm
+    leaves undecided the seeds that would decide it (see the module)."""
+    deltas = [compare(values, baseline, scale) for values in rows]
+    for delta, adjusted in zip(deltas, holm([d.p for d in deltas])):
+        delta.p_holm = adjusted
+    tested = sum(d.p is not None for d in deltas)
+    for d in deltas:
+        if d.seeds_tell_apart is False:
+            d.seeds_needed = seeds_needed(d.diff, d.spread or 0.0, d.paired,
+                                          alpha=ALPHA / tested)
+    return deltas
+
+
+def power(effect: float, n: int, paired: bool, alpha: float = ALPHA) -> float:
+    """The power of a two-sided t-test with `n` seeds per row (paired: n pairs) for an effect
+    size `effect` (difference / sd): the noncentral t's mass beyond both critical values."""
     from scipy import stats
 
+    df = n - 1 if paired else 2 * n - 2
+    shift = effect * math.sqrt(n if paired else n / 2)
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    value = float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+    if math.isfinite(value):
+        return value
+    # scipy's noncentral t gives nan far in its tail (a large shift): there the normal
+    # approximation holds to many digits
+    return float(stats.norm.sf(critical - shift) + stats.norm.cdf(-critical - shift))
+
+
+def seeds_needed(diff: float, sd: float, paired: bool, alpha: float = ALPHA) -> int | None:
+    """The fewest seeds per row (2 or more) for which a two-sided t-test at `alpha` detects
+    `diff` with 80% power, given the measured spread `sd` (of the paired differences, or of each
+    side); None where the difference is 0 or the spread unknown (no number of seeds will tell
+    it) or beyond MAX_SEEDS."""
     if diff == 0 or not math.isfinite(sd) or sd == 0:
         return None
     effect = abs(diff) / sd
-    for n in range(2, MAX_SEEDS + 1):
-        df = n - 1 if paired else 2 * n - 2
-        shift = effect * math.sqrt(n if paired else n / 2)
-        critical = stats.t.ppf(1 - ALPHA / 2, df)
-        power = stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
-        if power >= POWER:
-            return n
-    return None
+    if power(effect, MAX_SEEDS, paired, alpha) < POWER:
+        return None
+    low, high = 2, MAX_SEEDS  # power grows with n: the first n that reaches it, by bisection
+    while low < high:
+        middle = (low + high) // 2
+        if power(effect, middle, paired, alpha) >= POWER:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def holm(pvalues: list[float | None]) -> list[float | None]:
@@ -101,3 +155,10 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (len(known) - rank) * p))
         out[i] = running
     return out
+
+
+def _seed_order(seed: str):
+    try:
+        return (0, int(seed), seed)
+    except ValueError:
+        return (1, 0, seed)

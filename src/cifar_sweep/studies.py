@@ -16,7 +16,7 @@ from cifar_sweep import study_figures, tables
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.results import experiment_runs
 from cifar_sweep.selection import Selection, choose, describe_left_out
-from cifar_sweep.statistics import Delta, compare, holm, mean_std
+from cifar_sweep.statistics import ALPHA, MAX_SEEDS, Delta, judge, mean_std
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,14 @@ def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None
     runs = frame.set_index("run_id", drop=False)
     base = selection.baseline
     base_acc = _by_seed(runs.loc[base.run_ids], ACCURACY.metric) if base else {}
+    compared = [row for row in selection.rows if base is not None and row is not base]
+    deltas = dict(zip([row.key for row in compared], judge(
+        [_by_seed(runs.loc[row.run_ids], ACCURACY.metric) for row in compared], base_acc,
+        ACCURACY.scale)))
     out = []
     for row in selection.rows:
         members = runs.loc[row.run_ids]
-        delta = None
-        if base is not None and row is not base:
-            delta = compare(_by_seed(members, ACCURACY.metric), base_acc, ACCURACY.scale)
+        delta = deltas.get(row.key)
         out.append(Record(
             label=row.label, setting=" ".join(f"{k}={v}" for k, v in row.overrides.items()),
             run_ids=row.run_ids, seeds=row.seeds, baseline=row.baseline,
@@ -118,9 +120,6 @@ def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None
             delta=delta,
             paper={title: values[row.label] for title, values in paper_columns.items()
                    if row.label in values}))
-    deltas = [r.delta for r in out if r.delta is not None]
-    for delta, adjusted in zip(deltas, holm([d.p for d in deltas])):
-        delta.p_holm = adjusted
     return out
 
 
@@ -180,7 +179,7 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None):
             interval = "" if d.low is None else f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
             mark = {True: "", False: "≈ ", None: ""}[d.seeds_tell_apart]
             needed = ("" if d.seeds_tell_apart is not False
-                      else str(d.seeds_needed) if d.seeds_needed else "> 1000")
+                      else str(d.seeds_needed) if d.seeds_needed else f"> {MAX_SEEDS}")
             line += [f"{mark}{_signed(d.diff, 2)}{interval}",
                      f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–",
                      _p(d.p_holm), needed]
@@ -192,6 +191,11 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None):
         table.append(line)
         bold.append(flags)
     return header, table, bold
+
+
+def power_level(comparisons: int) -> str:
+    """The level the seeds-for-power column uses, as the caption prints it: `5%`, `1.25%`."""
+    return f"{ALPHA / max(1, comparisons) * 100:.3g}%"
 
 
 def _paper_cell(value: float | None) -> str:
@@ -261,11 +265,16 @@ class Table:
                 "best-on-validation weights; precision, recall and F1 weighted, as the report's "
                 "Table VII; mean ± sample std over seeds; bold: the best of each column; in "
                 "brackets: the difference to the baseline. Δ accuracy: in points, with its 95% "
-                "confidence interval; p (test): paired t-test where both rows hold the same "
-                "seeds (same seed = same initialisation and data order), else Welch's; p (Holm): "
-                "adjusted for the table's comparisons; ≈ marks a difference the seeds cannot "
-                "tell apart (Holm p ≥ 0.05), and for it the seeds per row that would tell it "
-                "apart with 80% power at the 5% level, from the measured spread.")
+                "confidence interval; p (test): a paired t-test over the seeds a row shares with "
+                "the baseline where it shares two or more (same seed = same initialisation and "
+                "data order; Δ is then the mean of the paired differences, the baseline's other "
+                "seeds count in its mean ± std only), else Welch's over all seeds; p (Holm): "
+                f"adjusted for the table's {self.comparisons} comparison(s); ≈ marks a difference "
+                "the seeds cannot tell apart (Holm p ≥ 0.05), and for it the seeds per row that "
+                "would tell it apart with 80% power in a two-sided test at the "
+                f"{power_level(self.comparisons)} level (5% over the comparisons: Holm's first "
+                "step, so that it is told apart after the adjustment too), from the measured "
+                "spread.")
         if self.adaptive:
             text += (" Seed budget: adaptive (`SEEDS=auto`): 3 seeds per row, then more only for "
                      "rows the seeds could not yet tell from the baseline.")
@@ -273,6 +282,30 @@ class Table:
             text += (f" `{s.paper.get('source', 'report')}:` columns: the report's own numbers "
                      "(one run each, 300 epochs, its own code).")
         return text
+
+    @property
+    def comparisons(self) -> int:
+        """The tests Holm's adjustment counts: the rows with a p-value."""
+        return sum(r.delta is not None and r.delta.p is not None for r in self.records)
+
+    def made_by(self) -> str:
+        """Which code made the runs and when: the code version (the hash of every part that
+        decides a result) and git commit of the rows' runs, and the day the newest one started;
+        from the store alone, so that the same runs make the same table again."""
+        runs = self.frame[self.frame.run_id.isin([i for r in self.records for i in r.run_ids])]
+
+        def named(column: str, shorten=lambda v: v) -> str:
+            values = sorted({shorten(str(v))
+                             for v in runs.get(column, pd.Series(dtype=object)).dropna()})
+            return ", ".join(f"`{v}`" for v in values) or "unknown"
+
+        def commit(value: str) -> str:  # its first 12 digits, and whether the tree was dirty
+            return value[:12] + "-dirty" * value.endswith("-dirty")
+
+        newest = runs.start_time.max()
+        day = newest.strftime("%Y-%m-%d") if pd.notna(newest) else "unknown"
+        return (f"Runs made by code version {named('code_version')} (git "
+                f"{named('git_commit', commit)}), the newest started {day} (UTC).")
 
     @property
     def adaptive(self) -> bool:
@@ -307,7 +340,7 @@ class Table:
         header, rows, bold = cells(self.records, self.axis_title, self.study.paper)
         runs = ["| Setting | Runs |", "|---|---|"] + [
             f"| {r.setting or r.label} | {' '.join(r.run_ids)} |" for r in self.records]
-        return (f"# {self.study.kind}: {self.study.name} ({self.budget})\n\n"
+        return (f"# {self.study.kind}: {self.study.name} ({self.budget})\n\n{self.made_by()}\n\n"
                 + tables.markdown(header, rows, bold, self.caption()) + "\n"
                 + "\n\n".join(self.notes()) + "\n\n## Runs behind each row\n\n" + "\n".join(runs)
                 + "\n")

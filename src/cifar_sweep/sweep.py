@@ -30,6 +30,7 @@ from cifar_sweep import faults, lifecycle, space
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.identity import SEED_KEY
+from cifar_sweep.paging import all_runs
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
 
@@ -147,6 +148,7 @@ class MlflowSweepCallback(Callback):
                   t.SWEEP_JOBS: str(config.hydra.sweeper.n_trials if self.search else len(jobs)),
                   t.SWEEP_VARYING: " ".join(varying_keys(jobs) if not self.search
                                             else config.hydra.sweeper.space),
+                  t.SWEEP_FIRST_JOB: " ".join(jobs[0]) if jobs and not self.search else "",
                   "git_commit": t.git_commit(),
                   "mlflow.source.name": "src/train.py", **lifecycle.owner_tags()},
         )
@@ -171,9 +173,9 @@ class MlflowSweepCallback(Callback):
         start, what to do; exit EXIT_STOPPED."""
         total = int(config.hydra.sweeper.n_trials) if self.search else self.jobs
         try:
-            children = self.client.search_runs(
-                [self.client.get_run(self.parent_id).info.experiment_id],
-                filter_string=f"tags.`{t.PARENT}` = '{self.parent_id}'", max_results=10000)
+            children = all_runs(
+                self.client, [self.client.get_run(self.parent_id).info.experiment_id],
+                f"tags.`{t.PARENT}` = '{self.parent_id}'")
             not_started = f"{max(0, total - len(children))} of {total} jobs did not start"
         except Exception:  # the store cannot be read either
             not_started = "the jobs after it did not start"
@@ -189,10 +191,9 @@ class MlflowSweepCallback(Callback):
         if stop is not None:
             self._stopped_by_environment(config, stop)
         try:
-            children = self.client.search_runs(
-                [self.client.get_run(self.parent_id).info.experiment_id],
-                filter_string=f"tags.`{t.PARENT}` = '{self.parent_id}'", max_results=10000,
-            )
+            children = all_runs(
+                self.client, [self.client.get_run(self.parent_id).info.experiment_id],
+                f"tags.`{t.PARENT}` = '{self.parent_id}'")
         except Exception as exc:
             lost = t.lost_server(self.client.tracking_uri, exc,
                                  kept="the jobs' checkpoints are kept")
@@ -247,9 +248,9 @@ class MlflowSweepCallback(Callback):
             # jobs whose worker process was killed could not close their own runs; their
             # checkpoints stay, so the same sweep again continues them
             experiment_id = self.client.get_run(self.parent_id).info.experiment_id
-            for child in self.client.search_runs(
-                    [experiment_id], f"tags.`{t.PARENT}` = '{self.parent_id}' "
-                                     "and attributes.status = 'RUNNING'"):
+            for child in all_runs(self.client, [experiment_id],
+                                  f"tags.`{t.PARENT}` = '{self.parent_id}' "
+                                  "and attributes.status = 'RUNNING'"):
                 self.client.set_tag(child.info.run_id, t.FAILURE,
                                     f"{t.INTERRUPTED}: the sweep ended before the job")
                 self.client.set_terminated(child.info.run_id, "KILLED")

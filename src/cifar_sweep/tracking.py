@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from cifar_sweep import faults, store
 from cifar_sweep.errors import Pruned, UserInputError, Yielded
+from cifar_sweep.paging import all_runs
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ JOB_OVERRIDES = "job.overrides"
 SWEEP_OVERRIDES = "sweep.overrides"
 SWEEP_JOBS = "sweep.jobs"
 SWEEP_VARYING = "sweep.varying"
+SWEEP_FIRST_JOB = "sweep.first_job"  # its first job's overrides: the default baseline
 PEAK_MEMORY = "peak_memory"     # what the peak_memory_mb metric measured: process_rss, gpu_allocated
 FAILURE = "failure_reason"
 INTERRUPTED = "interrupted"      # the failure_reason (prefix) of a run that may be continued
@@ -287,8 +289,7 @@ def log_reference(client: MlflowClient, experiment_id: str, name: str, tags: dic
 def sweep_progress(client: MlflowClient, experiment_id: str, parent: str) -> tuple[int, int, int, float]:
     """(jobs in the sweep, finished, failed or killed, seconds since it started)."""
     sweep = client.get_run(parent)
-    children = client.search_runs([experiment_id], f"tags.`{PARENT}` = '{parent}'",
-                                  max_results=10000)
+    children = all_runs(client, [experiment_id], f"tags.`{PARENT}` = '{parent}'")
     return (int(sweep.data.tags.get(SWEEP_JOBS, "0")),
             sum(c.info.status == "FINISHED" for c in children),
             sum(c.info.status in ("FAILED", "KILLED") for c in children),
