@@ -117,12 +117,14 @@ def power(effect: float, n: int, paired: bool, alpha: float = ALPHA) -> float:
     df = n - 1 if paired else 2 * n - 2
     shift = effect * math.sqrt(n if paired else n / 2)
     critical = stats.t.ppf(1 - alpha / 2, df)
-    value = float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
-    if math.isfinite(value):
-        return value
-    # scipy's noncentral t gives nan far in its tail (a large shift): there the normal
-    # approximation holds to many digits
-    return float(stats.norm.sf(critical - shift) + stats.norm.cdf(-critical - shift))
+    upper, lower = stats.nct.sf(critical, df, shift), stats.nct.cdf(-critical, df, shift)
+    # scipy's noncentral t can give nan far in a tail (a large shift), where the mass is about 0
+    # or 1: there the normal approximation is as good
+    if not math.isfinite(upper):
+        upper = stats.norm.sf(critical - shift)
+    if not math.isfinite(lower):
+        lower = stats.norm.cdf(-critical - shift)
+    return float(upper + lower)
 
 
 def seeds_needed(diff: float, sd: float, paired: bool, alpha: float = ALPHA) -> int | None:

@@ -80,21 +80,18 @@ class Record:
     paper: dict[str, float]
 
 
-def _metric(run: pd.Series, name: str) -> float | None:
-    for key in (name, *OLDER_NAMES.get(name, ())):
-        value = run.get(key)
-        if value is not None and pd.notna(value):
-            return float(value)
-    return None
-
-
 def _by_seed(runs: pd.DataFrame, name: str) -> dict[str, float]:
-    out = {}
-    for _, run in runs.iterrows():
-        value = _metric(run, name)
-        if value is not None:
-            out[str(run["seed"])] = value
-    return out
+    """seed -> the metric, for the runs that logged it (under its name, else an older one);
+    by columns, not run by run: a table reads every metric of every run."""
+    values = None
+    for key in (name, *OLDER_NAMES.get(name, ())):
+        if key in runs:
+            column = pd.to_numeric(runs[key], errors="coerce").astype(float)
+            values = column if values is None else values.fillna(column)
+    if values is None:
+        return {}
+    kept = values.notna()
+    return dict(zip(runs.seed[kept].astype(str).tolist(), values[kept].tolist()))
 
 
 def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None) -> list[Record]:
