@@ -157,3 +157,15 @@ def test_the_second_round_adds_seeds_to_undecided_rows_and_the_baseline_only():
     assert dict((v, n) for n, values in rounds for v in values[1:]) == {
         "0.05": min(8, needed["0.05"] or 8), "0.1": min(8, needed["0.1"] or 8)}
     assert second_round(table, cap=3) == []  # three seeds already: the cap is reached
+
+
+def test_a_sweep_logged_before_its_first_job_tag_takes_its_first_override_value():
+    # 0.1 ran first (an older sweep); the newer sweep `lr.value=0.01,0.1` names 0.01 first
+    runs = [run("old", "A", 0, "0.1", minute=0), run("b0", "B", 0, "0.01", minute=10, job=0),
+            run("b1", "", 0, "0.1", minute=0)]
+    runs[2]["sweeps"] = "A B"
+    jobs, sweeps = frames(runs[1:], [("A", 0, "lr.value"), ("B", 10, "lr.value")])
+    sweeps["overrides"] = ["lr.value=0.1", "lr.value=0.01,0.1"]
+    chosen = choose(jobs, sweeps, default_baseline_first=True)
+    assert [r.label for r in chosen.rows] == ["0.1", "0.01"]  # the order the sweeps first ran them
+    assert chosen.baseline.label == "0.01"
