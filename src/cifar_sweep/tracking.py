@@ -51,6 +51,9 @@ JOB_OVERRIDES = "job.overrides"
 SWEEP_OVERRIDES = "sweep.overrides"
 SWEEP_JOBS = "sweep.jobs"
 SWEEP_VARYING = "sweep.varying"
+SWEEP_TO_TRAIN = "sweep.to_train"   # the jobs a sweep launched (not finished before)
+SWEEP_LAUNCHED = "sweep.launched"   # when it launched them (seconds since the epoch)
+AHEAD = "cifar_sweep.ahead"          # on a reference run the sweep wrote before launching
 PEAK_MEMORY = "peak_memory"     # what the peak_memory_mb metric measured: process_rss, gpu_allocated
 FAILURE = "failure_reason"
 INTERRUPTED = "interrupted"      # the failure_reason (prefix) of a run that may be continued
@@ -285,14 +288,18 @@ def log_reference(client: MlflowClient, experiment_id: str, name: str, tags: dic
 
 
 def sweep_progress(client: MlflowClient, experiment_id: str, parent: str) -> tuple[int, int, int, float]:
-    """(jobs in the sweep, finished, failed or killed, seconds since it started)."""
+    """(jobs the sweep launched, finished, failed or killed, seconds since it launched them):
+    the reference runs it wrote before launching (finished before) are not counted."""
     sweep = client.get_run(parent)
     children = client.search_runs([experiment_id], f"tags.`{PARENT}` = '{parent}'",
-                                  max_results=10000)
-    return (int(sweep.data.tags.get(SWEEP_JOBS, "0")),
+                                  max_results=50000)
+    children = [c for c in children if AHEAD not in c.data.tags]
+    tags = sweep.data.tags
+    started = float(tags.get(SWEEP_LAUNCHED) or sweep.info.start_time / 1000)
+    return (int(tags.get(SWEEP_TO_TRAIN) or tags.get(SWEEP_JOBS, "0")),
             sum(c.info.status == "FINISHED" for c in children),
             sum(c.info.status in ("FAILED", "KILLED") for c in children),
-            time.time() - sweep.info.start_time / 1000)
+            time.time() - started)
 
 
 def sweep_varying(client: MlflowClient, parent: str) -> list[str]:
