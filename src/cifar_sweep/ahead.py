@@ -176,10 +176,12 @@ def _decide(job: AheadJob, finished: list, unfinished: list, load_state: bool) -
 
 
 def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[list[str]],
-         describe: Callable[[Exception], str], stop_on_error: bool = True) -> Plan:
+         describe: Callable[[Exception], str], stop_on_error: bool = True,
+         configs: JobConfigs | None = None) -> Plan:
     """Every job checked (`validate.check_config`), its data decoded once per source, its
     identity. A bad job: UserInputError naming its overrides (`stop_on_error`, the sweep) or its
-    `error` line (the plan). `describe`: a Hydra composition error as one line."""
+    `error` line (the plan). `describe`: a Hydra composition error as one line. `configs`: one
+    composing already (what it composed is kept)."""
     from hydra.errors import HydraException
     from hydra.utils import instantiate
 
@@ -187,7 +189,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
     from cifar_sweep.data import load_dataset
     from cifar_sweep.validate import check_config
 
-    configs = JobConfigs(compose, config_loader)
+    configs = configs or JobConfigs(compose, config_loader)
     datasets: dict[str, tuple] = {}
     devices: dict[tuple[str, str], tuple[str, str]] = {}
     out, first = [], None
