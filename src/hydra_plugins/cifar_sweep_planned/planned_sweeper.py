@@ -47,6 +47,8 @@ class PlannedSweeper(BasicSweeper):
         if launch.is_file():  # written by the sweep's start: the job numbers to launch
             jobs = [jobs[num] for num in json.loads(launch.read_text())]
         returns, first = [], 0
+        if not jobs:  # every job finished before: nothing to launch
+            return returns
         for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
             results = self.launcher.launch(batch, initial_job_idx=first)
             for result in results:
