@@ -213,7 +213,7 @@ def _ended_by(job: Job, exc: Exception, run_id, folders, gpu_advice) -> JobResul
     reason = f"{type(exc).__name__}: {exc}"
     if job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
         log.error("run %s failed: %s", run_id, reason)
-        _log_sweep_progress(job)
+        _log_sweep_progress(job, failed=True)
         return JobResult("failed", run_id=run_id)
     if isinstance(exc, NonFiniteLossError):
         print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
@@ -318,9 +318,12 @@ def _prefix_log_lines(prefix: str) -> None:
             handler.setFormatter(logging.Formatter(fmt, handler.formatter.datefmt))
 
 
-def _log_sweep_progress(job: Job) -> None:
-    """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it."""
-    total, done, failed, elapsed = t.sweep_progress(job.client, job.experiment_id, job.parent)
+def _log_sweep_progress(job: Job, failed: bool = False) -> None:
+    """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
+    (the jobs it launched: not those finished before)."""
+    progress = ahead.sweep_progress(str(job.hydra.sweep.dir), int(job.hydra.job.num), failed)
+    total, done, failed, elapsed = progress or t.sweep_progress(job.client, job.experiment_id,
+                                                                job.parent)
     left = max(0, total - done - failed)
     eta = f", about {elapsed / (done + failed) * left / 60:.1f} min left" if done + failed else ""
     log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)

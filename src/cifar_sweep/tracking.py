@@ -9,6 +9,7 @@ opens it: a SQLite store is created under a lock, a server must answer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -157,6 +158,7 @@ def _check_artifact_location(experiment, uri: str) -> None:
         f"through the server), or run where that path is writable")
 
 
+@functools.cache  # once per process: a worker runs many jobs of one checkout
 def git_commit() -> str:
     root = Path(__file__).resolve().parents[2]
     try:
