@@ -68,17 +68,19 @@ def test_a_finished_job_is_not_launched_and_keeps_its_number(project):
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     by_num = {c.data.tags["job.num"]: c for c in children}
-    assert sorted(by_num) == ["0", "1", "2", "3"]  # the launched jobs keep their numbers
-    for num, seed in (("0", "0"), ("1", "1")):
-        ref = by_num[num]
-        assert ref.data.tags["cifar_sweep.role"] == "reference"
-        assert ref.data.tags["cifar_sweep.same_as"] == first[seed]
-        assert ref.data.params["trainer.seed"] == seed and ref.info.status == "FINISHED"
-        assert ref.data.metrics["test_accuracy"] == client.get_run(
+    # the jobs in Hydra's order (seed, then lr.value): the launched ones keep their numbers
+    assert sorted(by_num) == ["0", "1", "2", "3"]
+    for num, (seed, lr) in enumerate([("0", "0.01"), ("0", "0.02"), ("1", "0.01"), ("1", "0.02")]):
+        run = by_num[str(num)]
+        assert (run.data.params["trainer.seed"], run.data.params["lr.value"]) == (seed, lr)
+        assert run.info.status == "FINISHED"
+        if lr == "0.02":
+            assert run.data.tags["cifar_sweep.role"] == "job"
+            continue
+        assert run.data.tags["cifar_sweep.role"] == "reference"
+        assert run.data.tags["cifar_sweep.same_as"] == first[seed]
+        assert run.data.metrics["test_accuracy"] == client.get_run(
             first[seed]).data.metrics["test_accuracy"]
-    for num in ("2", "3"):
-        assert by_num[num].data.tags["cifar_sweep.role"] == "job"
-        assert by_num[num].data.params["lr.value"] == "0.02"
     assert parent.data.tags["sweep.to_train"] == "2" and parent.info.status == "FINISHED"
 
 
