@@ -14,7 +14,7 @@ STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-full lint ui bench bench-memory-format tables clean clean-runs bench-checkpoint \
 	ablations $(addprefix ablation-,$(STUDIES))
-.PHONY: server plan gpu-check gpu-check-dry
+.PHONY: server plan gpu-check gpu-check-dry bench-sweep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -106,3 +106,8 @@ clean-runs:  ## mark RUNNING runs whose process died KILLED (they continue from 
 clean:  ## remove Hydra outputs and caches (keeps the MLflow store mlruns/)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+N ?= 100
+N2 ?=
+bench-sweep:  ## what the sweep machinery costs per job, at N jobs (and N2: its growth); ARGS= overrides
+	$(PYTHON) benchmarks/sweep_cost.py $(N) $(N2) $(ARGS)

@@ -19,15 +19,11 @@ def main(argv: list[str]) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from hydra.utils import instantiate
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
-    from cifar_sweep.data import load_dataset
-    from cifar_sweep.decision import decide, identify_ahead
-    from cifar_sweep.errors import UserInputError
+    from cifar_sweep import ahead
     from cifar_sweep.sweep import _one_line, sweep_job_overrides, varying_keys
     from cifar_sweep.tracking import open_store
-    from cifar_sweep.validate import check_config
 
     if any(a.startswith(("hpo=", "+hpo=")) for a in argv):
         print("error: a search (hpo=...) has no plan: its trials are chosen as it runs",
@@ -35,7 +31,8 @@ def main(argv: list[str]) -> int:
         return 2
     counts: dict[str, int] = {}
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        loader = GlobalHydra.instance().config_loader()
+        parser = OverridesParser.create(config_loader=loader)
         try:
             fixed = [o.input_line for o in parser.parse_overrides(argv)
                      if not o.is_sweep_override()]
@@ -47,26 +44,32 @@ def main(argv: list[str]) -> int:
             base.hydra.overrides.task = list(argv)
         jobs = sweep_job_overrides(base)
         shown = varying_keys(jobs)
-        data, stores = {}, {}
-        for num, overrides in enumerate(jobs):
-            name = " ".join(o for o in overrides if o.partition("=")[0] in shown) or "(defaults)"
+        # the same bulk planning as the sweep's start (ahead.py): configs composed once per
+        # choice of groups, each store asked a handful of queries for all its jobs
+        plan = ahead.plan(lambda groups: compose("config", overrides=groups,
+                                                 return_hydra_config=True),
+                          loader, jobs, _one_line, stop_on_error=False)
+        stores: dict[tuple[str, str], list] = {}
+        for job in plan.jobs:
+            if not job.error:
+                stores.setdefault(job.store, []).append(job)
+        for (uri, name), those in stores.items():
             try:
-                cfg = compose("config", overrides=overrides)
-                check_config(cfg)
-                key = repr(cfg.data)
-                if key not in data:
-                    data[key] = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
-                uri = str(cfg.tracking.uri)
-                client = stores.setdefault(uri, open_store(cfg.tracking))
-                experiment = client.get_experiment_by_name(str(cfg.tracking.experiment))
-                identity = identify_ahead(cfg, data[key].fingerprint)
-                decision = decide(cfg, identity, client,
-                                  experiment.experiment_id if experiment else None)
-                line, action = decision.line(cfg.trainer.epochs), decision.action
-            except (UserInputError, HydraException) as exc:
-                line, action = f"invalid: {_one_line(exc)}", "invalid"
-            counts[action] = counts.get(action, 0) + 1
-            print(f"#{num} {name}: {line}")
+                client = open_store(OmegaConf.create({"uri": uri}))
+                experiment = client.get_experiment_by_name(name)
+                plan.decide(client, experiment.experiment_id if experiment else None,
+                            load_state=True, jobs=those)
+            except ahead.UserInputError as exc:
+                for job in those:
+                    job.error = str(exc)
+    for job in plan.jobs:
+        name = " ".join(o for o in job.overrides if o.partition("=")[0] in shown) or "(defaults)"
+        if job.error:
+            line, action = f"invalid: {job.error}", "invalid"
+        else:
+            line, action = job.decision.line(job.epochs), job.decision.action
+        counts[action] = counts.get(action, 0) + 1
+        print(f"#{job.num} {name}: {line}")
     print(f"plan: {len(jobs)} jobs: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
     return 2 if "invalid" in counts else 0
 

@@ -156,6 +156,7 @@ def _closure(target: str) -> list[str]:
     return defs + sorted(f"{p}=={_version(p)}" for p in external)
 
 
+@cache  # the code cannot change within a process; a sweep asks for every job
 def part_hash(*targets: str) -> str:
     text = "\n".join(line for target in targets for line in _closure(target))
     return hashlib.sha256(text.encode()).hexdigest()[:12]

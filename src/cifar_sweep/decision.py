@@ -116,16 +116,23 @@ def finished_before(cfg: DictConfig, identity: Identity, client: MlflowClient):
     """(the finished run of this config to reuse or None, a note): one made by this code; one
     made by other code only where `trainer.reuse_other_code` says so."""
     finished = lifecycle.find_finished(client, identity.config_hash, identity.code_version)
-    if finished is not None:
-        return finished, ""
-    other = lifecycle.find_finished(client, identity.config_hash)
+    other = None if finished is not None else lifecycle.find_finished(client, identity.config_hash)
+    return choose_finished(cfg.trainer.reuse_other_code, identity, finished, other)
+
+
+def choose_finished(reuse_other_code: bool, identity: Identity, same_code, other_code):
+    """finished_before's answer from the newest finished run of this config made by this code
+    and the newest made by any code (None where there is none); `ahead.py` asks in bulk."""
+    if same_code is not None:
+        return same_code, ""
+    other = other_code
     if other is None:
         return None, ""
     old = {k.removeprefix(t.CODE_PART): v for k, v in other.data.tags.items()
            if k.startswith(t.CODE_PART)}
     parts = (", ".join(code_version.changed(old, identity.code)) if old
              else "code versions not recorded then")
-    if cfg.trainer.reuse_other_code:
+    if reuse_other_code:
         return other, f"made by other code ({parts}): trainer.reuse_other_code=true"
     return None, (f"this config finished before as run {other.info.run_id}, but other code made "
                   f"it (changed: {parts}): training again; trainer.reuse_other_code=true reuses it")

@@ -53,7 +53,12 @@ def result_config(cfg: DictConfig, data_fingerprint: str, device_type: str,
                   precision: str) -> dict:
     """The resolved config that decides the result, as a plain dict: `precision` is the one the
     job resolved `trainer.precision` to (`auto` is fp32 on one GPU and bf16 on another)."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
+    return result_tree(OmegaConf.to_container(cfg, resolve=True), data_fingerprint, device_type,
+                       precision)
+
+
+def result_tree(tree: dict, data_fingerprint: str, device_type: str, precision: str) -> dict:
+    """result_config from the resolved config as a plain dict (changed in place)."""
     for key in NOT_RESULT_KEYS:
         _drop(tree, key)
     tree["trainer"]["precision"] = precision
@@ -76,3 +81,12 @@ def setting_hash(cfg: DictConfig, data_fingerprint: str, device_type: str, preci
     tree = result_config(cfg, data_fingerprint, device_type, precision)
     _drop(tree, SEED_KEY)
     return _digest(tree)
+
+
+def hashes(tree: dict, data_fingerprint: str, device_type: str, precision: str) -> tuple[str, str]:
+    """(config hash, setting hash) from the resolved config as a plain dict, resolved once
+    (a sweep's jobs planned ahead); `tree` is changed in place."""
+    tree = result_tree(tree, data_fingerprint, device_type, precision)
+    config = _digest(tree)
+    _drop(tree, SEED_KEY)
+    return config, _digest(tree)

@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import checkpoint, epoch_hooks, faults, lifecycle, lineage, outcome, runtime
+from cifar_sweep import ahead, checkpoint, epoch_hooks, faults, lifecycle, lineage, outcome, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import Dataset, load_dataset
 from cifar_sweep.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify
@@ -73,6 +73,8 @@ def run_job(cfg: DictConfig) -> JobResult:
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
+    if multirun:  # the launcher numbers the jobs it launched: the number in the whole sweep
+        ahead.restore_job_num(hydra)
     if multirun:  # parallel jobs' lines interleave: say whose each one is
         _prefix_log_lines(f"#{hydra.job.num} ")
         if faults.sweep_stopped(hydra.sweep.dir):  # a full disk, GPU memory: see faults.py
@@ -211,7 +213,7 @@ def _ended_by(job: Job, exc: Exception, run_id, folders, gpu_advice) -> JobResul
     reason = f"{type(exc).__name__}: {exc}"
     if job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
         log.error("run %s failed: %s", run_id, reason)
-        _log_sweep_progress(job)
+        _log_sweep_progress(job, failed=True)
         return JobResult("failed", run_id=run_id)
     if isinstance(exc, NonFiniteLossError):
         print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
@@ -306,13 +308,7 @@ def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
     tags[t.PARENT] = parent
     tags[t.JOB_NUM] = str(hydra.job.num)
     varying = t.sweep_varying(client, parent)
-    return f"#{hydra.job.num} {_short_overrides(hydra.overrides.task, varying)}", tags
-
-
-def _short_overrides(overrides: list[str], keys: list[str]) -> str:
-    """`lr.value=0.005 seed=1`: the values the sweep varies, not every override repeated."""
-    chosen = [o for o in overrides if o.partition("=")[0] in keys] or overrides
-    return " ".join(o.lstrip("+").removeprefix("trainer.") for o in chosen) or "defaults"
+    return f"#{hydra.job.num} {ahead.short_overrides(hydra.overrides.task, varying)}", tags
 
 
 def _prefix_log_lines(prefix: str) -> None:
@@ -322,9 +318,12 @@ def _prefix_log_lines(prefix: str) -> None:
             handler.setFormatter(logging.Formatter(fmt, handler.formatter.datefmt))
 
 
-def _log_sweep_progress(job: Job) -> None:
-    """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it."""
-    total, done, failed, elapsed = t.sweep_progress(job.client, job.experiment_id, job.parent)
+def _log_sweep_progress(job: Job, failed: bool = False) -> None:
+    """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
+    (the jobs it launched: not those finished before)."""
+    progress = ahead.sweep_progress(str(job.hydra.sweep.dir), int(job.hydra.job.num), failed)
+    total, done, failed, elapsed = progress or t.sweep_progress(job.client, job.experiment_id,
+                                                                job.parent)
     left = max(0, total - done - failed)
     eta = f", about {elapsed / (done + failed) * left / 60:.1f} min left" if done + failed else ""
     log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)

@@ -79,9 +79,10 @@ def experiment_runs(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame
         jobs[run.info.run_id] = run
         if tags.get(t.PARENT):
             holders.setdefault(run.info.run_id, []).append(tags[t.PARENT])
+    fetched = _runs_by_id(client, [r for r in originals if r not in jobs])
     for run_id, reference in originals.items():
-        if run_id not in jobs:
-            original = client.get_run(run_id)
+        if run_id not in jobs and run_id in fetched:
+            original = fetched[run_id]
             jobs[run_id] = original
             # the reference's place in its sweep: the original's job number is another sweep's
             original.data.tags[t.JOB_NUM] = reference.data.tags.get(t.JOB_NUM, "")
@@ -91,6 +92,29 @@ def experiment_runs(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame
     config_keys = {k for run in jobs.values() for k in run.data.params}
     metric_keys = {k for run in jobs.values() for k in run.data.metrics}
     return _frame(rows, config_keys, metric_keys), _sweeps_frame(sweeps)
+
+
+def _runs_by_id(client: MlflowClient, run_ids: list[str], chunk: int = 500) -> dict:
+    """The runs of these ids, in any active experiment, a few queries for all (a study's shared
+    baseline is another experiment's run): not a get_run per run."""
+    if not run_ids:
+        return {}
+    from cifar_sweep.lifecycle import active_experiments
+
+    experiments = active_experiments(client)
+    out = {}
+    for start in range(0, len(run_ids), chunk):
+        ids = ", ".join(f"'{r}'" for r in run_ids[start:start + chunk])
+        for run in client.search_runs(experiments, f"attributes.run_id IN ({ids})",
+                                      max_results=chunk):
+            out[run.info.run_id] = run
+    for run_id in run_ids:  # in a deleted experiment: get_run still reads it
+        if run_id not in out:
+            try:
+                out[run_id] = client.get_run(run_id)
+            except Exception:  # noqa: BLE001 - deleted for good: its reference stands alone
+                continue
+    return out
 
 
 SWEEP_COLUMNS = ["run_id", "run_name", "start_time", "status", "varying", "overrides", "first_job",

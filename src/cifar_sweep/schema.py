@@ -9,6 +9,7 @@ which converts what it can (`"0.9"` -> 0.9) and refuses the rest. A `_target_` n
 
 from __future__ import annotations
 
+import json
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,12 +200,32 @@ TARGET_NODES = ("model", "optimizer", "loss", "augment", "lr.schedule", "data.so
 
 
 def _check(path: str, node: Any, schema: type) -> None:
+    # a sweep checks thousands of jobs whose sections mostly repeat, and a structured merge
+    # costs milliseconds: each distinct section is checked once per process
+    try:
+        key = (path, schema, json.dumps(node, sort_keys=True))
+    except (TypeError, ValueError):  # not plain JSON values: not remembered
+        key = None
+    if key is not None and key in _CHECKED:
+        problem = _CHECKED[key]
+    else:
+        problem = _problem(path, node, schema)
+        if key is not None:
+            _CHECKED[key] = problem
+    if problem is not None:
+        raise UserInputError(problem)
+
+
+_CHECKED: dict[tuple, str | None] = {}
+
+
+def _problem(path: str, node: Any, schema: type) -> str | None:
+    """The one line that says what is wrong with this node, or None."""
     try:
         OmegaConf.merge(OmegaConf.structured(schema), node)
     except ConfigKeyError as exc:
         allowed = ", ".join(k for k in OmegaConf.structured(schema) if not k.startswith("_"))
-        raise UserInputError(f"{path}.{exc.key} is not a setting here; allowed: {allowed or 'none'}"
-                             ) from None
+        return f"{path}.{exc.key} is not a setting here; allowed: {allowed or 'none'}"
     except ValidationError as exc:
         key = str(exc.full_key).split(".")[0].split("[")[0]
         value = node.get(key, "?") if isinstance(node, dict) else "?"
@@ -212,7 +233,8 @@ def _check(path: str, node: Any, schema: type) -> None:
         kind = {"<class 'int'>": "an integer", "<class 'float'>": "a number",
                 "<class 'bool'>": "true or false", "<class 'str'>": "a string",
                 "int | None": "an integer or null"}.get(kind, kind)
-        raise UserInputError(f"{path}.{key}={value} is invalid: must be {kind}") from None
+        return f"{path}.{key}={value} is invalid: must be {kind}"
+    return None
 
 
 def check_types(cfg: DictConfig) -> None:

@@ -19,6 +19,7 @@ state), figures on, checkpoint kept, in a fresh folder:
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -56,14 +57,15 @@ class PlannedJob:
 
 def model_bytes(cfg: DictConfig, classes: int) -> int:
     """The size of the model's fp32 state (what best_weights.pt holds)."""
-    return _state_bytes(OmegaConf.to_yaml(cfg.model), classes)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return _state_bytes(json.dumps(model, sort_keys=True, default=str), classes)
 
 
 @functools.lru_cache
-def _state_bytes(model_yaml: str, classes: int) -> int:
+def _state_bytes(model_json: str, classes: int) -> int:
     from hydra.utils import instantiate
 
-    model = instantiate(OmegaConf.create(model_yaml), num_classes=classes)
+    model = instantiate(OmegaConf.create(json.loads(model_json)), num_classes=classes)
     return sum(v.numel() * 4 for v in model.state_dict().values())
 
 
@@ -91,10 +93,14 @@ def check_sweep(planned: list[PlannedJob], client, concurrent: int,
         todo = [biggest] * trials
     else:
         todo = [j for j in planned if not _finished(j, client)]
-    if not todo:
-        return
-    cfg = todo[0].cfg  # the sweep's folders are the same for every job
-    writes = [job_writes(j.cfg, j.classes) for j in todo]
+    if todo:  # the sweep's folders are the same for every job
+        check_writes(todo[0].cfg, [job_writes(j.cfg, j.classes) for j in todo], concurrent)
+
+
+def check_writes(cfg: DictConfig, writes: list[tuple[int, int]], concurrent: int) -> None:
+    """check_sweep's test, from each job to train's (store bytes, checkpoint bytes) and one
+    job's config (the folders)."""
+    todo = writes
     checkpoints = sorted((c for _, c in writes), reverse=True)
     # each running job has a checkpoint and, while saving, its temporary copy; kept ones stay
     need_checkpoints = 2 * sum(checkpoints[:concurrent])

@@ -13,6 +13,7 @@ import atexit
 import itertools
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from mlflow.entities import Param
+from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_sweep import faults, lifecycle, space
+from cifar_sweep import ahead, faults, lifecycle, space
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.identity import SEED_KEY
@@ -105,6 +106,7 @@ class MlflowSweepCallback(Callback):
         self.jobs = 0
         self.search = False
         self.varying: list[str] = []  # what the sweep varies but the seed: a table's rows
+        self.plan: ahead.Plan | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         # Hydra turns a callback's exception into a warning and sweeps on, without a parent run
@@ -121,17 +123,26 @@ class MlflowSweepCallback(Callback):
         # a search's jobs are its trials, asked one batch at a time: it judges its own trials
         self.search = "n_trials" in config.hydra.sweeper
         with exit_on_user_error():
-            checked = jobs
             if self.search:  # its settings, and its space's edges composed as jobs would be
                 from cifar_sweep import hpo
 
                 settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
                 hpo.check_settings(settings)
                 checked = [jobs[0] + c for c in hpo.corner_overrides(settings["space"])]
-            planned = preflight(config, checked)
-            self.client, experiment_id = t.open_experiment(config.tracking)
-            space.check_sweep(planned, self.client, self._concurrent(config),
-                              int(config.hydra.sweeper.n_trials) if self.search else None)
+                planned = preflight(config, checked)
+                self.client, experiment_id = t.open_experiment(config.tracking)
+                space.check_sweep(planned, self.client, self._concurrent(config),
+                                  int(config.hydra.sweeper.n_trials))
+            else:  # every job composed, checked and decided in bulk (ahead.py)
+                loader = GlobalHydra.instance().config_loader()
+                self.plan = ahead.plan(lambda groups: loader.load_sweep_config(config, groups),
+                                       loader, jobs, _one_line)
+                self.client, experiment_id = t.open_experiment(config.tracking)
+                here = (str(config.tracking.uri), str(config.tracking.experiment))
+                # a job logged elsewhere (its own tracking.*) decides for itself when it runs
+                self.plan.decide(self.client, experiment_id,
+                                 jobs=[j for j in self.plan.jobs if j.store == here])
+                self.plan.check_space(self._concurrent(config))
         lifecycle.close_ghosts(self.client, [experiment_id])
         sweep_dir = Path(config.hydra.sweep.dir)
         faults.clear_stop(str(sweep_dir))  # a stop of an earlier sweep in this same folder
@@ -159,6 +170,23 @@ class MlflowSweepCallback(Callback):
             Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
         (sweep_dir / PARENT_FILE).write_text(self.parent_id)
         atexit.register(self._close, "KILLED")  # if the sweep is interrupted or exits early
+        if not self.search:
+            self._launch_only_what_trains(experiment_id, sweep_dir, varying_keys(jobs))
+
+    def _launch_only_what_trains(self, experiment_id: str, sweep_dir: Path,
+                                 varying: list[str]) -> None:
+        """Reference runs for the jobs finished before (or training elsewhere), written here;
+        the sweeper (hydra_plugins/cifar_sweep_planned) launches only the others."""
+        launched = [j.num for j in self.plan.to_launch()]
+        written = self.plan.write_references(self.client, experiment_id, self.parent_id,
+                                             varying, lifecycle.owner_tags(), t.git_commit())
+        ahead.write_launched(str(sweep_dir), launched)
+        self.client.log_batch(self.parent_id, tags=[
+            RunTag(t.SWEEP_TO_TRAIN, str(len(launched))),
+            RunTag(t.SWEEP_LAUNCHED, f"{time.time():.3f}")])
+        if written:
+            print(f"sweep: {written} of {self.jobs} jobs finished before or are training "
+                  f"elsewhere (reference runs written); {len(launched)} to launch", flush=True)
 
     @staticmethod
     def _concurrent(config: DictConfig) -> int:

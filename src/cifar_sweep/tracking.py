@@ -9,6 +9,7 @@ opens it: a SQLite store is created under a lock, a server must answer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -53,6 +54,9 @@ SWEEP_OVERRIDES = "sweep.overrides"
 SWEEP_JOBS = "sweep.jobs"
 SWEEP_VARYING = "sweep.varying"
 SWEEP_FIRST_JOB = "sweep.first_job"  # its first job's overrides: the default baseline
+SWEEP_TO_TRAIN = "sweep.to_train"   # the jobs a sweep launched (not finished before)
+SWEEP_LAUNCHED = "sweep.launched"   # when it launched them (seconds since the epoch)
+AHEAD = "cifar_sweep.ahead"          # on a reference run the sweep wrote before launching
 PEAK_MEMORY = "peak_memory"     # what the peak_memory_mb metric measured: process_rss, gpu_allocated
 FAILURE = "failure_reason"
 INTERRUPTED = "interrupted"      # the failure_reason (prefix) of a run that may be continued
@@ -156,6 +160,7 @@ def _check_artifact_location(experiment, uri: str) -> None:
         f"through the server), or run where that path is writable")
 
 
+@functools.cache  # once per process: a worker runs many jobs of one checkout
 def git_commit() -> str:
     root = Path(__file__).resolve().parents[2]
     try:
@@ -287,13 +292,17 @@ def log_reference(client: MlflowClient, experiment_id: str, name: str, tags: dic
 
 
 def sweep_progress(client: MlflowClient, experiment_id: str, parent: str) -> tuple[int, int, int, float]:
-    """(jobs in the sweep, finished, failed or killed, seconds since it started)."""
+    """(jobs the sweep launched, finished, failed or killed, seconds since it launched them):
+    the reference runs it wrote before launching (finished before) are not counted."""
     sweep = client.get_run(parent)
     children = all_runs(client, [experiment_id], f"tags.`{PARENT}` = '{parent}'")
-    return (int(sweep.data.tags.get(SWEEP_JOBS, "0")),
+    children = [c for c in children if AHEAD not in c.data.tags]
+    tags = sweep.data.tags
+    started = float(tags.get(SWEEP_LAUNCHED) or sweep.info.start_time / 1000)
+    return (int(tags.get(SWEEP_TO_TRAIN) or tags.get(SWEEP_JOBS, "0")),
             sum(c.info.status == "FINISHED" for c in children),
             sum(c.info.status in ("FAILED", "KILLED") for c in children),
-            time.time() - sweep.info.start_time / 1000)
+            time.time() - started)
 
 
 def sweep_varying(client: MlflowClient, parent: str) -> list[str]:

@@ -1,0 +1,58 @@
+"""`hydra/sweeper=planned` (config.yaml's default): Hydra's basic sweeper (the cartesian product
+of the overrides' values, `hydra.sweeper.params` first) that launches only the jobs the sweep's
+start (cifar_sweep/sweep.py, ahead.py) left to train: those finished before, or training
+elsewhere, have their reference runs already. The launcher numbers the jobs it is given; each job
+reads its number in the whole sweep back from the sweep folder (ahead.original_job_num).
+
+Unlike the basic sweeper it does not compose every job's config again before launching it: the
+sweep's start has composed and checked each one (ahead.plan).
+"""
+
+# No `from __future__ import annotations` here: Hydra scans plugin modules outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+LAUNCH_FILE = "launched_jobs.json"  # cifar_sweep.ahead.LAUNCH_FILE (not imported: see above)
+
+
+@dataclass
+class PlannedSweeperConf:
+    _target_: str = "hydra_plugins.cifar_sweep_planned.planned_sweeper.PlannedSweeper"
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="planned", node=PlannedSweeperConf,
+                             provider="cifar-sweep")
+
+
+class PlannedSweeper(BasicSweeper):
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.launcher is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
+        jobs = [job for batch in self.split_arguments(overrides, None) for job in batch]
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        launch = sweep_dir / LAUNCH_FILE
+        if launch.is_file():  # written by the sweep's start: the job numbers to launch
+            jobs = [jobs[num] for num in json.loads(launch.read_text())]
+        returns, first = [], 0
+        if not jobs:  # every job finished before: nothing to launch
+            return returns
+        for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
+            results = self.launcher.launch(batch, initial_job_idx=first)
+            for result in results:
+                _ = result.return_value  # raise where a job failed, as the basic sweeper does
+            first += len(batch)
+            returns.append(results)
+        return returns
