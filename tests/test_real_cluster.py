@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -168,3 +169,90 @@ def test_a_cancelled_job_is_one_line_and_the_same_command_continues_it(project, 
     sgd = project.client.get_run(runs["sgd"].info.run_id)
     assert sgd.info.status == "FINISHED" and "failure_reason" not in sgd.data.tags
     assert _epochs(project, sgd.info.run_id) == list(range(1, 26))
+
+
+# --- Ray: a head and a worker node, each its own `ray start` --------------------------------------
+
+RAY_SH = ROOT / "tests" / "clusters" / "ray.sh"
+RAY_PORT = "6390"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The [ray] extra pins joblib 1.5 (cloudpickle<3): it lives in its own venv, RAY_PYTHON."""
+    python = os.environ.get("RAY_PYTHON")
+    if not python:
+        pytest.skip("RAY_PYTHON is not set: a python with the [ray] extra "
+                    "(make test-cluster RAY_PYTHON=.venv-ray/bin/python)")
+    env = {"PYTHON": python, "RAY_PORT": RAY_PORT}
+    _script(RAY_SH, "up", env=env)
+    yield python
+    subprocess.run([str(RAY_SH), "down"], capture_output=True, timeout=300,
+                   env={**os.environ, **env})
+
+
+def _node_pids(name: str) -> set[int]:
+    """The processes of one node: the process group its `ray start` leads."""
+    leader = int(Path(os.environ.get("CLUSTER_STATE", "/var/tmp/cifar-sweep-ray"),
+                      f"{name}.pid").read_text())
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == leader:  # its process group
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_ray_sweep_spreads_over_both_nodes_and_a_lost_node_is_one_line(project, ray_cluster):
+    """Two jobs, one CPU per node: one on each. The worker's raylet SIGKILLed mid-job: one line
+    naming the job, the other job finishes, nothing RUNNING, non-zero; the same command (once
+    the worker is back) continues the lost run, each epoch logged once."""
+    work = project.workdir
+    args = ["-m", "hydra/launcher=ray_tasks", f"hydra.launcher.ray.init.address=127.0.0.1:{RAY_PORT}",
+            f"hydra.sweep.dir={work / 'multirun' / 'ray'}", f"tracking.uri={work / 'mlruns'}",
+            f"checkpoint.dir={work / 'checkpoints'}", "data=synthetic", "trainer.epochs=25",
+            "checkpoint.keep=true", "optimizer=sgd,adam"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    sweep = subprocess.Popen([ray_cluster, str(TRAIN), *args], cwd=work, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def on_both():
+            jobs = {n: [p for p in _node_pids(n) if "default_worker" in _cmdline(p)
+                        or "ray::" in _cmdline(p)] for n in ("head", "worker")}
+            return jobs if all(jobs.values()) else None
+        _wait(on_both, 300, "a job on each node")
+        _wait(lambda: len([r for r in _jobs(project) if project.client.get_metric_history(
+            r.info.run_id, "val_accuracy")]) == 2, 300, "both jobs' first epoch")
+        [raylet] = [p for p in _node_pids("worker") if "raylet" in _cmdline(p).split()[0]]
+        os.kill(raylet, signal.SIGKILL)
+        out, err = _finish(sweep)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode not in (0, None), out + err
+    lost = [x for x in err.splitlines() if x.startswith("error: Ray lost job")]
+    assert len(lost) == 1, err
+    assert "Traceback" not in err, err
+    runs = _jobs(project)
+    assert all(r.info.status != "RUNNING" for r in project.runs())
+    [killed] = [r for r in runs if r.info.status == "KILLED"]
+    [finished] = [r for r in runs if r.info.status == "FINISHED"]
+    assert killed.data.tags["optimizer"] in lost[0] and finished.data.tags["optimizer"] not in lost[0]
+
+    _script(RAY_SH, "up", env={"PYTHON": ray_cluster, "RAY_PORT": RAY_PORT})  # the worker back
+    again = subprocess.run([ray_cluster, str(TRAIN), *args], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = project.client.get_run(killed.info.run_id)
+    assert after.info.status == "FINISHED"
+    assert _epochs(project, after.info.run_id) == list(range(1, 26))

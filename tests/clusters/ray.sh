@@ -59,10 +59,13 @@ up() {
         echo "ray.sh: already up"
         return 0
     fi
-    down >/dev/null
-    mkdir -p "$STATE"
-    start head --head --port="$PORT" --include-dashboard=false --disable-usage-stats
-    for _ in $(seq 60); do "$RAY" status --address="127.0.0.1:$PORT" >/dev/null 2>&1 && break; sleep 1; done
+    if ! alive head; then  # a new head: the old worker cannot join it
+        down >/dev/null
+        mkdir -p "$STATE"
+        start head --head --port="$PORT" --include-dashboard=false --disable-usage-stats
+        for _ in $(seq 60); do "$RAY" status --address="127.0.0.1:$PORT" >/dev/null 2>&1 && break; sleep 1; done
+    fi
+    stop worker  # what is left of a lost worker node
     start worker --address="127.0.0.1:$PORT"
     for _ in $(seq 60); do [ "$(nodes 2>/dev/null)" = 2 ] && break; sleep 1; done
     [ "$(nodes 2>/dev/null)" = 2 ] || die "the two nodes did not come up (logs: $STATE/*.log)"
