@@ -184,6 +184,7 @@ def ray_cluster():
     if not python:
         pytest.skip("RAY_PYTHON is not set: a python with the [ray] extra "
                     "(make test-cluster RAY_PYTHON=.venv-ray/bin/python)")
+    python = str(Path(python).absolute())  # the jobs run in the test's own folder
     env = {"PYTHON": python, "RAY_PORT": RAY_PORT}
     _script(RAY_SH, "up", env=env)
     yield python
