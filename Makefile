@@ -55,7 +55,7 @@ ray-down:  ## stop the Ray cluster
 	PYTHON=$(RAY_PYTHON) tests/clusters/ray.sh down
 
 test-cluster:  ## the real-cluster tests (root: they bring the clusters up and down; RAY_PYTHON= a venv with [ray])
-	RAY_PYTHON=$(RAY_PYTHON) $(PYTHON) -m pytest -q -m cluster tests/test_real_cluster.py
+	RAY_PYTHON=$(RAY_PYTHON) $(PYTHON) -m pytest -q -m 'cluster and not slow' tests/test_real_cluster.py
 
 lint:  ## ruff
 	$(PYTHON) -m ruff check src tests benchmarks

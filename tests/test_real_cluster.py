@@ -171,6 +171,21 @@ def test_a_cancelled_job_is_one_line_and_the_same_command_continues_it(project, 
     assert _epochs(project, sgd.info.run_id) == list(range(1, 26))
 
 
+
+@pytest.mark.slow  # 3 to 5 minutes: `pytest -m cluster tests/test_real_cluster.py`, not in CI
+def test_a_job_over_its_time_limit_continues_one_run_across_attempts(project, slurm_plain):
+    """SIGUSR2 signal_delay_s before the limit: submitit requeues the job, whose next attempt
+    continues the same run; one run in the end, each epoch logged once."""
+    proc = project.run("-m", *SLURM, "trainer.epochs=80", "hydra.launcher.timeout_min=2",
+                       "hydra.launcher.signal_delay_s=60", "hydra.launcher.max_num_timeout=6",
+                       timeout=1500)
+    log = _logs(project.workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + log
+    assert "this job is timed-out" in log and "continuing from epoch" in log, log
+    [job] = _jobs(project)
+    assert job.info.status == "FINISHED" and "failure_reason" not in job.data.tags
+    assert _epochs(project, job.info.run_id) == list(range(1, 81))
+
 # --- Ray: a head and a worker node, each its own `ray start` --------------------------------------
 
 RAY_SH = ROOT / "tests" / "clusters" / "ray.sh"
