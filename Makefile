@@ -15,6 +15,7 @@ STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 .PHONY: help install train test test-full lint ui bench bench-memory-format tables clean clean-runs bench-checkpoint \
 	ablations $(addprefix ablation-,$(STUDIES))
 .PHONY: server plan gpu-check gpu-check-dry bench-sweep
+.PHONY: slurm-up slurm-down ray-up ray-down test-cluster
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -36,6 +37,25 @@ test:  ## the default test suite (CPU, synthetic data, a few minutes)
 
 test-full:  ## every test, the slow ones included
 	$(PYTHON) -m pytest -q -m ''
+
+# Real clusters on this machine (root, loopback; docs/cluster.md): the scripts install the Debian
+# packages where missing and stop by pid what they started. ACCOUNTING=1: slurmdbd over MariaDB.
+ACCOUNTING ?=
+slurm-up:  ## a one-node SLURM cluster on loopback (root); ACCOUNTING=1 adds slurmdbd, so sacct answers
+	tests/clusters/slurm.sh up $(if $(ACCOUNTING),--accounting,)
+
+slurm-down:  ## stop the SLURM cluster's daemons
+	tests/clusters/slurm.sh down
+
+RAY_PYTHON ?= $(PYTHON)
+ray-up:  ## a Ray cluster on loopback: a head and one worker node, separate `ray start` processes
+	PYTHON=$(RAY_PYTHON) tests/clusters/ray.sh up
+
+ray-down:  ## stop the Ray cluster
+	PYTHON=$(RAY_PYTHON) tests/clusters/ray.sh down
+
+test-cluster:  ## the real-cluster tests (root: they bring the clusters up and down; RAY_PYTHON= a venv with [ray])
+	RAY_PYTHON=$(RAY_PYTHON) $(PYTHON) -m pytest -q -m 'cluster and not slow' tests/test_real_cluster.py
 
 lint:  ## ruff
 	$(PYTHON) -m ruff check src tests benchmarks

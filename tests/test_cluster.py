@@ -168,7 +168,6 @@ def test_job_out_of_requeues_is_killed_with_its_checkpoint_kept(project):
 def test_slurm_preset_through_the_plugin_writes_this_sbatch_script(tmp_path, monkeypatch):
     """The plugin's own launch() with our preset, on submitit's mocked SLURM (its sbatch, sacct,
     scancel are stubs): the script it submits, and the jobs it pickles."""
-    import submitit
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.plugins import Plugins
@@ -184,7 +183,10 @@ def test_slurm_preset_through_the_plugin_writes_this_sbatch_script(tmp_path, mon
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=context, task_function=lambda job_cfg: None, config=cfg)
         # launch() waits for the jobs' results; on a mocked SLURM no job ever runs
-        monkeypatch.setattr(submitit.slurm.slurm.SlurmJob, "results", lambda self: ["not run"])
+        from hydra_plugins.cifar_sweep_slurm import launcher as slurm_launcher
+
+        monkeypatch.setattr(slurm_launcher, "wait_for",
+                            lambda jobs, names, overrides: ["not run"] * len(jobs))
         with mocked_slurm():
             launcher.launch([["optimizer=sgd"], ["optimizer=adam"]], initial_job_idx=0)
 
@@ -213,6 +215,17 @@ def test_slurm_preset_through_the_plugin_writes_this_sbatch_script(tmp_path, mon
         assert delayed._timeout_min == 60 and delayed._timeout_countdown == 3
         again = delayed._checkpoint_function()
         assert again.function is delayed.function and again.args == delayed.args
+
+
+def test_a_signal_delay_that_leaves_no_time_to_train_is_one_line_before_any_run(project):
+    """SLURM would signal every attempt before its first checkpoint: each requeue would start
+    the run anew. Refused before the sweep's parent run (and before sbatch is asked)."""
+    proc = project.train("-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=1")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "hydra.launcher.signal_delay_s=120 with hydra.launcher.timeout_min=1 leaves -60 s" in line
+    assert "allowed: hydra.launcher.timeout_min of at least 3" in line
+    assert project.runs() == []
 
 
 def test_slurm_preset_without_a_partition_leaves_it_to_the_cluster(tmp_path):

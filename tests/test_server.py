@@ -178,6 +178,49 @@ def test_server_killed_mid_run_then_the_same_command_continues(project, server):
     assert not kept.exists()  # removed once the run finished
 
 
+@pytest.mark.slow  # two server starts and a 2-job sweep twice: about 2 minutes
+def test_server_lost_mid_sweep_stops_it_like_a_full_disk_then_the_same_command_continues(
+        project, server):
+    """The jobs after the lost server would fail the same way: they do not start, and the sweep
+    ends with one line, exit 75 (faults.EXIT_STOPPED), as on a full disk."""
+    sweep = ("-m", "hydra/launcher=basic", f"tracking.uri={server.uri}", "trainer.epochs=6",
+             "optimizer=sgd,adam")
+    proc = subprocess.Popen([sys.executable, str(TRAIN), sweep[0], *FAST, *sweep[1:]],
+                            cwd=project.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "epoch 2/6" in line:
+                server.kill()
+                break
+        rest, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+        proc.wait()
+    out = "".join(seen) + rest
+    assert proc.returncode == 75, out
+    assert "Traceback" not in out
+    assert "#1 not started: the sweep stopped" in out and "#1 run " not in out
+    last = error_lines(out)[-1]
+    assert last.startswith(f"error: the sweep stopped early: no answer from the tracking server on "
+                           f"{server.uri} (job #0)"), last
+    assert f"start the tracking server at {server.uri} again" in last
+    [kept] = list((project.workdir / "checkpoints").rglob("*.pt"))
+
+    server.start()
+    again = project.train(*sweep, check=True, timeout=400)
+    assert "continuing from epoch" in again.stdout + again.stderr
+    client, runs = job_runs(server.uri)
+    by_optimizer = {r.data.tags["optimizer"]: r for r in runs
+                    if r.data.tags.get("cifar_sweep.role") == "job"}
+    assert by_optimizer["sgd"].info.run_id == kept.stem
+    assert all(r.info.status == "FINISHED" for r in by_optimizer.values())
+    steps = [m.step for m in client.get_metric_history(kept.stem, "val_accuracy")]
+    assert sorted(steps) == list(range(1, 7))
+
+
 ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "admin-Pass-1234"}
 BOB = {"MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": "bob-Pass-12345"}
 

@@ -1,8 +1,9 @@
 """Faults of the machine, not of the run: a full disk or quota, a folder that cannot be written, a
-GPU out of memory. Such a run ends KILLED with its checkpoint kept (the same command continues
-it), a sweep stops starting jobs that would fail the same way (a marker file in its folder, read
-by each job before it starts), and the command exits EXIT_STOPPED, which scripts can test for
-"fix the machine, then run the same command again" (docs/faults.md)."""
+GPU out of memory, a tracking server that stopped answering. Such a run ends KILLED with its
+checkpoint kept (the same command continues it), a sweep stops starting jobs that would fail the
+same way (a marker file in its folder, read by each job before it starts), and the command exits
+EXIT_STOPPED, which scripts can test for "fix the machine, then run the same command again"
+(docs/faults.md)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ class EnvironmentFault(Exception):
     def __init__(self, what: str, where: str, advice: str, gpu: bool = False):
         super().__init__(f"{what} on {where}")
         self.what, self.where, self.advice, self.gpu = what, where, advice, gpu
+
+
+def server_lost(uri: str) -> EnvironmentFault:
+    """The tracking server stopped answering mid-sweep: every later job would fail the same way."""
+    return EnvironmentFault("no answer from the tracking server", uri,
+                            f"start the tracking server at {uri} again (the same store) and run "
+                            "the same command again")
 
 
 def write_folders(cfg) -> list[tuple[str, Path]]:

@@ -166,8 +166,10 @@ def _train(job: Job, decision: Decision) -> JobResult:
         return JobResult("pruned", epochs=exc.epoch, run_id=run_id)
     except t.TrackingServerLost as exc:  # its checkpoint stays: the same command continues it
         print(f"error: {exc}", file=sys.stderr)
-        if job.multirun:  # the sweep goes on, and reports the server
-            return FAILED
+        if job.multirun:  # the later jobs would fail the same way: the sweep stops, as on a full disk
+            faults.stop_sweep(job.hydra.sweep.dir, faults.server_lost(str(cfg.tracking.uri)),
+                              f"#{job.hydra.job.num}")
+            return JobResult("stopped", run_id=run_id)
         sys.exit(1)
     except Exception as exc:
         return _ended_by(job, exc, run_id, folders, gpu_advice)

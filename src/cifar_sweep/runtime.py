@@ -111,6 +111,10 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     # cores are this process's (a SLURM job's cpus_per_task), or what OMP_NUM_THREADS says (Ray)
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1)
+    # SLURM pins a job to its cores only with task/affinity or task/cgroup; with task/none the
+    # affinity is the whole node, and the allocation is only in the environment
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
     threads = (trainer.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0)
                or max(1, cores // max(1, concurrent)))
     torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_sweep import ahead, faults, lifecycle, space
+from cifar_sweep import ahead, faults, lifecycle, slurm, space
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.identity import SEED_KEY
@@ -123,6 +123,8 @@ class MlflowSweepCallback(Callback):
         # a search's jobs are its trials, asked one batch at a time: it judges its own trials
         self.search = "n_trials" in config.hydra.sweeper
         with exit_on_user_error():
+            if slurm.is_slurm_sweep(config):  # what the cluster cannot run, before any run
+                slurm.check_preset(config.hydra.launcher)
             if self.search:  # its settings, and its space's edges composed as jobs would be
                 from cifar_sweep import hpo
 

@@ -200,6 +200,8 @@ def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: di
         client.delete_tag(run_id, FAILURE)
     try:
         yield run_id
+        if FAILURE in client.get_run(run_id).data.tags:  # a reason set while it ran (a sweep
+            client.delete_tag(run_id, FAILURE)           # that ended first) is no longer true
         client.set_terminated(run_id, "FINISHED")
     except (KeyboardInterrupt, SystemExit):
         _close(client, run_id, "KILLED", INTERRUPTED)
