@@ -22,6 +22,7 @@ def main(argv: list[str]) -> int:
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
+    from cifar_sweep import model_build
     from cifar_sweep.data import load_dataset
     from cifar_sweep.decision import decide, identify_ahead
     from cifar_sweep.errors import UserInputError
@@ -56,6 +57,7 @@ def main(argv: list[str]) -> int:
                 key = repr(cfg.data)
                 if key not in data:
                     data[key] = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
+                model_build.check_job(cfg, data[key])
                 uri = str(cfg.tracking.uri)
                 client = stores.setdefault(uri, open_store(cfg.tracking))
                 experiment = client.get_experiment_by_name(str(cfg.tracking.experiment))

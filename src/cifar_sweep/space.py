@@ -61,9 +61,9 @@ def model_bytes(cfg: DictConfig, classes: int) -> int:
 
 @functools.lru_cache
 def _state_bytes(model_yaml: str, classes: int) -> int:
-    from hydra.utils import instantiate
+    from cifar_sweep.model_build import build_model
 
-    model = instantiate(OmegaConf.create(model_yaml), num_classes=classes)
+    model = build_model(OmegaConf.create(model_yaml), classes)
     return sum(v.numel() * 4 for v in model.state_dict().values())
 
 
