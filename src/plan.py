@@ -23,6 +23,7 @@ def main(argv: list[str]) -> int:
     from omegaconf import open_dict
 
     from cifar_sweep import model_build
+    from cifar_sweep.config_dirs import config_dir_args
     from cifar_sweep.data import load_dataset
     from cifar_sweep.decision import decide, identify_ahead
     from cifar_sweep.errors import UserInputError
@@ -30,6 +31,8 @@ def main(argv: list[str]) -> int:
     from cifar_sweep.tracking import open_store
     from cifar_sweep.validate import check_config
 
+    argv, search_path = config_dir_args(argv)  # --config-dir DIR, as train.py takes it
+    argv = search_path + argv
     if any(a.startswith(("hpo=", "+hpo=")) for a in argv):
         print("error: a search (hpo=...) has no plan: its trials are chosen as it runs",
               file=sys.stderr)

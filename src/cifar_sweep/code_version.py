@@ -9,8 +9,8 @@ then theirs), as syntax trees without docstrings: a comment, a docstring or a re
 changes nothing; a new model class changes no other model's hash; moving a function to another
 module changes nothing. A `_target_` outside the package (a user's model) is read the same way,
 through its own package's definitions, wherever that package lives. Other code counts by version
-where it computes results: torch and torchvision. Where the line is drawn is written in docs/reproducing.md ("How a table
-chooses its runs").
+where it computes results: torch and torchvision. Where the line is drawn is written in
+docs/reproducing.md ("How a table chooses its runs").
 """
 
 from __future__ import annotations
