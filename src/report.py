@@ -17,7 +17,8 @@ fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` 
 import sys
 from pathlib import Path
 
-from cifar_sweep.presets import SEARCHES, by_experiment, compose_preset, config_dir_args, studies
+from cifar_sweep.config_dirs import config_dir_args
+from cifar_sweep.presets import SEARCHES, by_experiment, compose_preset, studies
 from cifar_sweep.presets import study as preset_study
 
 OPTIONS = ("sweep", "experiment", "baseline", "where")

@@ -21,12 +21,12 @@ def _train(*overrides: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from cifar_sweep import adaptive, presets
+    from cifar_sweep import adaptive, config_dirs, presets
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.studies import build_table
     from cifar_sweep.tracking import open_store
 
-    argv, search_path = presets.config_dir_args(argv)  # --config-dir DIR: a user's presets too
+    argv, search_path = config_dirs.config_dir_args(argv)  # --config-dir DIR: a user's presets too
     argv += search_path
     studies = [a.split("=", 1)[1] for a in argv if a.startswith("ablation=")]
     caps = [a.split("=", 1)[1] for a in argv if a.startswith("cap=")]
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     status = _train(*common, f"trainer.seed={first}")
     if status != 0:
         return status
-    store = [o for o in overrides if o.startswith(("tracking.", presets.SEARCH_PATH))]
+    store = [o for o in overrides if o.startswith(("tracking.", config_dirs.SEARCH_PATH))]
     try:
         client = open_store(presets.compose_preset("ablation", name, store).tracking)
         table = build_table(client, presets.study(name, store))

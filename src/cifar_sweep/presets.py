@@ -9,14 +9,14 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep.config_dirs import SEARCH_PATH, config_dir_args, user_dirs
+from cifar_sweep.config_dirs import SEARCH_PATH, user_dirs
 from cifar_sweep.studies import Study
-
-__all__ = ["SEARCH_PATH", "config_dir_args", "compose_preset", "studies", "study", "by_experiment"]
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hpo").glob("*.yaml"))
+
+
 def studies(overrides: list[str] = ()) -> list[str]:
     """Our presets and those of the user's folders named by a `hydra.searchpath` override."""
     names = set(STUDIES)
