@@ -80,6 +80,7 @@ def followed(project, tmp_path_factory):
     return Follower(project, home)
 
 
+@pytest.mark.slow  # five commands, four of them trainings: `make test-full` runs it
 def test_the_own_model_page_followed_as_written(followed, project):
     commands = example_commands()
     assert [c[1] for c in commands if c[0] == "python"] == [
