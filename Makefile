@@ -5,11 +5,14 @@ ARGS ?=
 DATA ?=
 SEEDS ?=
 CAP ?=
+# a config folder of your own (docs/own-model.md): its model/, data/, ablation/ ... options too
+CONFIG_DIR ?=
+CONFIG_ARG = $(if $(CONFIG_DIR),--config-dir $(abspath $(CONFIG_DIR)),)
 EPOCHS_ARG = $(if $(EPOCHS),trainer.epochs=$(EPOCHS),)
 # the report and clean-runs read the store only: of ARGS they take the tracking.* overrides
 STORE_ARGS = $(filter tracking.%,$(ARGS))
-# one study per file of conf/ablation/
-STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
+# one study per file of conf/ablation/ (and of $(CONFIG_DIR)/ablation/)
+STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml $(if $(CONFIG_DIR),$(CONFIG_DIR)/ablation/*.yaml,)))))
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-full lint ui bench bench-memory-format tables clean clean-runs bench-checkpoint \
@@ -19,7 +22,7 @@ STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml))))
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
-	@echo '  ablation-<study>      run a study ($(STUDIES)), then print its table; EPOCHS=, ARGS=, SEEDS=auto'
+	@echo '  ablation-<study>      run a study ($(STUDIES)), then print its table; EPOCHS=, ARGS=, SEEDS=auto, CONFIG_DIR='
 
 install:  ## create .venv and install the package with its dev tools (exact versions: constraints.txt)
 	python3 -m venv .venv
@@ -27,10 +30,10 @@ install:  ## create .venv and install the package with its dev tools (exact vers
 	.venv/bin/pip install -c constraints.txt -e '.[dev]'
 
 plan:  ## what a sweep would do, job by job, training nothing: ARGS='ablation=lr trainer.seed=0,1,2'
-	$(PYTHON) src/plan.py $(EPOCHS_ARG) $(ARGS)
+	$(PYTHON) src/plan.py $(CONFIG_ARG) $(EPOCHS_ARG) $(ARGS)
 
 train:  ## one run with the defaults (ModifiedNet, SGD 0.005); pass EPOCHS= and ARGS=
-	$(PYTHON) src/train.py $(EPOCHS_ARG) $(ARGS)
+	$(PYTHON) src/train.py $(CONFIG_ARG) $(EPOCHS_ARG) $(ARGS)
 
 test:  ## the default test suite (CPU, synthetic data, a few minutes)
 	$(PYTHON) -m pytest -q
@@ -92,14 +95,14 @@ ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 # baseline (src/seeds.py; CAP= seeds per row at most, 8 by default)
 $(addprefix ablation-,$(STUDIES)): ablation-%:
 ifeq ($(SEEDS),auto)
-	$(PYTHON) src/seeds.py ablation=$* $(if $(CAP),cap=$(CAP),) $(EPOCHS_ARG) $(ARGS)
+	$(PYTHON) src/seeds.py $(CONFIG_ARG) ablation=$* $(if $(CAP),cap=$(CAP),) $(EPOCHS_ARG) $(ARGS)
 else
-	@status=0; $(PYTHON) src/train.py -m ablation=$* $(EPOCHS_ARG) $(ARGS) || status=$$?; \
-	$(PYTHON) src/report.py ablation=$* $(STORE_ARGS) && exit $$status
+	@status=0; $(PYTHON) src/train.py $(CONFIG_ARG) -m ablation=$* $(EPOCHS_ARG) $(ARGS) || status=$$?; \
+	$(PYTHON) src/report.py $(CONFIG_ARG) ablation=$* $(STORE_ARGS) && exit $$status
 endif
 
 tables:  ## regenerate every table and figure from the MLflow store, without training
-	$(PYTHON) src/report.py all $(STORE_ARGS)
+	$(PYTHON) src/report.py $(CONFIG_ARG) all $(STORE_ARGS)
 
 .PHONY: register
 register:  ## register a study's best setting in MLflow's Model Registry: STUDY=lr ARGS='tracking.uri=...'

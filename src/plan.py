@@ -22,9 +22,12 @@ def main(argv: list[str]) -> int:
     from omegaconf import OmegaConf, open_dict
 
     from cifar_sweep import ahead
+    from cifar_sweep.config_dirs import config_dir_args
     from cifar_sweep.sweep import _one_line, sweep_job_overrides, varying_keys
     from cifar_sweep.tracking import open_store
 
+    argv, search_path = config_dir_args(argv)  # --config-dir DIR, as train.py takes it
+    argv = search_path + argv
     if any(a.startswith(("hpo=", "+hpo=")) for a in argv):
         print("error: a search (hpo=...) has no plan: its trials are chosen as it runs",
               file=sys.stderr)

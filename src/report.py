@@ -1,6 +1,7 @@
 """Regenerate tables and figures from the MLflow store, without training and without writing to it.
 
     python src/report.py ablation=lr [tracking.uri=...]     a preset study -> reports/lr/
+    python src/report.py --config-dir DIR ablation=<name>   a preset of DIR/ablation/ -> reports/<name>/
     python src/report.py sweep=latest                       the newest sweep in the store
     python src/report.py sweep=<parent run id>              that sweep -> reports/<experiment>-<id>/
     python src/report.py experiment=<name>                  its newest sweep -> reports/<name>/
@@ -16,7 +17,8 @@ fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` 
 import sys
 from pathlib import Path
 
-from cifar_sweep.presets import SEARCHES, STUDIES, by_experiment, compose_preset
+from cifar_sweep.config_dirs import config_dir_args
+from cifar_sweep.presets import SEARCHES, by_experiment, compose_preset, studies
 from cifar_sweep.presets import study as preset_study
 
 OPTIONS = ("sweep", "experiment", "baseline", "where")
@@ -94,12 +96,12 @@ def parse(argv: list[str]):
             options[key] = value
         elif "=" in arg and not arg.startswith(("ablation=", "hpo=")):
             overrides.append(arg)
-    known = {"ablation": STUDIES, "hpo": SEARCHES}
+    known = {"ablation": studies(overrides), "hpo": SEARCHES}
     unknown = ([w for w in words if w not in ("models", "all")]
                + [f"{g}={n}" for g, n in targets if n not in known[g]])
     if unknown or not (words or targets or "sweep" in options or "experiment" in options):
         return (f"report target {' '.join(unknown) or '(none)'} is unknown; allowed: "
-                f"ablation=<{'|'.join(STUDIES)}>, hpo=<{'|'.join(SEARCHES)}>, sweep=<latest|run "
+                f"ablation=<{'|'.join(known['ablation'])}>, hpo=<{'|'.join(SEARCHES)}>, sweep=<latest|run "
                 "id>, experiment=<name>, models, all")
     return words, targets, options, overrides
 
@@ -111,7 +113,8 @@ def main(argv: list[str]) -> int:
     from cifar_sweep.studies import build_table
     from cifar_sweep.tracking import open_store
 
-    parsed = parse(argv)
+    argv, search_path = config_dir_args(argv)  # --config-dir DIR: a user's presets too
+    parsed = parse(argv + search_path)
     if isinstance(parsed, str):
         print(f"error: {parsed}", file=sys.stderr)
         return 2
@@ -126,11 +129,12 @@ def main(argv: list[str]) -> int:
     try:
         client = None
         if targets or every or "sweep" in options or "experiment" in options:
-            client = open_store(compose_preset("ablation", STUDIES[0], overrides).tracking)
+            client = open_store(compose_preset("ablation", studies()[0], overrides).tracking)
         jobs = []  # (kind, what) to tabulate
         if every:
             presets = by_experiment(overrides)
-            targets = [("ablation", s) for s in STUDIES] + [("hpo", s) for s in SEARCHES]
+            targets = ([("ablation", s) for s in studies(overrides)]
+                       + [("hpo", s) for s in SEARCHES])
             jobs += [("sweep", {**options, "experiment": e})
                      for e in _experiments_with_sweeps(client) if e not in presets]
         jobs = [(g, n) for g, n in targets] + jobs

@@ -23,17 +23,19 @@ def _train(*overrides: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from cifar_sweep import adaptive, presets
+    from cifar_sweep import adaptive, config_dirs, presets
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.studies import build_table
     from cifar_sweep.tracking import open_store
 
+    argv, search_path = config_dirs.config_dir_args(argv)  # --config-dir DIR: a user's presets too
+    argv += search_path
     studies = [a.split("=", 1)[1] for a in argv if a.startswith("ablation=")]
     caps = [a.split("=", 1)[1] for a in argv if a.startswith("cap=")]
     overrides = [a for a in argv if not a.startswith(("ablation=", "cap="))]
-    if len(studies) != 1 or studies[0] not in presets.STUDIES:
+    if len(studies) != 1 or studies[0] not in presets.studies(argv):
         print(f"error: ablation={'/'.join(studies) or '(none)'} is invalid: allowed: one of "
-              f"{', '.join(presets.STUDIES)}", file=sys.stderr)
+              f"{', '.join(presets.studies(argv))}", file=sys.stderr)
         return 2
     if len(caps) > 1 or (caps and not (caps[0].isdigit() and int(caps[0]) > adaptive.FIRST_ROUND)):
         print(f"error: cap={caps[-1]} is invalid: allowed: an integer above "
@@ -48,7 +50,7 @@ def main(argv: list[str]) -> int:
     status = _train(*common, f"trainer.seed={first}")
     if status != 0:
         return status
-    store = [o for o in overrides if o.startswith("tracking.")]
+    store = [o for o in overrides if o.startswith(("tracking.", config_dirs.SEARCH_PATH))]
     try:
         client = open_store(presets.compose_preset("ablation", name, store).tracking)
         table = build_table(client, presets.study(name, store))

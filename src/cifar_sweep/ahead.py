@@ -174,7 +174,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
     from hydra.errors import HydraException
     from hydra.utils import instantiate
 
-    from cifar_sweep import runtime
+    from cifar_sweep import model_build, runtime
     from cifar_sweep.data import load_dataset
     from cifar_sweep.validate import check_config
 
@@ -193,8 +193,10 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
                 if data_key not in datasets:
                     dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
                     datasets[data_key] = (dataset.fingerprint, len(dataset.classes),
-                                          dataset.cache)
-                job.fingerprint, classes, job.data_cache = datasets[data_key]
+                                          dataset.cache, tuple(dataset.train.images.shape[1:]))
+                job.fingerprint, classes, job.data_cache, shape = datasets[data_key]
+                # a forward pass per distinct model and data shape (cached there)
+                model_build.check_model(cfg.model, str(cfg.data.name), shape, classes)
                 where = (str(cfg.trainer.device), str(cfg.trainer.precision))
                 if where not in devices:
                     device = runtime.resolve_device(where[0])

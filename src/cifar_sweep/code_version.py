@@ -7,9 +7,10 @@ builds, or the functions every run calls. Its hash covers that definition and ev
 this package it refers to, followed through imports (the model class, then the helpers it calls,
 then theirs), as syntax trees without docstrings: a comment, a docstring or a reformatting
 changes nothing; a new model class changes no other model's hash; moving a function to another
-module changes nothing. Code outside the package counts by version where it computes results:
-torch and torchvision. Where the line is drawn is written in docs/reproducing.md ("How a table
-chooses its runs").
+module changes nothing. A `_target_` outside the package (a user's model) is read the same way,
+through its own package's definitions, wherever that package lives. Other code counts by version
+where it computes results: torch and torchvision. Where the line is drawn is written in
+docs/reproducing.md ("How a table chooses its runs").
 """
 
 from __future__ import annotations
@@ -110,17 +111,20 @@ def _names(node: ast.AST) -> set[str]:
 
 
 def _closure(target: str) -> list[str]:
-    """The definitions `target` (a dotted name) reaches in this package, each as
-    `name=dump`, and the versions of the computing packages it reaches."""
+    """The definitions `target` (a dotted name) reaches in this package, or in the target's own
+    package (a user's model: `mynet.MyNet`, wherever `mynet` lives), each as `name=dump`, and
+    the versions of the computing packages it reaches."""
     seen: dict[str, str] = {}
     external: set[str] = set()
+    # whose code is read: ours, and the target's own (not torch's: that counts by version)
+    followed = {PACKAGE, target.split(".")[0]} - set(COMPUTING)
     todo = [target]
     while todo:
         dotted = todo.pop()
         if dotted in seen:
             continue
         top = dotted.split(".")[0]
-        if top != PACKAGE:
+        if top not in followed:
             if top in COMPUTING:
                 external.add(top)
             continue

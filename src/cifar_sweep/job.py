@@ -17,7 +17,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import ahead, checkpoint, epoch_hooks, faults, lifecycle, lineage, outcome, runtime
+from cifar_sweep import ahead, checkpoint, epoch_hooks, faults, lifecycle, lineage, model_build
+from cifar_sweep import outcome, runtime
 from cifar_sweep import tracking as t
 from cifar_sweep.data import Dataset, load_dataset
 from cifar_sweep.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify
@@ -106,6 +107,8 @@ def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | Jo
         rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
                              int(hydra.job.num or 0) if multirun else 0)
         dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
+        if not multirun:  # a sweep's preflight checked each model on its data, once
+            model_build.check_job(cfg, dataset)
         client, experiment_id = t.open_experiment(cfg.tracking)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -226,7 +229,7 @@ def _ended_by(job: Job, exc: Exception, run_id, folders, gpu_advice) -> JobResul
 def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[str, float]:
     """Build, continue from `state` if given, fit with the epoch hooks, test and log."""
     cfg, client = job.cfg, job.client
-    parts = build(cfg, job.dataset, job.rt)
+    parts = build(model_build.for_build(cfg), job.dataset, job.rt)
     progress, seconds_before = None, 0.0
     if state is not None:  # continue where the checkpoint stands
         progress = restore(parts, state)

@@ -192,7 +192,8 @@ TARGETS = {
     "cifar_sweep.schedules.cosine": Cosine, "cifar_sweep.schedules.onecycle": OneCycle,
     "cifar_sweep.losses.cross_entropy": Loss,
     "cifar_sweep.batches.Augment": Augment,
-    "cifar_sweep.data.Cifar10Source": Cifar10, "cifar_sweep.data.ImageFolderSource": ImageFolder,
+    "cifar_sweep.data.Cifar10Source": Cifar10, "cifar_sweep.data.Cifar100Source": Cifar10,
+    "cifar_sweep.data.ImageFolderSource": ImageFolder,
     "cifar_sweep.data.SyntheticSource": Synthetic,
 }
 # where a `_target_` node sits: the group options, the schedule and the data source

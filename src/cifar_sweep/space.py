@@ -63,9 +63,9 @@ def model_bytes(cfg: DictConfig, classes: int) -> int:
 
 @functools.lru_cache
 def _state_bytes(model_json: str, classes: int) -> int:
-    from hydra.utils import instantiate
+    from cifar_sweep.model_build import build_model
 
-    model = instantiate(OmegaConf.create(json.loads(model_json)), num_classes=classes)
+    model = build_model(OmegaConf.create(json.loads(model_json)), classes)
     return sum(v.numel() * 4 for v in model.state_dict().values())
 
 

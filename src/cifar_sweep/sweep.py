@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_sweep import ahead, faults, lifecycle, slurm, space
+from cifar_sweep import ahead, faults, lifecycle, model_build, slurm, space
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.identity import SEED_KEY
@@ -82,10 +82,12 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> list[space.PlannedJo
         with open_dict(job_config):  # the config as the job gets it
             del job_config["hydra"]
         configs.append(job_config)
-    loaded = {}
+    loaded, datasets = {}, {}
     for key, data in sources.items():
-        dataset = load_dataset(instantiate(data.source), data.cache_dir)
-        loaded[key] = (dataset.fingerprint, len(dataset.classes))
+        datasets[key] = load_dataset(instantiate(data.source), data.cache_dir)
+        loaded[key] = (datasets[key].fingerprint, len(datasets[key].classes))
+    for c in configs:  # a forward pass per distinct model and data shape (cached there)
+        model_build.check_job(c, datasets[OmegaConf.to_yaml(c.data)])
     return [space.PlannedJob(c, *loaded[OmegaConf.to_yaml(c.data)]) for c in configs]
 
 
