@@ -41,7 +41,7 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     assert "0.005 (baseline)" in md and "Runs behind each row" in md
     # the table says what it is made of: data, fingerprint, budget, seeds
     fingerprint = jobs[0].data.tags["data_fingerprint"]
-    assert f"synthetic (generated) (fingerprint `{fingerprint}`), 1 epochs per run, 2 seed(s)" in md
+    assert f"synthetic (generated) (fingerprint `{fingerprint}`), 1 epoch per run, 2 seeds" in md
     assert all(r["data"] == "synthetic (generated)" and r["data_fingerprint"] == fingerprint
                for r in rows)
     # the difference to the baseline, over seeds, with Welch's interval and p-value
@@ -54,7 +54,7 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     assert rows[1]["delta_test"] == "paired"  # both rows hold seeds 0 and 1
     assert "(+0)" not in md and "(+0.000)" not in md  # the same model: no change to show
     assert "Table VIII: Accuracy (%)" in md and "| 72.80 |" in md  # the report's own number
-    assert "\\caption{Ablation `lr` on synthetic" in (out / "table.tex").read_text()
+    assert "\\caption{Ablation \\texttt{lr} on synthetic" in (out / "table.tex").read_text()
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     for name in ("curves.png", "confusion.png", "per_class_accuracy.png"):
         with Image.open(out / name) as image:
