@@ -78,7 +78,7 @@ def evaluations(client: MlflowClient, rows: list[FigureRow]) -> dict[str, dict]:
 
 
 def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
-           chance: float | None = None) -> None:
+           chance: float | None = None, pdf: bool = True) -> None:
     """Validation loss and accuracy per epoch, two panels across a page's width."""
     with plt.rc_context(PAPER_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(PAGE_IN, 2.6), layout="constrained")
@@ -124,7 +124,7 @@ def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
             fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
                        ncol=min(len(handles), 4), frameon=False)
         fig.suptitle(f"{title}: mean over seeds, error = ±1 std")
-        _save(fig, out, "curves")
+        _save(fig, out, "curves", pdf)
 
 
 def _slug(label: str) -> str:
@@ -148,12 +148,15 @@ def _confusion_title(row: FigureRow, width: int = 34) -> str:
                                     break_on_hyphens=False))
 
 
-def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str) -> None:
-    """One figure per setting at a column's width (confusion/<nn>-<label>.png), and a grid of them
-    at a page's width (confusion.png), all on one 0-100% scale with one colour bar."""
-    (out / "confusion").mkdir(exist_ok=True)
+def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str,
+              for_paper: bool = True) -> None:
+    """A grid of the settings' matrices at a page's width (confusion.png), on one 0-100% scale
+    with one colour bar; `for_paper`: also one figure per setting at a column's width
+    (confusion/<nn>-<label>.png) and the grid as a PDF."""
+    if for_paper:
+        (out / "confusion").mkdir(exist_ok=True)
     with plt.rc_context(PAPER_STYLE):
-        for number, row in enumerate(rows, 1):
+        for number, row in enumerate(rows if for_paper else [], 1):
             matrix, classes = summed_confusion(evals, row)
             fig, ax = plt.subplots(figsize=(COLUMN_IN, COLUMN_IN * 0.95), layout="constrained")
             image = plots.draw_confusion(ax, matrix, classes, _confusion_title(row))
@@ -175,10 +178,11 @@ def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         fig.colorbar(image, ax=axes, shrink=0.6, label="share of the true class",
                      format=matplotlib.ticker.PercentFormatter(1.0))
         fig.suptitle(f"{title}: test confusion, normalised per true class (cells: %)")
-        _save(fig, out, "confusion")
+        _save(fig, out, "confusion", for_paper)
 
 
-def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str) -> None:
+def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str,
+              pdf: bool = True) -> None:
     """Each row's test accuracy per class: bars of the mean over its runs, error bars ±1 std
     over seeds, the chance line 1/classes."""
     classes = evals[rows[0].run_ids[0]]["classes"]
@@ -208,13 +212,15 @@ def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
                    ncol=min(len(handles), 4), frameon=False)
         fig.suptitle(f"{title}: per-class accuracy, mean over seeds, error = ±1 std")
-        _save(fig, out, "per_class_accuracy")
+        _save(fig, out, "per_class_accuracy", pdf)
 
 
-def write_all(client: MlflowClient, rows: list[FigureRow], out: Path, title: str) -> None:
-    """Every figure of a study into `out`."""
+def write_all(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
+              for_paper: bool = True) -> None:
+    """Every figure of a study into `out`; without `for_paper` (a sweep's parent run, drawn as
+    the sweep ends): the three PNGs only, no PDFs and no figure per setting."""
     evals = evaluations(client, rows)
     classes = evals[rows[0].run_ids[0]]["classes"] if rows and rows[0].run_ids else []
-    curves(client, rows, out, title, 1 / len(classes) if classes else None)
-    confusion(evals, rows, out, title)
-    per_class(evals, rows, out, title)
+    curves(client, rows, out, title, 1 / len(classes) if classes else None, for_paper)
+    confusion(evals, rows, out, title, for_paper)
+    per_class(evals, rows, out, title, for_paper)
