@@ -220,3 +220,13 @@ def test_paper_figures_and_a_parent_run_that_compares_its_rows(project):
         with Image.open(out / name) as image:
             assert image.size[0] == width, (name, image.size)
     assert all((out / f"{n}.pdf").is_file() for n in ("curves", "confusion", "per_class_accuracy"))
+
+
+def test_latex_escapes_each_character_once_and_code_becomes_texttt():
+    from cifar_sweep.tables import _tex, plural
+
+    assert _tex("Sweep `cifar_sweep` at 10.00% ≥ chance † a_b & #1") == (
+        "Sweep \\texttt{cifar\\_sweep} at 10.00\\% $\\geq$ chance \\textsuperscript{\\dag} "
+        "a\\_b \\& \\#1")
+    assert _tex("\\_") == "\\textbackslash{}\\_"  # never escaped twice
+    assert (plural(1, "run"), plural(2, "run"), plural(1, "epoch")) == ("1 run", "2 runs", "1 epoch")
