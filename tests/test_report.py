@@ -61,7 +61,7 @@ def test_tiny_study_table_matches_the_logged_runs(project):
             image.verify()
     # the sweep logged its own table on its parent run; the report wrote nothing to the store
     [parent] = client.search_runs([exp.experiment_id], "tags.`cifar_sweep.role` = 'sweep'")
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"table"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"table", "figures"}
     assert "lr.value" in proc.stdout
 
     # without training, again: the same table
