@@ -54,11 +54,11 @@ class FigureRow:
         return f"{self.label} ({CHANCE_NOTE})" if self.at_chance else self.label
 
 
-def _save(fig, out: Path, stem: str, pdf: bool = True) -> None:
+def _save(fig, out: Path, stem: str, pdf: bool = True, dpi: int | None = None) -> None:
     """`pdf`: for a paper, a vector copy beside a print-resolution PNG; else (the figures a
     sweep's parent run carries, for the UI's preview) a screen-resolution PNG only, which also
     costs the sweep's end less."""
-    fig.savefig(out / f"{stem}.png", dpi=DPI if pdf else SCREEN_DPI)
+    fig.savefig(out / f"{stem}.png", dpi=dpi or (DPI if pdf else SCREEN_DPI))
     if pdf:
         fig.savefig(out / f"{stem}.pdf")
     plt.close(fig)
@@ -166,7 +166,8 @@ def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
             fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class",
                          format=matplotlib.ticker.PercentFormatter(1.0))
             # numbered in the table's order: two labels never share a file
-            _save(fig, out / "confusion", f"{number:02d}-{_slug(row.label)}", pdf=False)
+            _save(fig, out / "confusion", f"{number:02d}-{_slug(row.label)}", pdf=False,
+                  dpi=DPI)
         columns = min(len(rows), 3)
         lines = -(-len(rows) // columns)
         fig, axes = plt.subplots(lines, columns, squeeze=False, layout="constrained",
