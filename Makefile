@@ -64,9 +64,11 @@ lint:  ## ruff
 	$(PYTHON) -m ruff check src tests benchmarks
 
 # MLflow 3's UI opens on its GenAI view unless the URL (or one click on "Model training") says
-# otherwise: the link below opens the runs tables.
+# otherwise: the link below opens the runs tables. Its job runner is off, as for `make server`
+# (GenAI evaluation and prompt jobs, which this project does not use, and their processes).
 ui:  ## the MLflow UI on the local store: open the printed link (the runs tables)
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
 
 # `make server`: plain `=`, not `?=`, so that a HOST in the environment (tcsh exports one: the

@@ -3,8 +3,10 @@
     python src/report.py ablation=lr [tracking.uri=...]     a preset study -> reports/lr/
     python src/report.py --config-dir DIR ablation=<name>   a preset of DIR/ablation/ -> reports/<name>/
     python src/report.py sweep=latest                       the newest sweep in the store
-    python src/report.py sweep=<parent run id>              that sweep -> reports/<experiment>-<id>/
-    python src/report.py experiment=<name>                  its newest sweep -> reports/<name>/
+    python src/report.py sweep=<parent run id>              that sweep
+    python src/report.py experiment=<name>                  its newest sweep
+        -> reports/<experiment>/<sweep's start>_<id>/, one folder per sweep; LATEST and
+           index.md in reports/<experiment>/ name the newest (a preset's: reports/<study>/)
     python src/report.py hpo=modifiednet [tracking.uri=...]  one search -> reports/hpo-modifiednet/
     python src/report.py models                             Tables III, IV, VI -> reports/models.md
     python src/report.py all [tracking.uri=...]             all of these, for what the store holds
@@ -15,6 +17,7 @@ fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` 
 """
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cifar_sweep.config_dirs import config_dir_args
@@ -42,7 +45,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
         if run.data.tags.get(t.ROLE) != t.ROLE_SWEEP:
             raise UserInputError(f"sweep={sweep}: this run is not a sweep's parent run")
         experiment = client.get_experiment(run.info.experiment_id).name
-        name = f"{experiment}-{sweep[:8]}"
+        name = f"{experiment}-{sweep[:8]}"  # a preset's folder; a sweep's: one per sweep
     elif experiment is None:  # sweep=latest: the newest sweep of the whole store
         newest = client.search_runs(
             [e.experiment_id for e in all_experiments(client)],
@@ -60,9 +63,34 @@ def _sweep_study(client, options: dict, overrides: list[str]):
         study = preset_study(preset, overrides, options.get("baseline"),
                              None if sweep == "latest" else sweep, options["where"])
         return study, Path("reports") / (preset if name == experiment else f"{preset}-{sweep[:8]}")
-    return Study(name=name, experiment=experiment, baseline=options.get("baseline"),
+    # the folder is the sweep's own, known once the table has chosen it: see sweep_folder
+    return Study(name=experiment, experiment=experiment, baseline=options.get("baseline"),
                  sweep=None if sweep == "latest" else sweep, where=options["where"], kind="Sweep",
-                 hint="; run a sweep with `python src/train.py -m ...` first"), Path("reports") / name
+                 hint="; run a sweep with `python src/train.py -m ...` first"), None
+
+
+def sweep_folder(client, base: Path, sweep_id: str) -> Path:
+    """`<base>/<start, UTC>_<id>`: a folder per sweep, so that the next sweep of the same
+    experiment does not overwrite this one's files; named so that they sort by time."""
+    start = datetime.fromtimestamp(client.get_run(sweep_id).info.start_time / 1000, UTC)
+    return base / f"{start:%Y-%m-%d_%H-%M-%S}_{sweep_id[:8]}"
+
+
+def index_sweeps(base: Path) -> None:
+    """`<base>/LATEST` (the newest sweep's folder name, one line: `cat` it in a script) and
+    `<base>/index.md` (every sweep's folder, newest first). Plain files, not a `latest`
+    symlink: a symlink does not survive a zip, a Windows checkout or an artifact upload."""
+    folders = sorted((p.name for p in base.iterdir() if p.is_dir() and (p / "table.md").is_file()),
+                     reverse=True)
+    if not folders:
+        return
+    (base / "LATEST").write_text(folders[0] + "\n")
+    lines = [f"# Sweeps of experiment {base.name}, newest first", "",
+             f"Latest: [{folders[0]}]({folders[0]}/table.md)", ""]
+    for name in folders:
+        title = (base / name / "table.md").read_text().splitlines()[0].lstrip("# ")
+        lines.append(f"- [{name}]({name}/table.md): {title}")
+    (base / "index.md").write_text("\n".join(lines) + "\n")
 
 
 def _experiments_with_sweeps(client) -> list[str]:
@@ -152,7 +180,13 @@ def main(argv: list[str]) -> int:
                 md = build_table(client, study).write(folder, client)
             elif group == "sweep":
                 study, folder = _sweep_study(client, what, overrides)
-                md = build_table(client, study).write(folder, client)
+                table = build_table(client, study)
+                if folder is None:
+                    base = out / study.experiment
+                    folder = sweep_folder(client, base, table.selection.reference_sweep)
+                md = table.write(folder, client)
+                if folder.parent != out:
+                    index_sweeps(folder.parent)
             else:
                 cfg = compose_preset("hpo", what, overrides)
                 folder = out / str(cfg.tracking.experiment)

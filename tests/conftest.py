@@ -43,6 +43,11 @@ class Project:
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=f"sqlite:///{self.store / 'mlflow.db'}")
 
+    def sweep_report(self, experiment: str = "cifar-sweep") -> Path:
+        """The newest sweep's folder that `src/report.py sweep=...` wrote for the experiment."""
+        base = self.workdir / "reports" / experiment
+        return base / (base / "LATEST").read_text().strip()
+
     def runs(self, experiment: str = "cifar-sweep"):
         if not (self.store / "mlflow.db").exists():
             return []

@@ -41,7 +41,7 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     assert "0.005 (baseline)" in md and "Runs behind each row" in md
     # the table says what it is made of: data, fingerprint, budget, seeds
     fingerprint = jobs[0].data.tags["data_fingerprint"]
-    assert f"synthetic (generated) (fingerprint `{fingerprint}`), 1 epochs per run, 2 seed(s)" in md
+    assert f"synthetic (generated) (fingerprint `{fingerprint}`), 1 epoch per run, 2 seeds" in md
     assert all(r["data"] == "synthetic (generated)" and r["data_fingerprint"] == fingerprint
                for r in rows)
     # the difference to the baseline, over seeds, with Welch's interval and p-value
@@ -54,14 +54,14 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     assert rows[1]["delta_test"] == "paired"  # both rows hold seeds 0 and 1
     assert "(+0)" not in md and "(+0.000)" not in md  # the same model: no change to show
     assert "Table VIII: Accuracy (%)" in md and "| 72.80 |" in md  # the report's own number
-    assert "\\caption{Ablation `lr` on synthetic" in (out / "table.tex").read_text()
+    assert "\\caption{Ablation \\texttt{lr} on synthetic" in (out / "table.tex").read_text()
     assert "\\begin{tabular}" in (out / "table.tex").read_text()
     for name in ("curves.png", "confusion.png", "per_class_accuracy.png"):
         with Image.open(out / name) as image:
             image.verify()
     # the sweep logged its own table on its parent run; the report wrote nothing to the store
     [parent] = client.search_runs([exp.experiment_id], "tags.`cifar_sweep.role` = 'sweep'")
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"table"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"table", "figures"}
     assert "lr.value" in proc.stdout
 
     # without training, again: the same table
@@ -111,7 +111,7 @@ def test_the_design_cards_sweep_ends_with_its_table_and_report_writes_the_same(p
         assert row["setting"] == f"optimizer={jobs[run_id].data.tags['optimizer']}"
 
     project.run("sweep=latest", script=REPORT, check=True)
-    out = project.workdir / "reports" / "cifar-sweep"
+    out = project.sweep_report()
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [(r["setting"], r["run_ids"], r["test_accuracy_mean"]) for r in rows] == [
         (r["setting"], r["run_ids"], r["test_accuracy_mean"]) for r in logged_rows]
@@ -119,8 +119,9 @@ def test_the_design_cards_sweep_ends_with_its_table_and_report_writes_the_same(p
         assert (out / name).is_file()
     # another baseline, named by the user
     project.run(f"sweep={parent.info.run_id}", "baseline=optimizer=adam", script=REPORT, check=True)
-    rows = list(csv.DictReader((project.workdir / "reports" / f"cifar-sweep-{parent.info.run_id[:8]}"
-                                / "table.csv").open()))
+    [again] = [p for p in (project.workdir / "reports" / "cifar-sweep").iterdir()
+               if p.name.endswith("_" + parent.info.run_id[:8])]  # the same sweep's folder
+    rows = list(csv.DictReader((again / "table.csv").open()))
     assert [r["baseline"] for r in rows] == ["False", "True", "False", "False"]
 
 
@@ -132,7 +133,7 @@ def test_an_ad_hoc_sweep_with_seeds_gets_mean_and_std_rows(project):
     assert re.search(r"^none .*\(baseline\)$", proc.stdout, re.M), proc.stdout
     assert re.search(r"^report .* paired$", proc.stdout, re.M), proc.stdout
     project.run("experiment=cifar-sweep", script=REPORT, check=True)
-    rows = list(csv.DictReader((project.workdir / "reports" / "cifar-sweep" / "table.csv").open()))
+    rows = list(csv.DictReader((project.sweep_report() / "table.csv").open()))
     assert [(r["setting"], r["runs"], r["seeds"]) for r in rows] == [
         ("augment=report", "2", "0 1"), ("augment=none", "2", "0 1")]
     jobs = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "job"]
@@ -141,5 +142,91 @@ def test_an_ad_hoc_sweep_with_seeds_gets_mean_and_std_rows(project):
                   if f"augment={j.data.tags['augment']}" == row["setting"]]
         assert abs(float(row["test_accuracy_mean"]) - statistics.fmean(values)) < 1e-12
         assert abs(float(row["test_accuracy_std"]) - statistics.stdev(values)) < 1e-12
-    md = (project.workdir / "reports" / "cifar-sweep" / "table.md").read_text()
+    md = (project.sweep_report() / "table.md").read_text()
     assert "Sweep `cifar-sweep`" in md and " ± " in md
+
+
+def test_a_mixed_store_reports_each_setting_once_in_a_folder_per_sweep(project):
+    """A sweep and single runs in one experiment: a run of other data (20 classes) crashed the
+    figures (`shape mismatch`), and SGD at another momentum was a second row labelled `sgd`."""
+    quiet = "tracking.figures=false"
+    project.train("-m", "optimizer=sgd,adam", quiet, check=True)
+    project.train("data.source.num_classes=20", quiet, check=True)
+    project.train("optimizer=sgd", "optimizer.momentum=0.5", quiet, check=True)
+    project.run("sweep=latest", script=REPORT, check=True)
+    base = project.workdir / "reports" / "cifar-sweep"
+    [first] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
+    folder = (base / "LATEST").read_text().strip()
+    assert folder.endswith("_" + first.info.run_id[:8])
+    out = base / folder
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["setting"] for r in rows] == ["optimizer=sgd", "optimizer=adam",
+                                            "optimizer=sgd optimizer.momentum=0.5"]
+    md = (out / "table.md").read_text()
+    labels = [line.split("|")[1].strip() for line in md.splitlines()  # the table's rows
+              if line.startswith("| ") and len(line.split("|")) > 10][1:]
+    assert labels == ["sgd (baseline)", "adam", "optimizer=sgd optimizer.momentum=0.5"], labels
+    [other_data] = [r for r in project.runs()
+                    if r.data.params.get("data.source.num_classes") == "20"]
+    assert (f"data_fingerprint={other_data.data.tags['data_fingerprint']}: 1 run, not mixed in"
+            in md)
+    for name in ("curves.png", "confusion.png", "per_class_accuracy.png",
+                 "confusion/03-optimizer=sgd_optimizer.momentum=0.5.png"):
+        with Image.open(out / name) as image:
+            image.verify()
+
+    # the same sweep again (its runs reused): a folder of its own, the first one kept
+    project.train("-m", "optimizer=sgd,adam", quiet, check=True)
+    project.run("sweep=latest", script=REPORT, check=True)
+    folders = sorted(p.name for p in base.iterdir() if p.is_dir())
+    assert len(folders) == 2 and folder in folders
+    assert (base / "LATEST").read_text().strip() == folders[-1] != folder
+    index = (base / "index.md").read_text()
+    assert f"Latest: [{folders[-1]}]({folders[-1]}/table.md)" in index
+    assert f"- [{folder}]({folder}/table.md)" in index
+
+
+def test_paper_figures_and_a_parent_run_that_compares_its_rows(project):
+    """A rate that learns nothing is flagged at chance; the parent run carries each row's numbers
+    and the figures; the report's figures are sized for a paper, its LaTeX is LaTeX."""
+    # 2,000 test images: the untrained rate's accuracy (11%) stays clear of the 12% line
+    proc = project.train("-m", "lr.value=0.005,1e-9", "data.source.num_test=2000", check=True)
+    assert re.search(r"^1e-09 † ", proc.stdout, re.M), proc.stdout
+    assert "† at chance: mean test accuracy below 1.2 × 1/10 = 12.00%" in proc.stdout
+    runs = project.runs()
+    [parent] = [r for r in runs if r.data.tags["cifar_sweep.role"] == "sweep"]
+    jobs = {r.data.params["lr.value"]: r for r in runs if r.data.tags["cifar_sweep.role"] == "job"}
+    metrics = parent.data.metrics
+    for label, job in (("0.005", jobs["0.005"]), ("1e-09", jobs["1e-09"])):
+        assert metrics[f"row/{label}/test_accuracy_mean"] == job.data.metrics["test_accuracy"]
+        assert metrics[f"row/{label}/runs"] == 1.0
+    assert metrics["row/1e-09/at_chance"] == 1.0 and metrics["row/0.005/at_chance"] == 0.0
+    client = project.client
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "figures")} == {
+        "figures/curves.png", "figures/confusion.png", "figures/per_class_accuracy.png"}
+
+    project.run("sweep=latest", script=REPORT, check=True)
+    base = project.workdir / "reports" / "cifar-sweep"
+    out = base / (base / "LATEST").read_text().strip()
+    md, tex = (out / "table.md").read_text(), (out / "table.tex").read_text()
+    assert "1 epoch per run, 1 seed (0)" in md and "1e-09 †" in md
+    caption = next(line for line in tex.splitlines() if line.startswith("\\caption{"))
+    assert "`" not in caption and "\\texttt{cifar-sweep}" in caption, caption
+    assert "1e-09 \\textsuperscript{\\dag}" in tex and "12.00\\%" in caption
+    # a two-column figure 7 in wide, a column's 3.5 in, at 300 dpi; vector copies beside them
+    for name, width in (("curves.png", 2100), ("per_class_accuracy.png", 2100),
+                        ("confusion.png", 2100), ("confusion/01-0.005.png", 1050),
+                        ("confusion/02-1e-09.png", 1050)):
+        with Image.open(out / name) as image:
+            assert image.size[0] == width, (name, image.size)
+    assert all((out / f"{n}.pdf").is_file() for n in ("curves", "confusion", "per_class_accuracy"))
+
+
+def test_latex_escapes_each_character_once_and_code_becomes_texttt():
+    from cifar_sweep.tables import _tex, plural
+
+    assert _tex("Sweep `cifar_sweep` at 10.00% ≥ chance † a_b & #1") == (
+        "Sweep \\texttt{cifar\\_sweep} at 10.00\\% $\\geq$ chance \\textsuperscript{\\dag} "
+        "a\\_b \\& \\#1")
+    assert _tex("\\_") == "\\textbackslash{}\\_"  # never escaped twice
+    assert (plural(1, "run"), plural(2, "run"), plural(1, "epoch")) == ("1 run", "2 runs", "1 epoch")

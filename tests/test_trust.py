@@ -83,7 +83,7 @@ def test_changed_model_code_trains_again_and_an_unrelated_change_reuses(project,
     assert old.data.tags["code.training"] == new.data.tags["code.training"]
 
     report = project.run("experiment=cifar-sweep", script=REPORT, check=True)
-    rows = list(csv.DictReader((project.workdir / "reports" / "cifar-sweep" / "table.csv").open()))
+    rows = list(csv.DictReader((project.sweep_report() / "table.csv").open()))
     assert [r["setting"] for r in rows] == ["model=modified_net", "model=origin_net"]
     assert rows[0]["run_ids"] == new.info.run_id  # the old code's run is left out, and named
     assert f"code.model={old.data.tags['code.model']}: 1 run, not mixed in" in report.stdout
@@ -160,9 +160,9 @@ def test_a_read_only_user_makes_tables(project, tmp_path):
                                env={**{k: None for k in ADMIN}, **BOB})
             assert proc.returncode == 0, proc.stdout + proc.stderr
             rows = list(csv.DictReader(
-                (project.workdir / "reports" / "cifar-sweep" / "table.csv").open()))
+                (project.sweep_report() / "table.csv").open()))
             assert [r["setting"] for r in rows] == ["lr.value=0.01", "lr.value=0.02"]
-            assert (project.workdir / "reports" / "cifar-sweep" / "curves.png").is_file()
+            assert (project.sweep_report() / "curves.png").is_file()
             assert store() == before  # nothing written: no run, no artifact, no status
         finally:
             for key in ADMIN:

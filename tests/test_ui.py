@@ -1,6 +1,7 @@
 """The MLflow UI in a real browser: `mlflow ui` (as `make ui` starts it) over a store holding a
 sweep, the experiment page loaded by headless Chromium, the runs table read from the page."""
 
+import os
 import re
 import shutil
 import socket
@@ -34,12 +35,14 @@ def page(url: str) -> str:
 
 @contextmanager
 def mlflow_ui(store: Path):
-    """`mlflow ui` on the store, on a free loopback port; yields its base URL once it answers."""
+    """`mlflow ui` on the store, on a free loopback port, its job runner off as `make ui` starts
+    it; yields its base URL once it answers."""
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui",
                                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
                                "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         deadline = time.time() + 90
         while True:
@@ -65,3 +68,22 @@ def test_the_runs_table_shows_the_sweep_and_its_children(project):
     assert "sweep: data=synthetic trainer.epochs=1 trainer.num_threads=1 optimizer=sgd,adam" in dom
     text = re.sub(r"<[^>]+>", "", dom)  # the page's text, without its markup
     assert "3 matching runs" in text, re.findall(r".{40}matching.{40}", text)
+
+
+def test_the_sweeps_parent_shows_each_rows_accuracy_and_the_figures(project):
+    """The parent row compares at a glance: a column per row's mean accuracy in the runs table,
+    the figures beside the table in the parent's artifacts."""
+    project.train("-m", "optimizer=sgd,adam", check=True)
+    client = project.client
+    experiment = client.get_experiment_by_name("cifar-sweep").experiment_id
+    [parent] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
+    accuracy = parent.data.metrics["row/adam/test_accuracy_mean"]
+    with mlflow_ui(project.store) as ui:
+        runs = page(f"{ui}/#/experiments/{experiment}?workflowType=machine_learning")
+        artifacts = page(f"{ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
+    text = re.sub(r"<[^>]+>", " ", runs)
+    assert "row/adam/test_accuracy_mean" in text and "row/sgd/test_accuracy_mean" in text, \
+        re.findall(r".{60}row/.{60}", text)[:5]
+    assert f"{accuracy:.3f}"[:4] in text  # the parent's number, shown in its row
+    listed = re.sub(r"<[^>]+>", " ", artifacts)
+    assert "figures" in listed and "table" in listed, listed[-2000:]

@@ -30,24 +30,39 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str = ""
     return path
 
 
-def draw_confusion(ax, confusion: list[list[int]], classes: list[str], title: str = "") -> None:
+def normalised(confusion: list[list[float]]) -> torch.Tensor:
+    """Each true class's row divided by its count: the share of that class predicted as each
+    class (the diagonal is the class's accuracy); a class absent from the test set stays 0."""
     matrix = torch.tensor(confusion, dtype=torch.float)
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    threshold = matrix.max() / 2
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
-                    color="white" if matrix[i, j] > threshold else "black")
+    return matrix / matrix.sum(1, keepdim=True).clamp(min=1)
+
+
+def draw_confusion(ax, confusion: list[list[float]], classes: list[str], title: str = "",
+                   numbers: bool | None = None):
+    """The confusion matrix normalised per true class, on a fixed 0-1 scale (so that panels
+    compare); the cells' percentages where they stay legible (up to 12 classes). Returns the
+    image, for a colour bar."""
+    matrix = normalised(confusion)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    size = 7 if len(classes) <= 12 else 5
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=size)
+    ax.set_yticks(range(len(classes)), classes, fontsize=size)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    if numbers if numbers is not None else len(classes) <= 12:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                value = float(matrix[i, j])
+                if value >= 0.005:  # an empty cell stays blank: the eye finds the errors
+                    ax.text(j, i, f"{value * 100:.0f}", ha="center", va="center", fontsize=5,
+                            color="white" if value > 0.5 else "black")
+    return image
 
 
 def confusion_matrix(confusion: list[list[int]], classes: list[str], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 6))
-    draw_confusion(ax, confusion, classes, "Confusion matrix (test)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig, ax = plt.subplots(figsize=(3.5, 3.3), layout="constrained")
+    image = draw_confusion(ax, confusion, classes, "Confusion matrix (test, % of true class)")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    fig.savefig(path, dpi=300)
     plt.close(fig)
     return path
 

@@ -207,7 +207,7 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
           varying: list[str], left: dict[tuple, list[str]], starts: dict) -> list[Row]:
     key = members.setting_hash.where(members.setting_hash.notna(), values[varying].astype(str)
                                      .agg(" ".join, axis=1) if varying else "(all)")
-    rows = []
+    rows, named_by_axes, firsts = [], {}, {}
     for setting, every in members.groupby(key, sort=False):
         group = _one_code(every.sort_values("start_time", ascending=False), values, ref, left)
         newest = group.drop_duplicates("seed")  # a seed trained twice: its newest run
@@ -221,15 +221,64 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
             if all(a in parsed for a in axes):
                 overrides = {a: parsed[a] for a in axes}
                 break
-        if not overrides or not axes:  # a run of no sweep with default values: name it by them
+        by_axes = bool(overrides) and bool(axes)
+        if not by_axes:  # a run of no sweep with default values: name it by them
             first = values.loc[group.index[0]]
             overrides = {k: first[k] for k in varying}
-        label = (next(iter(overrides.values())) if len(overrides) == 1
-                 else " ".join(f"{k}={v}" for k, v in overrides.items()) or "(all)")
-        rows.append(Row(str(setting), label, overrides, newest.run_id.tolist(),
+        rows.append(Row(str(setting), "", overrides, newest.run_id.tolist(),
                         [str(s) for s in newest.seed],
                         min(_first_seen(run, starts) for _, run in every.iterrows())))
+        named_by_axes[id(rows[-1])] = by_axes
+        firsts[id(rows[-1])] = values.loc[group.index[0]]
+    _name_rows(rows, named_by_axes, firsts, varying)
     return sorted(rows, key=lambda r: r.order)
+
+
+def _label(overrides: dict[str, str]) -> str:
+    return (next(iter(overrides.values())) if len(overrides) == 1
+            else " ".join(f"{k}={v}" for k, v in overrides.items()) or "(all)")
+
+
+def _differing(a: pd.Series, b: pd.Series, keys: list[str]) -> dict[str, str]:
+    """The keys where run `a`'s values differ from run `b`'s: config keys first; the code's
+    parts and the derived keys only where no config key tells them apart."""
+    config = [k for k in keys if not k.startswith(CODE) and k not in DERIVED_KEYS]
+    for chosen in (config, keys):
+        diff = {k: a[k] for k in chosen if a[k] != b[k]}
+        if diff:
+            return diff
+    return {}
+
+
+def _name_rows(rows: list[Row], by_axes: dict[int, bool], firsts: dict[int, pd.Series],
+               varying: list[str]) -> None:
+    """Every row a label of its own, named by the setting that differs: a row the axes name
+    keeps the axes' values; another (a single run with, say, `optimizer.momentum=0.5`) is named
+    as the nearest such row plus what differs from it; rows the axes name alike (single runs of
+    the same axis value with another setting) get the keys that tell them apart added."""
+    anchors = [r for r in rows if by_axes[id(r)]]
+    for row in rows:
+        if by_axes[id(row)] or not anchors:
+            continue
+        diffs = [(_differing(firsts[id(row)], firsts[id(a)], varying), a) for a in anchors]
+        diff, nearest = min(diffs, key=lambda d: len(d[0]))
+        if diff and len(diff) < len(row.overrides):
+            row.overrides = {**nearest.overrides, **diff}
+    for row in rows:
+        row.label = _label(row.overrides)
+    by_label: dict[str, list[Row]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        # the row that came first (the sweep's own) keeps its name; the others get what differs
+        first, *others = sorted(same, key=lambda r: r.order)
+        for row in others:
+            diff = _differing(firsts[id(row)], firsts[id(first)], varying) or {
+                "setting": row.key[:12]}
+            row.overrides = {**row.overrides, **diff}
+            row.label = _label(row.overrides)
 
 
 def _first_seen(run: pd.Series, starts: dict) -> tuple:

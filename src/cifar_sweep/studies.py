@@ -13,6 +13,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep import study_figures, tables
+from cifar_sweep.tables import plural
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.results import experiment_runs
 from cifar_sweep.selection import Selection, choose, describe_left_out
@@ -40,6 +41,10 @@ COLUMNS = [
     Column("Train time (min)", "train_seconds", 1 / 60, 2, False),
 ]
 ACCURACY = COLUMNS[0]
+# a row at chance: its mean test accuracy below CHANCE_FACTOR / classes (a model that learned
+# nothing, e.g. an optimizer that diverged at another optimizer's rate): flagged, not hidden
+CHANCE_FACTOR = 1.2
+CHANCE_MARK = "†"
 STATS_ONLY = ["best_val_accuracy"]  # summarised per row but not a column: what chooses a model
 # runs logged before `peak_memory_mb` existed named it after what it measured
 OLDER_NAMES = {"peak_memory_mb": ("peak_rss_mb", "peak_gpu_memory_mb")}
@@ -139,9 +144,11 @@ def seeds_text(seeds: list[str]) -> str:
     return f"{len(numbers)}: {', '.join(map(str, numbers))}"
 
 
-def cells(recs: list[Record], axis_title: str, paper: dict | None = None):
+def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
+          at_chance: frozenset[str] = frozenset()):
     """(header, rows of cells, bold flags): ours, the difference to the baseline with its
-    interval and test, and the report's own numbers beside them."""
+    interval and test, and the report's own numbers beside them; the rows labelled in
+    `at_chance` marked †."""
     titles = {c.metric: c.title for c in COLUMNS}
     paper_titles = [titles[m] for m in (paper or {}).get("columns", {})]
     source = (paper or {}).get("source", "report")
@@ -156,7 +163,9 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None):
             best_mean[c.metric] = max(means) if c.higher_is_better else min(means)
     table, bold = [], []
     for rec in recs:
-        line, flags = [rec.label + (" (baseline)" if rec.baseline else "")], [False]
+        line = [rec.label + (f" {CHANCE_MARK}" if rec.label in at_chance else "")
+                + (" (baseline)" if rec.baseline else "")]
+        flags = [False]
         for c in COLUMNS:
             mean, std = rec.stats[c.metric]
             text = f"{mean * c.scale:,.{c.digits}f}"
@@ -251,10 +260,37 @@ class Table:
         epochs = sorted({e for r in self.records for e in r.epochs})
         seeds = sorted({s for r in self.records for s in r.seeds}, key=_num)
         counts = sorted({len(r.seeds) for r in self.records})
-        per_row = (f"{counts[0]} seed(s) ({', '.join(seeds)})" if len(counts) == 1
+        per_row = (f"{plural(counts[0], 'seed')} ({', '.join(seeds)})" if len(counts) == 1
                    else f"{counts[0]}-{counts[-1]} seeds per row")
+        epoch_word = "epoch" if epochs == ["1"] else "epochs"
         return (f"{self.data['data']} (fingerprint `{self.data['data_fingerprint']}`), "
-                f"{'/'.join(epochs)} epochs per run, {per_row}")
+                f"{'/'.join(epochs)} {epoch_word} per run, {per_row}")
+
+    @property
+    def classes(self) -> int:
+        """How many classes the rows' runs were tested on (their per-class metrics)."""
+        runs = self.frame[self.frame.run_id.isin([i for r in self.records for i in r.run_ids])]
+        per_class = [k for k in _classes(self.frame) if f"test_accuracy_{k}" in runs
+                     and runs[f"test_accuracy_{k}"].notna().any()]
+        return len(per_class)
+
+    @property
+    def at_chance(self) -> frozenset[str]:
+        """The labels of the rows whose mean test accuracy is at chance (see CHANCE_FACTOR)."""
+        if not self.classes:
+            return frozenset()
+        return frozenset(r.label for r in self.records
+                         if r.stats[ACCURACY.metric][0] < CHANCE_FACTOR / self.classes)
+
+    def chance_line(self) -> str:
+        """The caption's line for the rows at chance, or ''."""
+        if not self.at_chance:
+            return ""
+        chance = 100 / self.classes
+        return (f" {CHANCE_MARK} at chance: mean test accuracy below {CHANCE_FACTOR:g} × "
+                f"1/{self.classes} = {chance * CHANCE_FACTOR:.2f}% ({self.classes} classes): "
+                "the model learned nothing (e.g. an optimizer that diverged at this rate): "
+                f"{', '.join(sorted(self.at_chance))}.")
 
     def caption(self) -> str:
         s = self.study
@@ -272,6 +308,7 @@ class Table:
                 f"{power_level(self.comparisons)} level (5% over the comparisons: Holm's first "
                 "step, so that it is told apart after the adjustment too), from the measured "
                 "spread.")
+        text += self.chance_line()
         if self.adaptive:
             text += (" Seed budget: adaptive (`SEEDS=auto`): 3 seeds per row, then more only for "
                      "rows the seeds could not yet tell from the baseline.")
@@ -334,7 +371,8 @@ class Table:
         return notes
 
     def markdown(self) -> str:
-        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)
+        header, rows, bold = cells(self.records, self.axis_title, self.study.paper,
+                                   self.at_chance)
         runs = ["| Setting | Runs |", "|---|---|"] + [
             f"| {r.setting or r.label} | {' '.join(r.run_ids)} |" for r in self.records]
         return (f"# {self.study.kind}: {self.study.name} ({self.budget})\n\n{self.made_by()}\n\n"
@@ -354,18 +392,22 @@ class Table:
     def write(self, out: Path, client: MlflowClient) -> str:
         """Markdown, CSV, LaTeX and the figures into `out`; returns the Markdown."""
         md = self.write_tables(out)
-        header, rows, bold = cells(self.records, self.axis_title, self.study.paper)
+        header, rows, bold = cells(self.records, self.axis_title, self.study.paper,
+                                   self.at_chance)
         (out / "table.tex").write_text(tables.latex(header, rows, bold, self.caption()))
-        epochs = "/".join(sorted({e for r in self.records for e in r.epochs}))
-        seeds = max(len(r.seeds) for r in self.records)
-        title = f"{self.study.name}, {self.data['data']}, {epochs} epochs, {seeds} seed(s)"
-        named = [(r.label, r.run_ids) for r in self.records]
-        study_figures.curves(client, named, out, title)
-        classes = _classes(self.frame)
-        per_class = [[_mean_metric(self.frame, r.run_ids, f"test_accuracy_{c}") for c in classes]
-                     for r in self.records]
-        study_figures.confusion_and_classes(client, named, per_class, out, title)
+        study_figures.write_all(client, self.figure_rows(), out, self.figure_title())
         return md
+
+    def figure_rows(self) -> list[study_figures.FigureRow]:
+        return [study_figures.FigureRow(r.label, r.run_ids, r.label in self.at_chance)
+                for r in self.records]
+
+    def figure_title(self) -> str:
+        epochs = sorted({e for r in self.records for e in r.epochs})
+        seeds = max(len(r.seeds) for r in self.records)
+        return (f"{self.study.name}, {self.data['data']}, "
+                f"{'/'.join(epochs)} {'epoch' if epochs == ['1'] else 'epochs'}, "
+                f"{plural(seeds, 'seed')}")
 
 
 # the fixed settings a table's note names (the rest are in the runs' params)
@@ -376,11 +418,6 @@ SHOWN_FIXED = ("trainer.epochs", "trainer.batch_size", "data_fingerprint", "devi
 def _classes(frame: pd.DataFrame) -> list[str]:
     return [k.removeprefix("test_accuracy_") for k in frame.attrs.get("metric_keys", [])
             if k.startswith("test_accuracy_")]
-
-
-def _mean_metric(frame: pd.DataFrame, run_ids: list[str], name: str) -> float:
-    values = frame[frame.run_id.isin(run_ids)].get(name)
-    return float(values.mean()) if values is not None and values.notna().any() else 0.0
 
 
 def _num(text: str):
@@ -427,11 +464,14 @@ def terminal(table: Table) -> str:
             delta = f"{'≈ ' if d.seeds_tell_apart is False else ''}{_signed(d.diff, 2)}{interval}"
             p = f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–"
         spread = f" ± {acc_sd * 100:.2f}" if len(rec.run_ids) > 1 else ""
-        lines.append([rec.label, f"{acc * 100:.2f}{spread}", f"{f1:.4f}", str(len(rec.run_ids)),
+        flag = f" {CHANCE_MARK}" if rec.label in table.at_chance else ""
+        lines.append([rec.label + flag, f"{acc * 100:.2f}{spread}", f"{f1:.4f}",
+                      str(len(rec.run_ids)),
                       delta, p])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                       enumerate(zip(line, widths))).rstrip() for line in lines]
     left = describe_left_out(table.selection)
+    chance = [f"  {table.chance_line().strip()}"] if table.at_chance else []
     return "\n".join([f"{table.study.kind} {table.study.name}: {table.budget}", *text,
-                      *[f"  {line}" for line in left]])
+                      *chance, *[f"  {line}" for line in left]])

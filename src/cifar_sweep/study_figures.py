@@ -1,12 +1,23 @@
-"""A study's figures, from the store: validation curves (mean ± std over seeds), the confusion
-matrices side by side, and per-class accuracy. Reading only: nothing is written to the store."""
+"""A study's figures, sized for a paper (a 3.5 in column, or a 7 in two-column figure, fonts of
+7-8 pt, 300 dpi PNG and a vector PDF): validation curves (mean ± std over seeds, with markers
+where epochs are few), the confusion matrices normalised per true class (one figure per setting
+and a grid of them, with a colour bar), and per-class accuracy with error bars over seeds and
+the chance line. A row at chance is flagged in every figure. Reading only: nothing is written
+to the store.
+
+Each figure is one function of `FigureRow`s, so that a variant for many rows (a study of a
+hundred settings) can be chosen beside these without touching them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import tempfile
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +30,38 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from cifar_sweep import plots  # noqa: E402
+from cifar_sweep.tables import plural  # noqa: E402
+
+COLUMN_IN, PAGE_IN = 3.5, 7.0   # a paper's column and its full width, in inches
+DPI, SCREEN_DPI = 300, 150
+FEW_EPOCHS = 15                 # up to this many points a curve gets markers and error bars
+PAPER_STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+               "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 8,
+               "lines.linewidth": 1.2, "lines.markersize": 4, "savefig.dpi": DPI}
+CHANCE_NOTE = "at chance"
+
+
+@dataclass
+class FigureRow:
+    """One setting as the figures draw it: its label, its runs, whether it is at chance."""
+
+    label: str
+    run_ids: list[str]
+    at_chance: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} ({CHANCE_NOTE})" if self.at_chance else self.label
+
+
+def _save(fig, out: Path, stem: str, pdf: bool = True, dpi: int | None = None) -> None:
+    """`pdf`: for a paper, a vector copy beside a print-resolution PNG; else (the figures a
+    sweep's parent run carries, for the UI's preview) a screen-resolution PNG only, which also
+    costs the sweep's end less."""
+    fig.savefig(out / f"{stem}.png", dpi=dpi or (DPI if pdf else SCREEN_DPI))
+    if pdf:
+        fig.savefig(out / f"{stem}.pdf")
+    plt.close(fig)
 
 
 def _histories(client: MlflowClient, run_ids: list[str], key: str) -> list[list[float]]:
@@ -26,65 +69,162 @@ def _histories(client: MlflowClient, run_ids: list[str], key: str) -> list[list[
             for run_id in run_ids]
 
 
-def curves(client: MlflowClient, rows, out: Path, title: str) -> None:
-    """`rows`: (label, run ids) pairs."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for label, run_ids in rows:
-        for ax, key in zip(axes, ("val_loss", "val_accuracy")):
-            histories = [h for h in _histories(client, run_ids, key) if h]
-            if not histories:
-                continue
-            length = min(len(c) for c in histories)
-            mean = [statistics.fmean(c[i] for c in histories) for i in range(length)]
-            line, = ax.plot(range(1, length + 1), mean, label=label)
-            if len(histories) > 1:
-                std = [statistics.stdev(c[i] for c in histories) for i in range(length)]
-                ax.fill_between(range(1, length + 1), [m - s for m, s in zip(mean, std)],
-                                [m + s for m, s in zip(mean, std)], alpha=0.2,
-                                color=line.get_color())
-    axes[0].set(xlabel="epoch", ylabel="validation loss", title="Validation loss")
-    axes[1].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    fig.suptitle(f"Study: {title} (mean over seeds, band = ±1 std)")
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
-
-
-def confusion_and_classes(client: MlflowClient, rows, per_class: list[list[float]], out: Path,
-                          title: str) -> None:
-    """The summed confusion matrix of each row's runs, side by side; and each row's mean test
-    accuracy per class (`per_class[i]`: row i's, in the classes' order)."""
-    evaluations = []
+def evaluations(client: MlflowClient, rows: list[FigureRow]) -> dict[str, dict]:
+    """Each run's evaluation.json (classes and confusion counts), by run id."""
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, run_ids in rows:
-            summed, classes = None, None
-            for run_id in run_ids:
-                path = client.download_artifacts(run_id, "evaluation.json", tmp)
-                ev = json.loads(Path(path).read_text())
-                classes, matrix = ev["classes"], ev["confusion"]
-                summed = matrix if summed is None else [
-                    [a + b for a, b in zip(x, y)] for x, y in zip(summed, matrix)]
-            evaluations.append((label, len(run_ids), summed, classes))
-    n = len(rows)
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), squeeze=False)
-    for ax, (label, runs, matrix, classes) in zip(axes[0], evaluations):
-        plots.draw_confusion(ax, matrix, classes, f"{label} ({runs} runs)")
-    fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=110)
-    plt.close(fig)
+        for row in rows:
+            for run_id in row.run_ids:
+                path = client.download_artifacts(run_id, "evaluation.json", f"{tmp}/{run_id}")
+                out[run_id] = json.loads(Path(path).read_text())
+    return out
 
-    classes = evaluations[0][3]
-    fig, ax = plt.subplots(figsize=(max(8, len(classes) * 0.9), 4))
-    width = 0.8 / n
-    for i, ((label, _), means) in enumerate(zip(rows, per_class)):
-        ax.bar([k + i * width for k in range(len(classes))], means, width, label=label)
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes, rotation=30)
-    ax.set(ylabel="test accuracy", title=f"Per-class accuracy, study: {title}", ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "per_class_accuracy.png", dpi=120)
-    plt.close(fig)
+
+def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
+           chance: float | None = None, pdf: bool = True) -> None:
+    """Validation loss and accuracy per epoch, two panels across a page's width."""
+    with plt.rc_context(PAPER_STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(PAGE_IN, 2.6), layout="constrained")
+        longest, handles = 1, []
+        for number, row in enumerate(rows):
+            for ax, key in zip(axes, ("val_loss", "val_accuracy")):
+                histories = [h for h in _histories(client, row.run_ids, key) if h]
+                if not histories:
+                    continue
+                length = min(len(c) for c in histories)
+                longest = max(longest, length)
+                x = list(range(1, length + 1))
+                mean = [statistics.fmean(c[i] for c in histories) for i in range(length)]
+                std = ([statistics.stdev(c[i] for c in histories) for i in range(length)]
+                       if len(histories) > 1 else None)
+                style = {"linestyle": ":" if row.at_chance else "-", "label": row.name}
+                if length <= FEW_EPOCHS:  # a point per epoch, its spread as an error bar;
+                    # the rows dodged sideways a little, so that equal points stay visible
+                    dodge = (number - (len(rows) - 1) / 2) * min(0.08, 0.4 / len(rows))
+                    drawn = ax.errorbar([v + dodge for v in x], mean, yerr=std, marker="o",
+                                        capsize=2, **style)
+                else:
+                    drawn, = ax.plot(x, mean, **style)
+                    if std:
+                        ax.fill_between(x, [m - s for m, s in zip(mean, std)],
+                                        [m + s for m, s in zip(mean, std)], alpha=0.2,
+                                        color=drawn.get_color(), linewidth=0)
+                if len(handles) == number:  # the row's entry in the legend, once
+                    handles.append(drawn)
+        axes[0].set(xlabel="epoch", ylabel="validation loss")
+        axes[1].set(xlabel="epoch", ylabel="validation accuracy")
+        if chance is not None:
+            handles.append(axes[1].axhline(chance, color="grey", linestyle="--", linewidth=0.8,
+                                           label=f"chance ({chance:.0%})"))
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.set_xlim(0.5, longest + 0.5)  # a 1-epoch sweep: its points in the middle
+            if longest <= FEW_EPOCHS:  # every epoch a tick: never 0.945 ... 1.050
+                ax.set_xticks(range(1, longest + 1))
+            else:
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if handles:
+            fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
+                       ncol=min(len(handles), 4), frameon=False)
+        fig.suptitle(f"{title}: mean over seeds, error = ±1 std")
+        _save(fig, out, "curves", pdf)
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_")[:80] or "row"
+
+
+def summed_confusion(evals: dict[str, dict], row: FigureRow) -> tuple[list[list[float]], list[str]]:
+    """A row's confusion counts summed over its runs (seeds), and the classes."""
+    summed, classes = None, []
+    for run_id in row.run_ids:
+        ev = evals[run_id]
+        classes, matrix = ev["classes"], ev["confusion"]
+        summed = matrix if summed is None else [
+            [a + b for a, b in zip(x, y)] for x, y in zip(summed, matrix)]
+    return summed, classes
+
+
+def _confusion_title(row: FigureRow, width: int = 34) -> str:
+    """Wrapped to the panel, so that a long label is never cut at the figure's edge."""
+    return "\n".join(textwrap.wrap(f"{row.name}, {plural(len(row.run_ids), 'run')}", width,
+                                    break_on_hyphens=False))
+
+
+def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str,
+              for_paper: bool = True) -> None:
+    """A grid of the settings' matrices at a page's width (confusion.png), on one 0-100% scale
+    with one colour bar; `for_paper`: also one figure per setting at a column's width
+    (confusion/<nn>-<label>.png) and the grid as a PDF."""
+    if for_paper:
+        (out / "confusion").mkdir(exist_ok=True)
+    with plt.rc_context(PAPER_STYLE):
+        for number, row in enumerate(rows if for_paper else [], 1):
+            matrix, classes = summed_confusion(evals, row)
+            fig, ax = plt.subplots(figsize=(COLUMN_IN, COLUMN_IN * 0.95), layout="constrained")
+            image = plots.draw_confusion(ax, matrix, classes, _confusion_title(row))
+            fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class",
+                         format=matplotlib.ticker.PercentFormatter(1.0))
+            # numbered in the table's order: two labels never share a file
+            _save(fig, out / "confusion", f"{number:02d}-{_slug(row.label)}", pdf=False,
+                  dpi=DPI)
+        columns = min(len(rows), 3)
+        lines = -(-len(rows) // columns)
+        fig, axes = plt.subplots(lines, columns, squeeze=False, layout="constrained",
+                                 figsize=(PAGE_IN, PAGE_IN / columns * 1.02 * lines))
+        image = None
+        for ax, row in zip(axes.flat, rows):
+            matrix, classes = summed_confusion(evals, row)
+            image = plots.draw_confusion(ax, matrix, classes, _confusion_title(row, 26),
+                                         numbers=len(classes) <= (12 if columns < 3 else 10))
+        for ax in list(axes.flat)[len(rows):]:
+            ax.axis("off")
+        fig.colorbar(image, ax=axes, shrink=0.6, label="share of the true class",
+                     format=matplotlib.ticker.PercentFormatter(1.0))
+        fig.suptitle(f"{title}: test confusion, normalised per true class (cells: %)")
+        _save(fig, out, "confusion", for_paper)
+
+
+def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str,
+              pdf: bool = True) -> None:
+    """Each row's test accuracy per class: bars of the mean over its runs, error bars ±1 std
+    over seeds, the chance line 1/classes."""
+    classes = evals[rows[0].run_ids[0]]["classes"]
+    width = 0.8 / len(rows)
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(PAGE_IN, 2.6), layout="constrained")
+        handles = []
+        for i, row in enumerate(rows):
+            runs = [plots.normalised(evals[r]["confusion"]).diagonal().tolist()
+                    for r in row.run_ids if evals[r]["classes"] == classes]
+            if not runs:
+                continue
+            means = [statistics.fmean(v) for v in zip(*runs)]
+            errors = [statistics.stdev(v) for v in zip(*runs)] if len(runs) > 1 else None
+            handles.append(ax.bar([k + i * width for k in range(len(classes))], means, width,
+                                  yerr=errors,
+                   capsize=1.5, error_kw={"linewidth": 0.7}, label=row.name,
+                                  hatch="//" if row.at_chance else None))
+        chance = 1 / len(classes)
+        handles.append(ax.axhline(chance, color="grey", linestyle="--", linewidth=0.8,
+                                  label=f"chance (1/{len(classes)} = {chance:.0%})"))
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes,
+                      rotation=30 if len(classes) <= 12 else 90)
+        ax.set(ylabel="test accuracy", ylim=(0, 1))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.grid(axis="y", alpha=0.3)
+        fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
+                   ncol=min(len(handles), 4), frameon=False)
+        fig.suptitle(f"{title}: per-class accuracy, mean over seeds, error = ±1 std")
+        _save(fig, out, "per_class_accuracy", pdf)
+
+
+def write_all(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
+              for_paper: bool = True) -> None:
+    """Every figure of a study into `out`; without `for_paper` (a sweep's parent run, drawn as
+    the sweep ends): the three PNGs only, no PDFs and no figure per setting."""
+    evals = evaluations(client, rows)
+    classes = evals[rows[0].run_ids[0]]["classes"] if rows and rows[0].run_ids else []
+    curves(client, rows, out, title, 1 / len(classes) if classes else None, for_paper)
+    confusion(evals, rows, out, title, for_paper)
+    per_class(evals, rows, out, title, for_paper)

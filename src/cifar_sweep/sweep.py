@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import itertools
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -252,8 +251,9 @@ class MlflowSweepCallback(Callback):
 
     def _result_table(self, config: DictConfig) -> None:
         """The sweep's table (one row per setting, seeds pooled): printed, and logged on the
-        parent run as table/table.md and table/table.csv, where the UI shows the sweep."""
-        from cifar_sweep import studies
+        parent run with each row's numbers and the figures (`parent_summary`), where the UI
+        shows the sweep."""
+        from cifar_sweep import parent_summary, studies
 
         paper = config.study.get("paper")
         experiment = str(config.tracking.experiment)
@@ -266,9 +266,8 @@ class MlflowSweepCallback(Callback):
         try:
             table = studies.build_table(self.client, study)
             print("\n" + studies.terminal(table) + "\n", flush=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                table.write_tables(Path(tmp))
-                self.client.log_artifacts(self.parent_id, tmp, "table")
+            parent_summary.log_on_parent(self.client, self.parent_id, table,
+                                         bool(config.tracking.figures))
         except Exception as exc:  # the table is a summary: it never fails the sweep
             print(f"warning: no table for this sweep: {type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+
+
+def plural(count: int, word: str) -> str:
+    """`1 run`, `2 runs`, `1 epoch`."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def markdown(header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None,
@@ -17,10 +23,21 @@ def markdown(header: list[str], rows: list[list[str]], bold: list[list[bool]] | 
     return (f"{caption}\n\n" if caption else "") + "\n".join(lines) + "\n"
 
 
+_TEX = {"\\": "\\textbackslash{}", "_": "\\_", "%": "\\%", "&": "\\&", "#": "\\#",
+        "$": "\\$", "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\^{}",
+        "±": "$\\pm$", "Δ": "$\\Delta$", "≈": "$\\approx$", "<": "$<$", ">": "$>$",
+        "≥": "$\\geq$", "≤": "$\\leq$", "×": "$\\times$", "†": "\\textsuperscript{\\dag}"}
+
+
 def _tex(text: str) -> str:
-    return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%")
-            .replace("±", "$\\pm$").replace("&", "\\&").replace("#", "\\#")
-            .replace("Δ", "$\\Delta$").replace("≈", "$\\approx$").replace("<", "$<$"))
+    """Plain text as LaTeX: its special characters escaped, one pass (so that an escape is
+    never escaped again); `code` in Markdown's backticks becomes \\texttt{code}."""
+    def escape(part: str) -> str:
+        return "".join(_TEX.get(ch, ch) for ch in part)
+
+    parts = re.split(r"`([^`]*)`", text)
+    return "".join(f"\\texttt{{{escape(p)}}}" if i % 2 else escape(p.replace("**", ""))
+                   for i, p in enumerate(parts))
 
 
 def latex(header: list[str], rows: list[list[str]], bold: list[list[bool]] | None = None,
