@@ -17,6 +17,8 @@ import pytest
 
 from conftest import ROOT, TRAIN
 
+from cifar_sweep.sweep import PARENT_FILE
+
 pytestmark = pytest.mark.cluster
 
 SLURM_SH = ROOT / "tests" / "clusters" / "slurm.sh"
@@ -208,17 +210,22 @@ def ray_cluster():
 
 
 def _node_pids(name: str) -> set[int]:
-    """The processes of one node: the process group its `ray start` leads."""
+    """The processes of one node: those its `ray start` started, followed by parent pid (a
+    task's worker leads a process group of its own, so the group is not enough)."""
     leader = int(Path(os.environ.get("CLUSTER_STATE", "/var/tmp/cifar-sweep-ray"),
                       f"{name}.pid").read_text())
-    pids = set()
+    children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == leader:  # its process group
-            pids.add(int(stat.parent.name))
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pids, todo = set(), [leader]
+    while todo:
+        pid = todo.pop()
+        pids.add(pid)
+        todo.extend(children.get(pid, []))
     return pids
 
 
@@ -236,16 +243,19 @@ def test_ray_sweep_spreads_over_both_nodes_and_a_lost_node_is_one_line(project, 
     work = project.workdir
     args = ["-m", "hydra/launcher=ray_tasks", f"hydra.launcher.ray.init.address=127.0.0.1:{RAY_PORT}",
             f"hydra.sweep.dir={work / 'multirun' / 'ray'}", f"tracking.uri={work / 'mlruns'}",
-            f"checkpoint.dir={work / 'checkpoints'}", "data=synthetic", "trainer.epochs=25",
+            f"checkpoint.dir={work / 'checkpoints'}", "data=synthetic", "trainer.epochs=40",
             "checkpoint.keep=true", "optimizer=sgd,adam"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     sweep = subprocess.Popen([ray_cluster, str(TRAIN), *args], cwd=work, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def on_both():
-            jobs = {n: [p for p in _node_pids(n) if "default_worker" in _cmdline(p)
-                        or "ray::" in _cmdline(p)] for n in ("head", "worker")}
+        def on_both():  # a task's worker titles itself ray::<function> (idle workers do not)
+            jobs = {n: [p for p in _node_pids(n) if "ray::_run_job" in _cmdline(p)]
+                    for n in ("head", "worker")}
             return jobs if all(jobs.values()) else None
+        # the store is read once the sweep has made it (its parent run's id file): a client
+        # opening a SQLite file that another process is still creating races its migrations
+        _wait(lambda: (work / "multirun" / "ray" / PARENT_FILE).is_file(), 300, "the sweep's start")
         _wait(on_both, 300, "a job on each node")
         _wait(lambda: len([r for r in _jobs(project) if project.client.get_metric_history(
             r.info.run_id, "val_accuracy")]) == 2, 300, "both jobs' first epoch")
@@ -271,4 +281,4 @@ def test_ray_sweep_spreads_over_both_nodes_and_a_lost_node_is_one_line(project, 
     assert again.returncode == 0, again.stdout + again.stderr
     after = project.client.get_run(killed.info.run_id)
     assert after.info.status == "FINISHED"
-    assert _epochs(project, after.info.run_id) == list(range(1, 26))
+    assert _epochs(project, after.info.run_id) == list(range(1, 41))

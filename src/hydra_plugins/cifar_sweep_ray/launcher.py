@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import (JobReturn, JobRuntime, JobStatus, configure_log, filter_overrides,
-                              setup_globals)
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from omegaconf import open_dict
 
 try:  # the [ray] extra; Hydra imports every plugin module at start, with or without it
@@ -32,7 +31,7 @@ class RayLauncher(_PluginLauncher):
         from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
 
         setup_globals()
-        assert self.config is not None and self.config_loader is not None
+        assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -42,13 +41,14 @@ class RayLauncher(_PluginLauncher):
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             name = f"#{idx} {' '.join(filter_overrides(overrides))}"
             log.info(f"\t{name}")
-            sweep_config = self.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config,
+                                                                              list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"job_id_for_{idx}"
                 sweep_config.hydra.job.num = idx
                 runs.append((name, list(overrides), launch_job_on_ray(
-                    self.ray_cfg.remote, sweep_config, self.task_function,
-                    JobRuntime.instance().conf, Singleton.get_state().get("omegaconf_resolvers"))))
+                    self.hydra_context, self.ray_cfg.remote, sweep_config, self.task_function,
+                    Singleton.get_state())))
         returns = []
         for name, overrides, run in runs:
             try:
