@@ -18,7 +18,7 @@ STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml $(if $(CONF
 .PHONY: help install train test test-full lint ui bench bench-memory-format tables clean clean-runs bench-checkpoint \
 	ablations $(addprefix ablation-,$(STUDIES))
 .PHONY: server plan gpu-check gpu-check-dry bench-sweep
-.PHONY: slurm-up slurm-down ray-up ray-down test-cluster
+.PHONY: slurm-up slurm-down ray-up ray-down test-cluster install-ray
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -28,6 +28,11 @@ install:  ## create .venv and install the package with its dev tools (exact vers
 	python3 -m venv .venv
 	.venv/bin/pip install --upgrade pip
 	.venv/bin/pip install -c constraints.txt -e '.[dev]'
+
+install-ray:  ## create .venv-ray with the [ray] extra (its cloudpickle<3 pin keeps it out of .venv)
+	python3 -m venv .venv-ray
+	.venv-ray/bin/pip install --upgrade pip
+	.venv-ray/bin/pip install -c constraints.txt -e '.[dev,ray]'
 
 plan:  ## what a sweep would do, job by job, training nothing: ARGS='ablation=lr trainer.seed=0,1,2'
 	$(PYTHON) src/plan.py $(CONFIG_ARG) $(EPOCHS_ARG) $(ARGS)
@@ -50,7 +55,7 @@ slurm-up:  ## a one-node SLURM cluster on loopback (root); ACCOUNTING=1 adds slu
 slurm-down:  ## stop the SLURM cluster's daemons
 	tests/clusters/slurm.sh down
 
-RAY_PYTHON ?= $(PYTHON)
+RAY_PYTHON ?= .venv-ray/bin/python  # make install-ray: the [ray] extra in a venv of its own
 ray-up:  ## a Ray cluster on loopback: a head and one worker node, separate `ray start` processes
 	PYTHON=$(RAY_PYTHON) tests/clusters/ray.sh up
 
@@ -59,6 +64,7 @@ ray-down:  ## stop the Ray cluster
 
 test-cluster:  ## the real-cluster tests (root: they bring the clusters up and down; RAY_PYTHON= a venv with [ray])
 	RAY_PYTHON=$(RAY_PYTHON) $(PYTHON) -m pytest -q -m 'cluster and not slow' tests/test_real_cluster.py
+	if [ -x $(RAY_PYTHON) ]; then $(RAY_PYTHON) -m pytest -q -m 'slow or not slow' tests/test_cluster.py -k ray; fi
 
 lint:  ## ruff
 	$(PYTHON) -m ruff check src tests benchmarks

@@ -75,6 +75,10 @@ up() {
 down() {
     stop worker
     stop head
+    # `ray start --head` left its address where a later bare ray.init() looks first (and then
+    # refuses num_cpus, "connecting to an existing cluster"); `ray stop` removes it, so do we
+    local address=/tmp/ray/ray_current_cluster
+    if grep -q ":$PORT\$" "$address" 2>/dev/null; then rm -f "$address"; fi
     echo "ray.sh: down"
 }
 
