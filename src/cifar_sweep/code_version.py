@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib
-import inspect
+import importlib.machinery
+import importlib.util
+import sys
 from functools import cache
 from importlib import metadata
 
@@ -49,20 +50,46 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _spec(dotted: str):
+    """The module spec of `dotted`, or None where it names no module, found without running any
+    module's code: reading a definition must not import it (cifar_sweep.metrics pulls in
+    torchmetrics, torchvision's models and torch._dynamo: 5-7 s for a process that trains
+    nothing, a sweep's parent planning its jobs)."""
+    if dotted in sys.modules:
+        return getattr(sys.modules[dotted], "__spec__", None)
+    head, _, _ = dotted.rpartition(".")
+    if not head:
+        try:
+            return importlib.util.find_spec(dotted)  # a top-level name: found, not run
+        except (ImportError, ValueError):
+            return None
+    parent = _spec(head)
+    if parent is None or parent.submodule_search_locations is None:
+        return None
+    return importlib.machinery.PathFinder.find_spec(dotted, list(parent.submodule_search_locations))
+
+
 @cache
 def _module_table(module_name: str) -> dict[str, tuple[str, object]]:
     """A module's top-level names: name -> ("def", syntax tree) for what it defines, or
-    ("import", "module.name") for what it imports."""
-    module = importlib.import_module(module_name)
-    try:
-        tree = _strip_docstrings(ast.parse(inspect.getsource(module)))
-    except (OSError, TypeError):  # no source here (bytecode only): its names count as unknown
+    ("import", "module.name") for what it imports (`lazy_module("x")` is an import of x)."""
+    spec = _spec(module_name)
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):  # no source here: its names count as unknown
         return {}
+    try:
+        with open(origin, "rb") as source:
+            tree = _strip_docstrings(ast.parse(importlib.util.decode_source(source.read())))
+    except OSError:
+        return {}
+    package = module_name if spec.submodule_search_locations is not None \
+        else module_name.rpartition(".")[0]
     table: dict[str, tuple[str, object]] = {}
-    package = module_name if hasattr(module, "__path__") else module_name.rpartition(".")[0]
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             table[node.name] = ("def", node)
+        elif _lazy_import(node):
+            table[node.targets[0].id] = ("import", node.value.args[0].value)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
@@ -83,11 +110,19 @@ def _module_table(module_name: str) -> dict[str, tuple[str, object]]:
     return table
 
 
+def _lazy_import(node: ast.AST) -> bool:
+    """`name = lazy_module("x")` (models.py): an import of x, deferred."""
+    return (isinstance(node, ast.Assign) and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name) and node.value.func.id == "lazy_module"
+            and len(node.value.args) == 1 and isinstance(node.value.args[0], ast.Constant)
+            and isinstance(node.value.args[0].value, str))
+
+
 def _is_module(dotted: str) -> bool:
     try:
-        importlib.import_module(dotted)
-        return True
-    except ImportError:
+        return _spec(dotted) is not None
+    except (ImportError, ValueError):
         return False
 
 

@@ -3,9 +3,26 @@
 Every class here is built by Hydra from `conf/model/*.yaml` (`_target_`), never by an if/elif table.
 """
 
+import importlib
+import types
+
 import torch
 from torch import nn
-from torchvision import models as tv_models
+
+
+def lazy_module(name: str) -> types.ModuleType:
+    """`name`, imported on first use: torchvision's models take about 4 s to import (they pull
+    in torch._dynamo), and only the torchvision baselines need them. The code version reads
+    `x = lazy_module("m")` as `import m as x` (code_version._module_table)."""
+
+    class Lazy(types.ModuleType):
+        def __getattr__(self, attr: str):
+            return getattr(importlib.import_module(name), attr)
+
+    return Lazy(name)
+
+
+tv_models = lazy_module("torchvision.models")
 
 
 class OriginNet(nn.Module):

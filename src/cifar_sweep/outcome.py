@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import checkpoint, lineage, plots
+from cifar_sweep import checkpoint, lineage
 from cifar_sweep import tracking as t
 from cifar_sweep.data import Dataset
-from cifar_sweep.metrics import classification_report
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
 from cifar_sweep.resources import peak_rss_mb
 from cifar_sweep.training import Parts, Progress, evaluate
@@ -31,6 +30,11 @@ def test_and_log(cfg: DictConfig, parts: Parts, dataset: Dataset, result: Progre
                  run_id: str) -> dict[str, float]:
     """Evaluate the loaded (best) weights on the test set; log the summary (at the last epoch's
     step) and the artifacts. Returns the summary, but `total_seconds` (the caller's to add)."""
+    # imported here, not at the top: torchmetrics pulls in torchvision's models and torch._dynamo
+    # (5-7 s per process, measured with python -X importtime), matplotlib 1.6 s; a process that
+    # tests nothing (a sweep's parent, a bad value, a job finished before) never pays them
+    from cifar_sweep.metrics import classification_report
+
     test = evaluate(parts, parts.test)
     peak_mb, peak_kind = peak_memory(parts.runtime.device)
     client.set_tag(run_id, t.PEAK_MEMORY, peak_kind)
@@ -66,6 +70,8 @@ def test_and_log(cfg: DictConfig, parts: Parts, dataset: Dataset, result: Progre
 
 def _figures(result: Progress, report: dict, test, dataset: Dataset, run_id: str,
              out: Path) -> None:
+    from cifar_sweep import plots  # matplotlib: only where figures are drawn
+
     plots.learning_curves(result.history, out / "curves.png", title=run_id)
     plots.confusion_matrix(report["confusion"], dataset.classes, out / "confusion_matrix.png")
     probs = test.logits.softmax(1)
