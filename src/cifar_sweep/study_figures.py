@@ -59,8 +59,8 @@ def _save(fig, out: Path, stem: str, pdf: bool = True, dpi: int | None = None) -
     sweep's parent run carries, for the UI's preview) a screen-resolution PNG only, which also
     costs the sweep's end less."""
     fig.savefig(out / f"{stem}.png", dpi=dpi or (DPI if pdf else SCREEN_DPI))
-    if pdf:
-        fig.savefig(out / f"{stem}.pdf")
+    if pdf:  # without a creation date: `make tables` on the same store writes the same bytes
+        fig.savefig(out / f"{stem}.pdf", metadata={"CreationDate": None})
     plt.close(fig)
 
 
