@@ -21,15 +21,15 @@ import pytest
 
 pytest.importorskip("statsmodels", reason="statsmodels is a test dependency: pip install -e '.[dev]'")
 
-from statsmodels.stats.multitest import multipletests  # noqa: E402
-from statsmodels.stats.power import TTestIndPower, TTestPower  # noqa: E402
-from statsmodels.stats.weightstats import CompareMeans, DescrStatsW  # noqa: E402
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from cifar_sweep import results  # noqa: E402
-from cifar_sweep.adaptive import second_round  # noqa: E402
-from cifar_sweep.results import _frame  # noqa: E402
-from cifar_sweep.selection import choose  # noqa: E402
-from cifar_sweep.studies import Study, Table, cells, records  # noqa: E402
+from cifar_sweep import results
+from cifar_sweep.adaptive import second_round
+from cifar_sweep.results import _frame
+from cifar_sweep.selection import choose
+from cifar_sweep.studies import Study, Table, cells, records
 
 RNG_SEED = 20251202
 TABLES = 15

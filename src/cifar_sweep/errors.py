@@ -1,4 +1,5 @@
-"""The errors a user sees as one line, and the one place that turns them into `error: ...`, exit 2."""
+"""The errors a user sees as one line, and `exit_on_user_error`, which turns them into
+`error: ...` and exit 2 (the entry scripts and the sweep's start use it)."""
 
 import sys
 from collections.abc import Iterator

@@ -1,4 +1,4 @@
-"""Test-set metrics, computed by torchmetrics from the logits of `engine.evaluate`."""
+"""Test-set metrics, computed by torchmetrics from the logits of `training.evaluate`."""
 
 import torch
 from torchmetrics.classification import (

@@ -112,7 +112,7 @@ def _runs_by_id(client: MlflowClient, run_ids: list[str], chunk: int = 500) -> d
         if run_id not in out:
             try:
                 out[run_id] = client.get_run(run_id)
-            except Exception:  # noqa: BLE001 - deleted for good: its reference stands alone
+            except Exception:  # deleted for good: its reference stands alone
                 continue
     return out
 

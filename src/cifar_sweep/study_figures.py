@@ -24,13 +24,13 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+import matplotlib.pyplot as plt
+from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from cifar_sweep import plots  # noqa: E402
-from cifar_sweep.tables import plural  # noqa: E402
+from cifar_sweep import plots
+from cifar_sweep.tables import plural
 
 COLUMN_IN, PAGE_IN = 3.5, 7.0   # a paper's column and its full width, in inches
 DPI, SCREEN_DPI = 300, 150

@@ -36,8 +36,8 @@ def check_config(cfg: DictConfig) -> None:
         if not fine:
             raise UserInputError(f"{key}={value} is invalid: {allowed}")
 
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
-    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     require("lr.value", lambda v: is_num(v) and v > 0, "must be a number > 0")
     require("trainer.epochs", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
     require("trainer.batch_size", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
