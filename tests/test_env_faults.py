@@ -90,6 +90,7 @@ def checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.pt")) if folder.exists() else []
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_full_disk_at_the_upload_stops_the_sweep_and_the_same_command_logs_it_untrained(
         project, inject):
     # a fixed sweep folder: the stop marker the first command leaves there must not stop the next

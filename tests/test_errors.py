@@ -23,19 +23,19 @@ def test_unknown_option_or_key_is_hydras_error(project, overrides, message):
 
 @pytest.mark.parametrize("overrides, message", [
     (["lr.value=0"], "lr.value=0 is invalid: must be a number > 0"),
-    (["lr.value=-0.1"], "lr.value=-0.1 is invalid: must be a number > 0"),
+    pytest.param(["lr.value=-0.1"], "lr.value=-0.1 is invalid: must be a number > 0", marks=pytest.mark.slow),
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid: must be an integer >= 1"),
-    (["trainer.batch_size=0"], "trainer.batch_size=0 is invalid: must be an integer >= 1"),
+    pytest.param(["trainer.batch_size=0"], "trainer.batch_size=0 is invalid: must be an integer >= 1", marks=pytest.mark.slow),
     (["trainer.val_fraction=1.0"], "trainer.val_fraction=1.0 is invalid: must be a number strictly between 0 and 1"),
-    (["trainer.val_fraction=0"], "trainer.val_fraction=0 is invalid"),
+    pytest.param(["trainer.val_fraction=0"], "trainer.val_fraction=0 is invalid", marks=pytest.mark.slow),
     (["trainer.device=tpu"], "trainer.device=tpu is invalid: allowed: auto, cpu, cuda, cuda:N, mps"),
-    (["data=image_folder", "data.root=does/not/exist"], "no 'train/' folder there"),
+    pytest.param(["data=image_folder", "data.root=does/not/exist"], "no 'train/' folder there", marks=pytest.mark.slow),
     (["data=image_folder"], "data.root is missing"),
     # in a sweep, every job is checked before the first one trains
     (["-m", "lr.value=0.01,-1"], "lr.value=-1 is invalid"),
     # types and keys, checked against the config's schema before any run exists (more cases
     # in test_configs.py, in-process)
-    (["optimizer.momentum=abc"], "optimizer.momentum=abc is invalid: must be a number"),
+    pytest.param(["optimizer.momentum=abc"], "optimizer.momentum=abc is invalid: must be a number", marks=pytest.mark.slow),
     (["-m", "optimizer=sgd,rmsprop", "+model.widht=2"], "model.widht is not a setting here; allowed: dropout"),
 ])
 def test_invalid_value_is_one_line_before_training(project, overrides, message):
@@ -62,6 +62,7 @@ def test_nan_loss_fails_its_job_and_the_sweep_goes_on(project):
     assert "test_accuracy" in jobs["0.005"].data.metrics
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_nan_loss_in_a_single_run_exits_non_zero(project):
     proc = project.train("lr.value=1e12")
     assert proc.returncode == 1

@@ -51,6 +51,7 @@ def assert_same(continued: dict, uninterrupted: dict) -> None:
         assert continued[metric] == pytest.approx(uninterrupted[metric], abs=1e-6), metric
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_bf16_run_killed_and_continued_ends_as_an_uninterrupted_one(project, tmp_path):
     continued, fresh, killed, _, _ = kill_and_continue(project, tmp_path, "trainer.precision=bf16")
     assert killed["progress"]["epoch"] == 2 and "cuda_rng" not in killed  # CPU run: no CUDA state
@@ -58,6 +59,7 @@ def test_bf16_run_killed_and_continued_ends_as_an_uninterrupted_one(project, tmp
     assert_same(continued, fresh)
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_fp16_keeps_its_loss_scale_in_the_checkpoint_and_continues_exactly(project, tmp_path):
     # CPU autocast runs float16 in recent torch; where it does not, this path cannot run here
     with torch.autocast("cpu", dtype=torch.float16):
@@ -116,6 +118,7 @@ FAKE_CUDA = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_cpu_sweep_on_a_gpu_host_never_initialises_cuda_and_runs_a_job_per_core(project, tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -203,6 +206,7 @@ def test_gpu_sweep_sets_each_jobs_device(project):
     assert devices <= {f"cuda:{i}" for i in range(gpus)} and devices
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_gpu_check_dry_run_writes_its_summary(tmp_path):
     """`benchmarks/gpu_check.sh --dry`: every step of the GPU check on the CPU, tiny sizes."""
     out = tmp_path / "check"

@@ -123,6 +123,7 @@ def test_bad_worker_settings_are_one_line_before_any_run(project, override, said
     assert project.runs("hpo-modifiednet") == []
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_a_stopped_command_puts_its_trial_back_without_counting_a_retry(project):
     """`kill` (SIGTERM) mid-trial: the command fails its own trial and asks its parameters again
     for the next command at once, not counted against max_retries (it did nothing wrong)."""

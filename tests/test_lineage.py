@@ -31,6 +31,7 @@ def accuracy(model, split) -> float:
         return (model(split.images).argmax(1) == split.labels).float().mean().item()
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_a_run_shows_its_datasets_source_system_metrics_and_model(project):
     project.train("trainer.epochs=3", check=True,
                   env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})

@@ -100,6 +100,7 @@ def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_entrypoint_trains_on_cifar100_with_100_outputs(project):
     root = project.workdir / "c100"
     make_cifar100_archive(root)

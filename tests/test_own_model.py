@@ -107,6 +107,7 @@ def test_the_own_model_page_followed_as_written(followed, project):
         r.data.tags["code.model"] for r in mine}
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_an_edit_of_the_users_model_trains_again_naming_the_part(followed, project):
     single = next(c for c in example_commands() if c[0] == "python" and "-m" not in c)
     followed.run(["export", "PYTHONPATH=$HOME/myproject"])

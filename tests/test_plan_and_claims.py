@@ -54,6 +54,7 @@ def test_two_identical_commands_train_one_run(project):
     assert run.info.status == "FINISHED" and epochs_logged(project, run.info.run_id) == [1, 2, 3]
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_a_killed_run_is_continued_by_one_job_only(project):
     same = ["lr.value=0.02", "trainer.epochs=4", "tracking.figures=false"]
     kill_after(start(project, *same), "epoch 1/4")

@@ -69,6 +69,7 @@ def test_tiny_study_table_matches_the_logged_runs(project):
     assert (out / "table.md").read_text() == md
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_report_without_runs_says_what_to_do(project):
     proc = project.run("ablation=loss", script=REPORT)
     assert proc.returncode == 1
@@ -125,6 +126,7 @@ def test_the_design_cards_sweep_ends_with_its_table_and_report_writes_the_same(p
     assert [r["baseline"] for r in rows] == ["False", "True", "False", "False"]
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_an_ad_hoc_sweep_with_seeds_gets_mean_and_std_rows(project):
     proc = project.train("-m", "hydra/launcher=basic", "augment=report,none", "trainer.seed=0,1",
                          "tracking.figures=false", "study.baseline='augment=none'", check=True)
@@ -146,6 +148,7 @@ def test_an_ad_hoc_sweep_with_seeds_gets_mean_and_std_rows(project):
     assert "Sweep `cifar-sweep`" in md and " ± " in md
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_a_mixed_store_reports_each_setting_once_in_a_folder_per_sweep(project):
     """A sweep and single runs in one experiment: a run of other data (20 classes) crashed the
     figures (`shape mismatch`), and SGD at another momentum was a second row labelled `sgd`."""
@@ -186,6 +189,7 @@ def test_a_mixed_store_reports_each_setting_once_in_a_folder_per_sweep(project):
     assert f"- [{folder}]({folder}/table.md)" in index
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_paper_figures_and_a_parent_run_that_compares_its_rows(project):
     """A rate that learns nothing is flagged at chance; the parent run carries each row's numbers
     and the figures; the report's figures are sized for a paper, its LaTeX is LaTeX."""

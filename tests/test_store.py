@@ -46,6 +46,7 @@ def check_all_finished(db: Path, results, count: int) -> None:
         assert "best_weights.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+@pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_four_processes_at_once_on_a_fresh_folder_store(tmp_path):
     results = train_at_once(tmp_path, "store", 4)
     check_all_finished(tmp_path / "store" / "mlflow.db", results, 4)
