@@ -170,8 +170,8 @@ def drop_a_batch(root: Path) -> None:
 
 @pytest.mark.parametrize("prepare, message", [
     (break_archive, "cifar-10-python.tar.gz is damaged or truncated"),
-    (drop_a_batch, "cifar-10-batches-py/data_batch_4 is missing"),
-    (lambda root: root.mkdir(), "no CIFAR-10 found and data.download=false"),
+    pytest.param(drop_a_batch, "cifar-10-batches-py/data_batch_4 is missing", marks=pytest.mark.slow),
+    pytest.param(lambda root: root.mkdir(), "no CIFAR-10 found and data.download=false", marks=pytest.mark.slow),
 ])
 def test_entrypoint_bad_cifar10_is_one_line_and_no_run(project, prepare, message):
     root = project.workdir / "c10"
@@ -304,7 +304,7 @@ def test_unwritable_cache_folder_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     ([], "broken.jpg"),
-    (["data.cache_dir=a_file/cache", "data.skip_corrupt=true"], "data.cache_dir=a_file/cache is not writable"),
+    pytest.param(["data.cache_dir=a_file/cache", "data.skip_corrupt=true"], "data.cache_dir=a_file/cache is not writable", marks=pytest.mark.slow),
 ])
 def test_entrypoint_image_folder_faults_are_one_line(project, overrides, message):
     make_image_folder(project.workdir / "imgs")

@@ -302,6 +302,7 @@ def test_real_full_store_mid_run_then_the_same_command_continues(project):
         assert epochs_logged(project, after.info.run_id) == [1, 2, 3]
 
 
+@pytest.mark.slow  # up to a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_too_little_space_is_one_line_before_any_job_and_a_narrow_margin_a_warning(project):
     folder = project.workdir / "ckpt"
     with tmpfs(folder, "2m"):

@@ -91,6 +91,7 @@ def test_a_studys_best_setting_is_registered_and_loads(project):
     assert len(client.search_model_versions("name = 'cifar-sweep-lr'")) == 1
 
 
+@pytest.mark.slow  # up to a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_register_says_what_is_wrong_in_one_line(project):
     proc = project.run("ablation=nope", script=REGISTER)
     assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|" in proc.stderr

@@ -119,6 +119,7 @@ def test_run_logs_to_a_server_and_reads_back(project, server):
         "on-a-shared-disk").experiment_id])[0].info.run_id / "artifacts" / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # up to a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_no_server_at_the_address_is_one_line_in_seconds(project):
     # the time of a process that stops at its first check: imports, on this machine, now
     started = time.monotonic()
