@@ -110,8 +110,8 @@ def test_a_frozen_command_loses_its_trial_to_a_live_one(project):
 
 @pytest.mark.parametrize("override, said", [
     ("hydra.sweeper.max_retries=-1", "hydra.sweeper.max_retries=-1 is invalid: allowed: an integer >= 0"),
-    ("hydra.sweeper.grace_period=30", "hydra.sweeper.grace_period=30 is invalid: allowed: an integer > "
-                                      "hydra.sweeper.heartbeat_interval (60)"),
+    pytest.param("hydra.sweeper.grace_period=30", "hydra.sweeper.grace_period=30 is invalid: allowed: an integer > "
+                 "hydra.sweeper.heartbeat_interval (60)", marks=pytest.mark.slow),
     ("hydra.sweeper.heartbeat_interval=0", "hydra.sweeper.heartbeat_interval=0 is invalid"),
 ])
 def test_bad_worker_settings_are_one_line_before_any_run(project, override, said):

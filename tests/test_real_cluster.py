@@ -245,7 +245,8 @@ def test_ray_sweep_spreads_over_both_nodes_and_a_lost_node_is_one_line(project, 
             f"hydra.sweep.dir={work / 'multirun' / 'ray'}", f"tracking.uri={work / 'mlruns'}",
             f"checkpoint.dir={work / 'checkpoints'}", "data=synthetic", "trainer.epochs=40",
             "checkpoint.keep=true", "optimizer=sgd,adam"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    # as the cluster (ray.sh): without token authentication
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "RAY_AUTH_MODE": "disabled"}
     sweep = subprocess.Popen([ray_cluster, str(TRAIN), *args], cwd=work, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

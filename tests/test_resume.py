@@ -75,6 +75,7 @@ def test_killed_run_continues_and_ends_as_if_never_interrupted(project, tmp_path
         assert abs(run_after.data.metrics[metric] - uninterrupted.data.metrics[metric]) < 1e-6, metric
 
 
+@pytest.mark.slow  # about a minute on the 2-core CPU: make test-full (test_killed_run_continues... covers resuming)
 def test_sweep_killed_after_its_first_job_trains_only_the_missing_ones(project):
     sweep = ("-m", "hydra/launcher=basic", "lr.value=0.005,0.01,0.02", "trainer.epochs=3")
     kill_after(start(project, *sweep), "test accuracy", "#1 epoch 1/3")

@@ -13,6 +13,10 @@
 set -euo pipefail
 
 STATE=${CLUSTER_STATE:-/var/tmp/cifar-sweep-ray}
+# Ray 2.60 turns token authentication on for a head that finds ~/.ray/auth_token (which a local
+# ray.init() leaves behind), and a worker started without the token then cannot join: this
+# loopback-only test cluster runs without it, whatever an earlier Ray left in $HOME
+export RAY_AUTH_MODE=disabled
 PYTHON=${PYTHON:-.venv/bin/python}
 PORT=${RAY_PORT:-6390}
 RAY="$(dirname "$PYTHON")/ray"
