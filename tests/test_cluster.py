@@ -22,7 +22,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST, ROOT, TRAIN
+from conftest import FAST, ROOT, TRAIN, wait_for
 
 CONF = ROOT / "conf"
 REPORT = ROOT / "src" / "report.py"
@@ -33,17 +33,6 @@ ARTIFACTS = ["config.yaml", "confusion_matrix.png", "curves.png", "correct.png",
 
 def roles(runs, role: str):
     return [r for r in runs if r.data.tags.get("cifar_sweep.role") == role]
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
-    """Poll `predicate` until it returns something truthy, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # --- submitit: locally, end to end -------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TRAIN
+from conftest import ROOT, TRAIN, wait_for
 
 from cifar_sweep.sweep import PARENT_FILE
 
@@ -60,14 +60,8 @@ def _queue() -> list[str]:
     return out.splitlines()
 
 
-def _wait(predicate, timeout: float, what: str, step: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+def _wait(predicate, timeout: float, what: str):
+    return wait_for(predicate, timeout, what, step=1.0)  # a cluster's answers come in seconds
 
 
 def _logs(workdir: Path, task: str = "*") -> str:
