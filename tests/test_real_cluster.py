@@ -64,9 +64,12 @@ def _wait(predicate, timeout: float, what: str):
     return wait_for(predicate, timeout, what, step=1.0)  # a cluster's answers come in seconds
 
 
-def _logs(workdir: Path, task: str = "*") -> str:
-    return "".join(p.read_text(errors="replace")
-                   for p in sorted((workdir / "multirun").glob(f"*/*/.submitit/*/*_{task}_log.out")))
+def _logs(workdir: Path, task: str | None = None) -> str:
+    """The jobs' logs, or one array task's: submitit names them .submitit/<array>_<task>/
+    <array>_<task>_<rank>_log.out, and the rank is 0 for every job, so the folder says which."""
+    folder = "*" if task is None else f"*_{task}"
+    return "".join(p.read_text(errors="replace") for p in sorted(
+        (workdir / "multirun").glob(f"*/*/.submitit/{folder}/*_log.out")))
 
 
 def _start(project, *overrides: str) -> subprocess.Popen:
