@@ -71,19 +71,25 @@ def test_the_runs_table_shows_the_sweep_and_its_children(project):
 
 
 def test_the_sweeps_parent_shows_each_rows_accuracy_and_the_figures(project):
-    """The parent row compares at a glance: a column per row's mean accuracy in the runs table,
-    the figures beside the table in the parent's artifacts."""
-    project.train("-m", "optimizer=sgd,adam", check=True)
+    """The parent row compares at a glance: the link the sweep prints opens the runs table with a
+    column per row's mean accuracy, the parent's number in it; the figures beside the table in
+    the parent's artifacts."""
+    proc = project.train("-m", "optimizer=sgd,adam", check=True)
+    [link] = re.findall(r"compare its rows in the MLflow UI \(make ui\): "
+                        r"http://127\.0\.0\.1:5000/(#/experiments/\S+)", proc.stdout)
     client = project.client
     experiment = client.get_experiment_by_name("cifar-sweep").experiment_id
     [parent] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
     accuracy = parent.data.metrics["row/adam/test_accuracy_mean"]
     with mlflow_ui(project.store) as ui:
-        runs = page(f"{ui}/#/experiments/{experiment}?workflowType=machine_learning")
+        runs = page(f"{ui}/{link}")
+        plain = page(f"{ui}/#/experiments/{experiment}?workflowType=machine_learning")
         artifacts = page(f"{ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
     text = re.sub(r"<[^>]+>", " ", runs)
     assert "row/adam/test_accuracy_mean" in text and "row/sgd/test_accuracy_mean" in text, \
-        re.findall(r".{60}row/.{60}", text)[:5]
-    assert f"{accuracy:.3f}"[:4] in text  # the parent's number, shown in its row
+        re.findall(r".{60}row/.{60}", text)[:5] or text[-2000:]
+    assert f"{accuracy:.4f}"[:5] in text, accuracy  # the parent's number, shown in its row
+    # the view is the link's, not the UI's default: without it no such column
+    assert "row/adam/test_accuracy_mean" not in re.sub(r"<[^>]+>", " ", plain)
     listed = re.sub(r"<[^>]+>", " ", artifacts)
     assert "figures" in listed and "table" in listed, listed[-2000:]

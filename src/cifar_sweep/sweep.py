@@ -266,8 +266,13 @@ class MlflowSweepCallback(Callback):
         try:
             table = studies.build_table(self.client, study)
             print("\n" + studies.terminal(table) + "\n", flush=True)
-            parent_summary.log_on_parent(self.client, self.parent_id, table,
-                                         bool(config.tracking.figures))
+            link = parent_summary.log_on_parent(self.client, self.parent_id, table,
+                                                bool(config.tracking.figures))
+            uri = str(config.tracking.uri)
+            where = (f"the MLflow UI: {uri.rstrip('/')}" if uri.startswith(("http://", "https://"))
+                     else "the MLflow UI (make ui): http://127.0.0.1:5000" if uri == "mlruns"
+                     else f"the MLflow UI on {uri}: http://127.0.0.1:5000")
+            print(f"compare its rows in {where}/{link}", flush=True)
         except Exception as exc:  # the table is a summary: it never fails the sweep
             print(f"warning: no table for this sweep: {type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)
