@@ -13,7 +13,8 @@
 
 Any table: `baseline=<override>` (e.g. baseline=optimizer=adam) names the row the others are
 compared with; `where=<key>=<value>` (repeatable) takes the newest sweep whose runs have that
-fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` takes that sweep.
+fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` takes that sweep;
+`tracking.figures=false` writes the tables only (the figures are most of a report's time).
 """
 
 import sys
@@ -136,7 +137,6 @@ def parse(argv: list[str]):
 
 def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
-    from cifar_sweep.model_tables import models_report
     from cifar_sweep.search_table import trials_report
     from cifar_sweep.studies import build_table
     from cifar_sweep.tracking import open_store
@@ -149,15 +149,18 @@ def main(argv: list[str]) -> int:
     words, targets, options, overrides = parsed
     out = Path("reports")
     if "models" in words or "all" in words:
+        from cifar_sweep.model_tables import models_report  # torchvision's models: only here
+
         out.mkdir(exist_ok=True)
         (out / "models.md").write_text(models_report())
         print(f"wrote {out / 'models.md'}")
     every = "all" in words
     failed = False
     try:
-        client = None
+        client, figures = None, True
         if targets or every or "sweep" in options or "experiment" in options:
-            client = open_store(compose_preset("ablation", studies()[0], overrides).tracking)
+            tracking = compose_preset("ablation", studies()[0], overrides).tracking
+            client, figures = open_store(tracking), bool(tracking.figures)
         jobs = []  # (kind, what) to tabulate
         if every:
             presets = by_experiment(overrides)
@@ -177,14 +180,14 @@ def main(argv: list[str]) -> int:
                 study = preset_study(what, overrides, options.get("baseline"),
                                      options.get("sweep"), options["where"])
                 folder = out / what
-                md = build_table(client, study).write(folder, client)
+                md = build_table(client, study).write(folder, client, figures)
             elif group == "sweep":
                 study, folder = _sweep_study(client, what, overrides)
                 table = build_table(client, study)
                 if folder is None:
                     base = out / study.experiment
                     folder = sweep_folder(client, base, table.selection.reference_sweep)
-                md = table.write(folder, client)
+                md = table.write(folder, client, figures)
                 if folder.parent != out:
                     index_sweeps(folder.parent)
             else:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep import study_figures, tables
+from cifar_sweep import tables
 from cifar_sweep.tables import plural
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.results import experiment_runs
 from cifar_sweep.selection import Selection, choose, describe_left_out
 from cifar_sweep.statistics import ALPHA, MAX_SEEDS, Delta, judge, mean_std
+
+if TYPE_CHECKING:
+    from cifar_sweep import study_figures
 
 
 @dataclass(frozen=True)
@@ -389,16 +393,22 @@ class Table:
         (out / "table.csv").write_text(tables.csv_text(csv_records(self.records, self.data)))
         return md
 
-    def write(self, out: Path, client: MlflowClient) -> str:
-        """Markdown, CSV, LaTeX and the figures into `out`; returns the Markdown."""
+    def write(self, out: Path, client: MlflowClient, figures: bool = True) -> str:
+        """Markdown, CSV, LaTeX and (unless not `figures`) the figures into `out`; returns the
+        Markdown."""
         md = self.write_tables(out)
         header, rows, bold = cells(self.records, self.axis_title, self.study.paper,
                                    self.at_chance)
         (out / "table.tex").write_text(tables.latex(header, rows, bold, self.caption()))
-        study_figures.write_all(client, self.figure_rows(), out, self.figure_title())
+        if figures:  # the 300-dpi figures are most of a report's time
+            from cifar_sweep import study_figures  # matplotlib and torch: only to draw
+
+            study_figures.write_all(client, self.figure_rows(), out, self.figure_title())
         return md
 
     def figure_rows(self) -> list[study_figures.FigureRow]:
+        from cifar_sweep import study_figures
+
         return [study_figures.FigureRow(r.label, r.run_ids, r.label in self.at_chance)
                 for r in self.records]
 
