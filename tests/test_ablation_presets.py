@@ -4,8 +4,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import ROOT
 from cifar_sweep.sweep import sweep_job_overrides
+from conftest import ROOT
 
 
 def expand(study: str, *extra: str) -> list[dict]:

@@ -6,9 +6,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import ROOT
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.validate import check_config
+from conftest import ROOT
 
 CONF = ROOT / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")

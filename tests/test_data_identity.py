@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
 from cifar_sweep import data
 from cifar_sweep.data import Cifar10Source, ImageFolderSource, SyntheticSource, load_dataset
 from cifar_sweep.identity import config_hash, setting_hash
+from conftest import ROOT
 
 # computed by the pre-split code (commit d04a399); must never change
 SYNTHETIC_FINGERPRINT = "500c68d943a2715674354f25af871926c710c22a45056fa17e311bae1535c5c0"

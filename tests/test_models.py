@@ -3,8 +3,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import ROOT
 from cifar_sweep.models import parameter_count
+from conftest import ROOT
 
 
 def build(name: str) -> torch.nn.Module:

@@ -13,9 +13,9 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import FAST, ROOT
 from cifar_sweep import model_build
 from cifar_sweep.errors import UserInputError
+from conftest import FAST, ROOT
 
 PAGE = ROOT / "docs" / "own-model.md"
 SMALL = ["data.source.num_train=400", "data.source.num_test=100"]  # quicker still than FAST

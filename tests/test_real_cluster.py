@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TRAIN, wait_for
-
 from cifar_sweep.sweep import PARENT_FILE
+from conftest import ROOT, TRAIN, wait_for
 
 pytestmark = pytest.mark.cluster
 

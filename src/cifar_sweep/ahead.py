@@ -20,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cifar_sweep import checkpoint, code_version, lifecycle, space
 from cifar_sweep import tracking as t
-from cifar_sweep.decision import (CONTINUE, ELSEWHERE, FINISHED, TRAIN, Decision, Identity,
-                                  choose_finished)
+from cifar_sweep.decision import CONTINUE, ELSEWHERE, FINISHED, TRAIN, Decision, Identity, choose_finished
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.identity import hashes
 from cifar_sweep.job_configs import JobConfigs

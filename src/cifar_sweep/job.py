@@ -17,8 +17,17 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import ahead, checkpoint, epoch_hooks, faults, lifecycle, lineage, model_build
-from cifar_sweep import outcome, runtime
+from cifar_sweep import (
+    ahead,
+    checkpoint,
+    epoch_hooks,
+    faults,
+    lifecycle,
+    lineage,
+    model_build,
+    outcome,
+    runtime,
+)
 from cifar_sweep import tracking as t
 from cifar_sweep.data import Dataset, load_dataset
 from cifar_sweep.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify

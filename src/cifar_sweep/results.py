@@ -16,8 +16,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep import tracking as t
-from cifar_sweep.paging import all_runs
 from cifar_sweep.identity import SEED_KEY
+from cifar_sweep.paging import all_runs
 
 # columns made from tags: (column, tag)
 TAG_COLUMNS = [

@@ -19,7 +19,6 @@ from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, Valid
 
 from cifar_sweep.errors import UserInputError
 
-
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # trainer.precision's values (validate.py checks)
 
 

@@ -14,11 +14,11 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep import tables
-from cifar_sweep.tables import plural
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.results import experiment_runs
 from cifar_sweep.selection import Selection, choose, describe_left_out
 from cifar_sweep.statistics import ALPHA, MAX_SEEDS, Delta, judge, mean_std
+from cifar_sweep.tables import plural
 
 if TYPE_CHECKING:
     from cifar_sweep import study_figures
