@@ -238,3 +238,25 @@ def test_latex_escapes_each_character_once_and_code_becomes_texttt():
         "a\\_b \\& \\#1")
     assert _tex("\\_") == "\\textbackslash{}\\_"  # never escaped twice
     assert (plural(1, "run"), plural(2, "run"), plural(1, "epoch")) == ("1 run", "2 runs", "1 epoch")
+
+
+@pytest.mark.slow  # 13 trainings: make test-full
+def test_a_sweep_of_many_settings_gets_a_ranking_and_figures_of_the_best(project):
+    """Past 12 settings the figures stay legible: every setting in one ranking, the curves,
+    matrices and bars of the baseline and the 5 best only (not 13 of each)."""
+    rates = ",".join(f"{0.001 * (i + 1):.3f}" for i in range(13))
+    project.train("-m", f"lr.value={rates}", "tracking.figures=false", "tracking.log_model=false",
+                  check=True, timeout=1200)
+    project.run("sweep=latest", script=REPORT, check=True)
+    out = project.sweep_report()
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert len(rows) == 13
+    assert (out / "ranking.png").is_file() and (out / "ranking.pdf").is_file()
+    with Image.open(out / "ranking.png") as image:
+        assert image.width == 7 * 300  # a page's width at 300 dpi, however many settings
+    best = sorted(rows[1:], key=lambda r: -float(r["test_accuracy_mean"]))[:5]
+    drawn = sorted(p.name for p in (out / "confusion").glob("*.png"))
+    assert len(drawn) == 6, drawn  # the baseline (the first setting) and the 5 best
+    assert drawn[0].startswith("01-")  # numbered in the table's order, the baseline first
+    numbers = {int(name[:2]) for name in drawn}
+    assert numbers == {1, *(rows.index(r) + 1 for r in best)}, (numbers, best)

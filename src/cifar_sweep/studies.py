@@ -409,8 +409,9 @@ class Table:
     def figure_rows(self) -> list[study_figures.FigureRow]:
         from cifar_sweep import study_figures
 
-        return [study_figures.FigureRow(r.label, r.run_ids, r.label in self.at_chance)
-                for r in self.records]
+        return [study_figures.FigureRow(r.label, r.run_ids, r.label in self.at_chance,
+                                        r.stats[ACCURACY.metric], r.baseline, number)
+                for number, r in enumerate(self.records, 1)]
 
     def figure_title(self) -> str:
         epochs = sorted({e for r in self.records for e in r.epochs})

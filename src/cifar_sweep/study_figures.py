@@ -5,8 +5,12 @@ and a grid of them, with a colour bar), and per-class accuracy with error bars o
 the chance line. A row at chance is flagged in every figure. Reading only: nothing is written
 to the store.
 
-Each figure is one function of `FigureRow`s, so that a variant for many rows (a study of a
-hundred settings) can be chosen beside these without touching them.
+Each figure is one function of `FigureRow`s. A study of more than MANY_ROWS settings (a seed or
+rate sweep of hundreds) would draw hundreds of curves, matrices and bars that no one can read,
+and read every run's history and evaluation to do it: it gets a ranking instead (ranking.png:
+every setting's mean test accuracy ± std, one dot each, the baseline's line and the chance
+line, read from the table's own numbers), and the other figures show the baseline and the
+TOP_ROWS best settings only, which their titles say.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ PAPER_STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend
                "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 8,
                "lines.linewidth": 1.2, "lines.markersize": 4, "savefig.dpi": DPI}
 CHANCE_NOTE = "at chance"
+MANY_ROWS = 12  # above this many settings: the ranking, and the others for a few rows only
+TOP_ROWS = 5    # the best settings those few are, beside the baseline
 
 
 @dataclass
@@ -48,6 +54,9 @@ class FigureRow:
     label: str
     run_ids: list[str]
     at_chance: bool = False
+    accuracy: tuple[float, float] | None = None  # the table's mean test accuracy and its std
+    baseline: bool = False
+    number: int = 0  # its row in the table, from 1 (0: its place among the rows drawn)
 
     @property
     def name(self) -> str:
@@ -165,8 +174,8 @@ def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
             image = plots.draw_confusion(ax, matrix, classes, _confusion_title(row))
             fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class",
                          format=matplotlib.ticker.PercentFormatter(1.0))
-            # numbered in the table's order: two labels never share a file
-            _save(fig, out / "confusion", f"{number:02d}-{_slug(row.label)}", pdf=False,
+            # numbered by the table's row: two labels never share a file
+            _save(fig, out / "confusion", f"{row.number or number:02d}-{_slug(row.label)}", pdf=False,
                   dpi=DPI)
         columns = min(len(rows), 3)
         lines = -(-len(rows) // columns)
@@ -219,11 +228,74 @@ def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         _save(fig, out, "per_class_accuracy", pdf)
 
 
+def shown(rows: list[FigureRow]) -> list[FigureRow]:
+    """The rows the curves, matrices and bars draw: all of them, or past MANY_ROWS the baseline
+    (else the first) and the TOP_ROWS best by mean test accuracy, in the table's order."""
+    if len(rows) <= MANY_ROWS:
+        return rows
+    base = next((r for r in rows if r.baseline), rows[0])
+    ranked = sorted((r for r in rows if r is not base and r.accuracy),
+                    key=lambda r: -r.accuracy[0])
+    keep = {id(base), *(id(r) for r in ranked[:TOP_ROWS])}
+    return [r for r in rows if id(r) in keep]
+
+
+def ranking(rows: list[FigureRow], out: Path, title: str, chance: float | None,
+            pdf: bool = True) -> None:
+    """Every setting's mean test accuracy ± std over seeds, a dot each in the table's order, the
+    baseline's as a line; settings at chance hollow. Labels on the axis up to 40 settings,
+    else the setting's number in the table."""
+    drawn = [(i, r) for i, r in enumerate(rows, 1) if r.accuracy]
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(PAGE_IN, 2.8), layout="constrained")
+        for hollow in (False, True):
+            part = [(i, r) for i, r in drawn if r.at_chance == hollow]
+            if part:
+                ax.errorbar([i for i, _ in part], [r.accuracy[0] for _, r in part],
+                            yerr=[r.accuracy[1] for _, r in part], fmt="o", markersize=2.5,
+                            elinewidth=0.6, capsize=0, color="C0",
+                            markerfacecolor="none" if hollow else "C0",
+                            label=CHANCE_NOTE if hollow else "mean ± 1 std over seeds")
+        base = next((r for r in rows if r.baseline), None)
+        if base and base.accuracy:
+            ax.axhline(base.accuracy[0], color="C1", linewidth=0.8,
+                       label=f"baseline ({textwrap.shorten(base.label, 40)})")
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=0.8,
+                       label=f"chance ({chance:.0%})")
+        if len(rows) <= 40:
+            ax.set_xticks(range(1, len(rows) + 1),
+                          [textwrap.shorten(r.label, 24) for r in rows], rotation=90)
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.set_xlabel("setting (its row in the table)")
+        ax.set_xlim(0.3, len(rows) + 0.7)
+        low, high = ax.get_ylim()
+        if high - low < 0.05:  # equal numbers: a span of 5 points, not 0.8 points magnified
+            middle = (low + high) / 2
+            ax.set_ylim(middle - 0.025, middle + 0.025)
+        ax.set_ylabel("test accuracy")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="best", frameon=False)
+        fig.suptitle(f"{title}: {plural(len(rows), 'setting')}, test accuracy")
+        _save(fig, out, "ranking", pdf)
+
+
 def write_all(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
               for_paper: bool = True) -> None:
     """Every figure of a study into `out`; without `for_paper` (a sweep's parent run, drawn as
-    the sweep ends): the three PNGs only, no PDFs and no figure per setting."""
-    evals = evaluations(client, rows)
+    the sweep ends): the PNGs only, no PDFs and no figure per setting. Past MANY_ROWS settings:
+    the ranking of all, the others of the few `shown` picks."""
+    if len(rows) > MANY_ROWS:
+        few = shown(rows)
+        evals = evaluations(client, few)
+        classes = evals[few[0].run_ids[0]]["classes"] if few and few[0].run_ids else []
+        ranking(rows, out, title, 1 / len(classes) if classes else None, for_paper)
+        rows, title = few, (f"{title}\n(the baseline and the {TOP_ROWS} best of "
+                            f"{plural(len(rows), 'setting')})")  # two lines fit a page
+    else:
+        evals = evaluations(client, rows)
     classes = evals[rows[0].run_ids[0]]["classes"] if rows and rows[0].run_ids else []
     curves(client, rows, out, title, 1 / len(classes) if classes else None, for_paper)
     confusion(evals, rows, out, title, for_paper)
