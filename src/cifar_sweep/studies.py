@@ -7,6 +7,7 @@ here alike: a preset is a sweep with a name, a baseline and the report's own num
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -270,7 +271,7 @@ class Table:
         return (f"{self.data['data']} (fingerprint `{self.data['data_fingerprint']}`), "
                 f"{'/'.join(epochs)} {epoch_word} per run, {per_row}")
 
-    @property
+    @cached_property  # a table is read many times (caption, cells, figures), never changed
     def classes(self) -> int:
         """How many classes the rows' runs were tested on (their per-class metrics)."""
         runs = self.frame[self.frame.run_id.isin([i for r in self.records for i in r.run_ids])]
@@ -278,13 +279,14 @@ class Table:
                      and runs[f"test_accuracy_{k}"].notna().any()]
         return len(per_class)
 
-    @property
+    @cached_property
     def at_chance(self) -> frozenset[str]:
         """The labels of the rows whose mean test accuracy is at chance (see CHANCE_FACTOR)."""
-        if not self.classes:
+        classes = self.classes
+        if not classes:
             return frozenset()
         return frozenset(r.label for r in self.records
-                         if r.stats[ACCURACY.metric][0] < CHANCE_FACTOR / self.classes)
+                         if r.stats[ACCURACY.metric][0] < CHANCE_FACTOR / classes)
 
     def chance_line(self) -> str:
         """The caption's line for the rows at chance, or ''."""
