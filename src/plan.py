@@ -23,9 +23,14 @@ def main(argv: list[str]) -> int:
 
     from cifar_sweep import ahead
     from cifar_sweep.config_dirs import config_dir_args
+    from cifar_sweep.override_check import problem
     from cifar_sweep.sweep import _one_line, sweep_job_overrides, varying_keys
     from cifar_sweep.tracking import open_store
 
+    line = problem(argv)  # Hydra's own mistakes, as train.py says them
+    if line:
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     argv, search_path = config_dir_args(argv)  # --config-dir DIR, as train.py takes it
     argv = search_path + argv
     if any(a.startswith(("hpo=", "+hpo=")) for a in argv):
@@ -65,10 +70,14 @@ def main(argv: list[str]) -> int:
             except ahead.UserInputError as exc:
                 for job in those:
                     job.error = str(exc)
+    first: dict[str, int] = {}  # each error said once: the jobs after the first point to it
     for job in plan.jobs:
         name = " ".join(o for o in job.overrides if o.partition("=")[0] in shown) or "(defaults)"
         if job.error:
-            line, action = f"invalid: {job.error}", "invalid"
+            line = (f"invalid: as #{first[job.error]}" if job.error in first
+                    else f"invalid: {job.error}")
+            action = "invalid"
+            first.setdefault(job.error, job.num)
         else:
             line, action = job.decision.line(job.epochs), job.decision.action
         counts[action] = counts.get(action, 0) + 1

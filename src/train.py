@@ -40,6 +40,16 @@ def main(cfg: DictConfig) -> float | None:
     return run_job(cfg)
 
 
+def _check_overrides(argv: list[str]) -> None:
+    from cifar_sweep.override_check import problem  # Hydra's mistakes, before Hydra composes
+
+    line = problem(argv)
+    if line:
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     _check_extras(sys.argv[1:])
+    _check_overrides(sys.argv[1:])
     main()

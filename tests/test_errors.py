@@ -2,23 +2,56 @@
 
 import pytest
 
+from conftest import ROOT
+
+PLAN = ROOT / "src" / "plan.py"
+
 
 def assert_no_running(project):
     assert all(r.info.status != "RUNNING" for r in project.runs())
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["optimizer=foo"], "Available options"),
-    # in a sweep, one line from the preflight, before any job
-    (["-m", "optimizer=sgd,foo"], "optimizer=foo: In 'config': Could not find 'optimizer/foo'; "
-                                  "available options in 'optimizer': adagrad, adam, rmsprop, sgd\n"),
-    (["trainer.not_a_key=1"], "not_a_key"),
+    (["optimizer=foo"], "error: optimizer=foo: no such option; allowed: adagrad, adam, rmsprop, sgd"),
+    # in a sweep too, before any job
+    (["-m", "optimizer=sgd,foo"], "error: optimizer=foo: no such option; allowed: adagrad, adam, "
+                                  "rmsprop, sgd"),
+    (["optimizer=adamw"], "error: optimizer=adamw: no such option (did you mean optimizer=adam?); "
+                          "allowed: adagrad, adam, rmsprop, sgd"),
+    # a value given to a group: its options, and the setting meant
+    (["lr=0.01"], "error: lr=0.01: lr is a group of options (constant, cosine, onecycle, step), "
+                  "not a value; the setting you may mean: lr.value=0.01"),
+    (["trainer.epoch=3"], "error: trainer.epoch: no such setting (did you mean trainer.epochs?); "
+                          "trainer has: epochs, batch_size,"),
+    (["traner.epochs=3"], "error: traner.epochs: no such setting (did you mean trainer.epochs?)"),
+    (["trainer.not_a_key=1"], "error: trainer.not_a_key: no such setting; trainer has: epochs,"),
+    # what Hydra's grammar refuses, and what to type instead
+    (["data.root=~/x"], "error: data.root=~/x: Hydra's override grammar cannot read '~' here; "
+                        "for your home folder write data.root=$HOME/x (the shell expands it)"),
+    (["data.root=x[1"], "error: data.root=x[1: Hydra's override grammar cannot read this value"),
 ])
-def test_unknown_option_or_key_is_hydras_error(project, overrides, message):
+def test_hydras_mistakes_are_one_line_before_any_run(project, overrides, message):
     proc = project.train(*overrides)
-    assert proc.returncode != 0
-    assert message in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
     assert project.runs() == []
+
+
+def test_the_plan_says_hydras_mistake_once(project):
+    proc = project.run("trainer.epoch=3", "optimizer=sgd,adam", script=PLAN)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: trainer.epoch: no such setting (did you mean "
+                                  "trainer.epochs?)") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.mark.parametrize("overrides", [
+    ["-m", "optimizer=sgd,adam", "experiment=null", "+trainer.extra=1", "study.paper.x=1"],
+])
+def test_what_the_config_allows_passes_the_check(overrides):
+    """The check refuses only mistakes: a sweep, a null option, an added key, a free-form one."""
+    from cifar_sweep.override_check import problem
+
+    assert problem(overrides) is None
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -94,3 +127,18 @@ def test_sigterm_leaves_the_run_killed_not_running(project):
     [run] = project.runs()
     assert run.info.status == "KILLED"
     assert time.time() * 1000 >= run.info.end_time
+
+
+def test_a_users_own_options_are_options(tmp_path):
+    """A user's folder (`--config-dir`, or `hydra.searchpath`) adds its options to our groups."""
+    from cifar_sweep.override_check import problem
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mynet.yaml").write_text("_target_: mynet.MyNet\nwidth: 8\n")
+    assert problem(["--config-dir", str(tmp_path), "model=mynet", "model.width=4"]) is None
+    assert problem([f"hydra.searchpath=[file://{tmp_path}]", "-m", "model=mynet,origin_net"]) is None
+    assert problem(["--config-dir", str(tmp_path), "model=mynett"]).startswith(
+        "model=mynett: no such option (did you mean model=mynet?); allowed: ")
+    assert problem(["model=mynett"]) == (  # without the folder: ours only
+        "model=mynett: no such option; allowed: mobilenet_v2, modified_net, modified_net_ds, "
+        "origin_net, resnet18")

@@ -64,3 +64,15 @@ def test_a_killed_run_is_continued_by_one_job_only(project):
     assert sum("continuing from epoch 2" in o for o in outs) == 1, outs
     [run] = jobs(project)
     assert run.info.status == "FINISHED" and epochs_logged(project, run.info.run_id) == [1, 2, 3, 4]
+
+
+def test_the_plan_says_an_error_all_jobs_share_once(project):
+    proc = project.run("data=image_folder", "data.root=does/not/exist", "optimizer=sgd,adam",
+                       "trainer.seed=0,1", script=PLAN)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("#")]
+    assert lines[0].startswith("#0 optimizer=sgd trainer.seed=0: invalid: ") and "does/not/exist" in lines[0]
+    assert lines[1:] == ["#1 optimizer=sgd trainer.seed=1: invalid: as #0",
+                         "#2 optimizer=adam trainer.seed=0: invalid: as #0",
+                         "#3 optimizer=adam trainer.seed=1: invalid: as #0"], proc.stdout
+    assert proc.stdout.count("does/not/exist") == 1
