@@ -95,9 +95,10 @@ def _key_error(key: str, sections: dict, group_names: set[str]) -> str | None:
     return None
 
 
-def _sections() -> dict:
-    """config.yaml's sections that are not groups, with their keys; and the schema's fields that
-    config.yaml leaves out (`study.paper`: any value)."""
+def _sections(folders: list[Path]) -> dict:
+    """config.yaml's sections that are not groups, with their keys; the schema's fields that
+    config.yaml leaves out (`study.paper`: any value); and, as any value, the sections a preset
+    of the global package adds (a user's own preset may)."""
     import dataclasses
 
     from cifar_sweep import schema
@@ -109,6 +110,12 @@ def _sections() -> dict:
         if isinstance(keys, dict) and dataclasses.is_dataclass(typed):
             for f in dataclasses.fields(typed):
                 keys.setdefault(f.name, None)
+    for folder in folders:
+        for option in folder.rglob("*.yaml"):
+            if "@package _global_" in option.read_text(errors="replace")[:500]:
+                for key in OmegaConf.load(option) or {}:
+                    if key != "defaults":
+                        sections.setdefault(str(key), None)
     return sections
 
 
@@ -126,7 +133,7 @@ def problem(argv: list[str]) -> str | None:
         except HydraException as exc:
             return _grammar_error(arg, exc)
     options = groups(folders)
-    sections = _sections()
+    sections = _sections(folders)
     for override in parsed:
         if override.is_add() or override.is_delete() or override.package:
             continue  # `+key=...` and `~key` say they know the config does not (or does) hold it
