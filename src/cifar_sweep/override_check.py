@@ -54,7 +54,7 @@ def _values(override: Override) -> list:
 def _group_error(override: Override, options: list[str], keys: list[str]) -> str | None:
     group = override.key_or_group
     for value in _values(override):
-        if value is None:  # `experiment=null`: no option of that group
+        if value is None or str(value) in options:  # `experiment=null`; an option named 18
             continue
         if isinstance(value, (int, float, bool)):
             meant = keys[0] if len(keys) == 1 else "value" if "value" in keys else None
