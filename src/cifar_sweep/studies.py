@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -90,40 +91,57 @@ class Record:
     paper: dict[str, float]
 
 
-def _by_seed(runs: pd.DataFrame, name: str) -> dict[str, float]:
-    """seed -> the metric, for the runs that logged it (under its name, else an older one);
-    by columns, not run by run: a table reads every metric of every run."""
-    values = None
-    for key in (name, *OLDER_NAMES.get(name, ())):
-        if key in runs:
-            column = pd.to_numeric(runs[key], errors="coerce").astype(float)
-            values = column if values is None else values.fillna(column)
-    if values is None:
-        return {}
-    kept = values.notna()
-    return dict(zip(runs.seed[kept].astype(str).tolist(), values[kept].tolist()))
+class _BySeed:
+    """seed -> a metric, for the runs that logged it (under its name, else an older one): each
+    metric's column made numeric once for the whole frame, then each row's runs picked by
+    position. Row by row through pandas this was most of a big table's time (about 20 ms a row
+    for its 11 metrics, docs/speed.md)."""
+
+    def __init__(self, runs: pd.DataFrame, names: list[str]):
+        self.index = runs.index
+        self.seeds = runs.seed.astype(str).to_numpy()
+        self.values = {}
+        for name in names:
+            values = None
+            for key in (name, *OLDER_NAMES.get(name, ())):
+                if key in runs:
+                    column = pd.to_numeric(runs[key], errors="coerce").astype(float)
+                    values = column if values is None else values.fillna(column)
+            self.values[name] = None if values is None else values.to_numpy()
+
+    def __call__(self, run_ids: list[str], name: str) -> dict[str, float]:
+        values = self.values[name]
+        if values is None:
+            return {}
+        at = self.index.get_indexer(run_ids)
+        picked = values[at]
+        kept = ~np.isnan(picked)
+        return dict(zip(self.seeds[at][kept].tolist(), picked[kept].tolist()))
 
 
 def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None) -> list[Record]:
     titles = {c.metric: c.title for c in COLUMNS}
     paper_columns = {titles[m]: v for m, v in (paper or {}).get("columns", {}).items()}
     runs = frame.set_index("run_id", drop=False)
+    metrics = [c.metric for c in COLUMNS] + STATS_ONLY
+    by_seed = _BySeed(runs, metrics)
+    epochs = (runs["trainer.epochs"].astype(str).to_numpy() if "trainer.epochs" in runs
+              else None)
     base = selection.baseline
-    base_acc = _by_seed(runs.loc[base.run_ids], ACCURACY.metric) if base else {}
+    base_acc = by_seed(base.run_ids, ACCURACY.metric) if base else {}
     compared = [row for row in selection.rows if base is not None and row is not base]
     deltas = dict(zip([row.key for row in compared], judge(
-        [_by_seed(runs.loc[row.run_ids], ACCURACY.metric) for row in compared], base_acc,
+        [by_seed(row.run_ids, ACCURACY.metric) for row in compared], base_acc,
         ACCURACY.scale)))
     out = []
     for row in selection.rows:
-        members = runs.loc[row.run_ids]
         delta = deltas.get(row.key)
         out.append(Record(
             label=row.label, setting=" ".join(f"{k}={v}" for k, v in row.overrides.items()),
             run_ids=row.run_ids, seeds=row.seeds, baseline=row.baseline,
-            epochs=sorted(set(members.get("trainer.epochs", pd.Series(["?"])).astype(str))),
-            stats={m: mean_std(list(_by_seed(members, m).values()))
-                   for m in [c.metric for c in COLUMNS] + STATS_ONLY},
+            epochs=(sorted(set(epochs[runs.index.get_indexer(row.run_ids)].tolist()))
+                    if epochs is not None else ["?"]),
+            stats={m: mean_std(list(by_seed(row.run_ids, m).values())) for m in metrics},
             delta=delta,
             paper={title: values[row.label] for title, values in paper_columns.items()
                    if row.label in values}))
