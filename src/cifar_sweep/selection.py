@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from cifar_sweep.identity import NOT_RESULT_KEYS, SEED_KEY
@@ -205,31 +206,59 @@ def _one_code(group: pd.DataFrame, values: pd.DataFrame, ref: str,
 
 def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str],
           varying: list[str], left: dict[tuple, list[str]], starts: dict) -> list[Row]:
+    """A row per setting. The frame's columns are read once into plain lists and each
+    setting's runs are picked by position: through pandas group by group this was about 25 ms
+    a row, so 2 minutes for a table of 10,000 runs (docs/speed.md)."""
     key = members.setting_hash.where(members.setting_hash.notna(), values[varying].astype(str)
                                      .agg(" ".join, axis=1) if varying else "(all)")
+    # newest first (stable: runs started in the same millisecond keep the frame's order)
+    by_time = np.argsort(-members.start_time.to_numpy().astype("int64"), kind="stable")
+    keys = key.to_numpy()
+    run_ids = members.run_id.to_numpy()
+    seeds = members.seed.to_numpy()
+    seed_num = pd.to_numeric(members.seed, errors="coerce").to_numpy(dtype=float)
+    in_ref = members.sweeps.map(lambda cell: _holds(cell, ref)).to_numpy()
+    overrides_text = members.overrides.to_numpy()
+    first_seen = [_first_seen(sweeps, job, start, starts) for sweeps, job, start in zip(
+        members.sweeps, pd.to_numeric(members.job_num, errors="coerce"), members.start_time)]
+    code = members.code_version.fillna(MISSING).to_numpy() if "code_version" in members else None
+    axis_values = {a: values[a].to_numpy() for a in axes if a in values}
+    varying_values = {k: values[k].to_numpy() for k in varying}
+
+    groups: dict[str, list[int]] = {}
+    for position in by_time:
+        groups.setdefault(keys[position], []).append(position)
+    firsts_in_frame = dict.fromkeys(keys.tolist())  # the groups in the frame's order
     rows, named_by_axes, firsts = [], {}, {}
-    for setting, every in members.groupby(key, sort=False):
-        group = _one_code(every.sort_values("start_time", ascending=False), values, ref, left)
-        newest = group.drop_duplicates("seed")  # a seed trained twice: its newest run
-        newest = newest.sort_values("seed", key=lambda s: pd.to_numeric(s, errors="coerce"))
-        held = group[group.sweeps.map(lambda cell: _holds(cell, ref))]
-        named = held if len(held) else group
+    for setting in firsts_in_frame:
+        every = groups[setting]
+        group = every
+        if code is not None and len({code[p] for p in every}) > 1:
+            kept = _one_code(members.iloc[every], values, ref, left)
+            group = [p for p in every if run_ids[p] in set(kept.run_id)]
+        newest, seen = [], set()
+        for p in group:  # a seed trained twice: its newest run
+            if seeds[p] not in seen:
+                seen.add(seeds[p])
+                newest.append(p)
+        newest.sort(key=lambda p: (np.isnan(seed_num[p]), seed_num[p]))
+        named = [p for p in group if in_ref[p]] or group
         overrides = {}
-        for index, text in zip(named.index, named.overrides):
+        for p in named:
             # an axis's value: as the run's overrides gave it, else its config value
-            parsed = {**{a: values.at[index, a] for a in axes if a in values}, **parse_overrides(text)}
+            parsed = {**{a: column[p] for a, column in axis_values.items()},
+                      **parse_overrides(overrides_text[p])}
             if all(a in parsed for a in axes):
                 overrides = {a: parsed[a] for a in axes}
                 break
         by_axes = bool(overrides) and bool(axes)
+        first = {k: column[group[0]] for k, column in varying_values.items()}
         if not by_axes:  # a run of no sweep with default values: name it by them
-            first = values.loc[group.index[0]]
-            overrides = {k: first[k] for k in varying}
-        rows.append(Row(str(setting), "", overrides, newest.run_id.tolist(),
-                        [str(s) for s in newest.seed],
-                        min(_first_seen(run, starts) for _, run in every.iterrows())))
+            overrides = dict(first)
+        rows.append(Row(str(setting), "", overrides, [run_ids[p] for p in newest],
+                        [str(seeds[p]) for p in newest], min(first_seen[p] for p in every)))
         named_by_axes[id(rows[-1])] = by_axes
-        firsts[id(rows[-1])] = values.loc[group.index[0]]
+        firsts[id(rows[-1])] = first
     _name_rows(rows, named_by_axes, firsts, varying)
     return sorted(rows, key=lambda r: r.order)
 
@@ -239,7 +268,7 @@ def _label(overrides: dict[str, str]) -> str:
             else " ".join(f"{k}={v}" for k, v in overrides.items()) or "(all)")
 
 
-def _differing(a: pd.Series, b: pd.Series, keys: list[str]) -> dict[str, str]:
+def _differing(a, b, keys: list[str]) -> dict[str, str]:
     """The keys where run `a`'s values differ from run `b`'s: config keys first; the code's
     parts and the derived keys only where no config key tells them apart."""
     config = [k for k in keys if not k.startswith(CODE) and k not in DERIVED_KEYS]
@@ -250,7 +279,7 @@ def _differing(a: pd.Series, b: pd.Series, keys: list[str]) -> dict[str, str]:
     return {}
 
 
-def _name_rows(rows: list[Row], by_axes: dict[int, bool], firsts: dict[int, pd.Series],
+def _name_rows(rows: list[Row], by_axes: dict[int, bool], firsts: dict[int, dict],
                varying: list[str]) -> None:
     """Every row a label of its own, named by the setting that differs: a row the axes name
     keeps the axes' values; another (a single run with, say, `optimizer.momentum=0.5`) is named
@@ -281,14 +310,13 @@ def _name_rows(rows: list[Row], by_axes: dict[int, bool], firsts: dict[int, pd.S
             row.label = _label(row.overrides)
 
 
-def _first_seen(run: pd.Series, starts: dict) -> tuple:
+def _first_seen(sweeps, job, start_time, starts: dict) -> tuple:
     """Rows come in the order the sweeps first ran them: the earliest sweep holding the run, its
     job number there; runs of no sweep after, by start time."""
-    held = [starts[s] for s in str(run.sweeps or "").split() if s in starts]
-    job = pd.to_numeric(run.job_num, errors="coerce")
+    held = [starts[s] for s in str(sweeps or "").split() if s in starts]
     if held:
-        return (min(held), 0 if pd.isna(job) else job, run.start_time)
-    return (run.start_time, 0, run.start_time)
+        return (min(held), 0 if pd.isna(job) else job, start_time)
+    return (start_time, 0, start_time)
 
 
 def describe_left_out(selection: Selection, limit: int = 3) -> list[str]:

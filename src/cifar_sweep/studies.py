@@ -98,7 +98,7 @@ class _BySeed:
     for its 11 metrics, docs/speed.md)."""
 
     def __init__(self, runs: pd.DataFrame, names: list[str]):
-        self.index = runs.index
+        self.position = {run_id: i for i, run_id in enumerate(runs.index)}
         self.seeds = runs.seed.astype(str).to_numpy()
         self.values = {}
         for name in names:
@@ -113,7 +113,7 @@ class _BySeed:
         values = self.values[name]
         if values is None:
             return {}
-        at = self.index.get_indexer(run_ids)
+        at = [self.position[run_id] for run_id in run_ids]
         picked = values[at]
         kept = ~np.isnan(picked)
         return dict(zip(self.seeds[at][kept].tolist(), picked[kept].tolist()))
@@ -125,7 +125,7 @@ def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None
     runs = frame.set_index("run_id", drop=False)
     metrics = [c.metric for c in COLUMNS] + STATS_ONLY
     by_seed = _BySeed(runs, metrics)
-    epochs = (runs["trainer.epochs"].astype(str).to_numpy() if "trainer.epochs" in runs
+    epochs = (runs["trainer.epochs"].astype(str).tolist() if "trainer.epochs" in runs
               else None)
     base = selection.baseline
     base_acc = by_seed(base.run_ids, ACCURACY.metric) if base else {}
@@ -139,7 +139,7 @@ def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None
         out.append(Record(
             label=row.label, setting=" ".join(f"{k}={v}" for k, v in row.overrides.items()),
             run_ids=row.run_ids, seeds=row.seeds, baseline=row.baseline,
-            epochs=(sorted(set(epochs[runs.index.get_indexer(row.run_ids)].tolist()))
+            epochs=(sorted({epochs[by_seed.position[run_id]] for run_id in row.run_ids})
                     if epochs is not None else ["?"]),
             stats={m: mean_std(list(by_seed(row.run_ids, m).values())) for m in metrics},
             delta=delta,
