@@ -228,14 +228,13 @@ def _rows(members: pd.DataFrame, values: pd.DataFrame, ref: str, axes: list[str]
     groups: dict[str, list[int]] = {}
     for position in by_time:
         groups.setdefault(keys[position], []).append(position)
-    firsts_in_frame = dict.fromkeys(keys.tolist())  # the groups in the frame's order
     rows, named_by_axes, firsts = [], {}, {}
-    for setting in firsts_in_frame:
+    for setting in dict.fromkeys(keys.tolist()):  # the settings in the frame's order
         every = groups[setting]
         group = every
         if code is not None and len({code[p] for p in every}) > 1:
-            kept = _one_code(members.iloc[every], values, ref, left)
-            group = [p for p in every if run_ids[p] in set(kept.run_id)]
+            kept = set(_one_code(members.iloc[every], values, ref, left).run_id)
+            group = [p for p in every if run_ids[p] in kept]
         newest, seen = [], set()
         for p in group:  # a seed trained twice: its newest run
             if seeds[p] not in seen:
