@@ -169,3 +169,31 @@ def test_a_sweep_logged_before_its_first_job_tag_takes_its_first_override_value(
     chosen = choose(jobs, sweeps, default_baseline_first=True)
     assert [r.label for r in chosen.rows] == ["0.1", "0.01"]  # the order the sweeps first ran them
     assert chosen.baseline.label == "0.01"
+
+
+def test_a_table_of_rows_of_many_shapes_is_judged_as_each_row_alone():
+    # judge hands the rows of one test shape to scipy together: each must get its own answer
+    base = {"0": 0.70, "1": 0.72, "2": 0.69, "3": 0.71}
+    rows = [{"0": 0.75, "1": 0.74, "2": 0.73},                  # paired over 3
+            {"5": 0.60, "6": 0.64},                             # Welch, 2 against 4
+            {"0": 0.71, "1": 0.70},                             # paired over 2
+            {"0": 0.80, "1": 0.79, "2": 0.83},                  # paired over 3 again
+            {"7": 0.50},                                        # one run: no test
+            {"5": 0.66, "6": 0.61, "8": 0.70}]                  # Welch, 3 against 4
+    judged = judge(rows, base, 100)
+    for row, delta in zip(rows, judged):
+        alone = compare(row, base, 100)
+        assert (delta.diff, delta.low, delta.high, delta.p, delta.test) == \
+            (alone.diff, alone.low, alone.high, alone.p, alone.test)
+    assert [d.test for d in judged] == ["paired", "Welch", "paired", "paired", "", "Welch"]
+    assert judged[0].p != judged[3].p
+
+
+def test_the_seeds_for_many_rows_are_those_of_each_row_alone():
+    from cifar_sweep.statistics import seeds_needed_all
+
+    diffs, sds = [1.0, 0.0, 0.3, 2.5, 0.01, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, float("nan")]
+    for paired in (True, False):
+        assert seeds_needed_all(diffs, sds, paired) == [
+            seeds_needed(d, s, paired) for d, s in zip(diffs, sds)]
+    assert seeds_needed_all(diffs, sds, False)[:2] == [17, None]
