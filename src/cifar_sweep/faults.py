@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cifar_sweep.store import sqlite_file
+
 EXIT_STOPPED = 75  # EX_TEMPFAIL in sysexits.h: a temporary failure, try again later
 STOP_FILE = "stopped_by_environment.json"  # in the sweep folder (hydra.sweep.dir)
 
@@ -57,8 +59,8 @@ def write_folders(cfg) -> list[tuple[str, Path]]:
 def store_folder(uri: str) -> Path | None:
     """The local folder of a store (a folder, or a `sqlite:///` file's folder); None for a server."""
     if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-        return Path(path).expanduser().resolve().parent if path and path != ":memory:" else None
+        db = sqlite_file(uri)
+        return db.expanduser().resolve().parent if db else None
     if "://" in uri:
         return None
     return Path(uri).expanduser().resolve()

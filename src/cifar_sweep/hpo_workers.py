@@ -33,6 +33,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, 
 from optuna.trial import FrozenTrial, TrialState
 
 from cifar_sweep.lifecycle import _process_start
+from cifar_sweep.store import sqlite_file
 
 log = logging.getLogger("cifar_sweep.hpo")
 
@@ -51,7 +52,7 @@ def open_storage(url: str) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A writer killed mid-write leaves its lock, released by the others after 30 s
         return JournalStorage(JournalFileBackend(str(path)))
-    path = _sqlite_path(url)
+    path = sqlite_file(url)
     if path is None:
         return RDBStorage(url)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,18 +68,11 @@ def _journal_path(url: str) -> Path:
     return Path(url.removeprefix(JOURNAL)).expanduser().resolve()
 
 
-def _sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url.removeprefix("sqlite:///").split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
 def ask_lock(url: str):
     """Held while a command counts the study's trials and asks new ones."""
     if url.startswith(JOURNAL):  # a symlink lock, as the journal's own: safe on NFS
         return _SymlinkLock(f"{_journal_path(url)}.ask")
-    path = _sqlite_path(url)
+    path = sqlite_file(url)
     return FileLock(f"{path}.ask.lock") if path else contextlib.nullcontext()
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from cifar_sweep import bulk_runs
 from cifar_sweep import tracking as t
 from cifar_sweep.identity import SEED_KEY
 from cifar_sweep.paging import all_runs
+from cifar_sweep.store import sqlite_file
 
 # columns made from tags: (column, tag)
 TAG_COLUMNS = [
@@ -55,17 +57,17 @@ def _frame(rows: list[dict], config_keys: set[str], metric_keys: set[str]) -> pd
     return frame
 
 
-def experiment_runs(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def experiment_runs(client: MlflowClient, experiment: str,
+                    bulk: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(jobs, sweeps) of one experiment. Jobs: its trained runs of every status, and the finished
     runs its sweeps' reference runs stand for (maybe in other experiments), each once. Sweeps:
     one row per sweep parent (run_id, start_time, status, varying keys, overrides, its first job's
-    overrides, jobs)."""
+    overrides, jobs). `bulk`: read a local SQLite store's tables directly (`bulk_runs`), else
+    through the client."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return _frame([], set(), set()), pd.DataFrame(columns=SWEEP_COLUMNS)
-    runs = all_runs(client, [exp.experiment_id], f"tags.`{t.ROLE}` != '{t.ROLE_SWEEP}'")
-    sweeps = all_runs(client, [exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
-                      order_by=["attributes.start_time DESC"])
+    runs, sweeps = _search(client, exp.experiment_id, bulk)
     holders: dict[str, list[str]] = {}  # run id -> the sweeps that hold it
     jobs, originals = {}, {}
     for run in runs:
@@ -92,6 +94,20 @@ def experiment_runs(client: MlflowClient, experiment: str) -> tuple[pd.DataFrame
     config_keys = {k for run in jobs.values() for k in run.data.params}
     metric_keys = {k for run in jobs.values() for k in run.data.metrics}
     return _frame(rows, config_keys, metric_keys), _sweeps_frame(sweeps)
+
+
+def _search(client: MlflowClient, experiment_id: str, bulk: bool) -> tuple[list, list]:
+    """(the experiment's runs that have a role and are not sweeps, the sweeps), each newest first,
+    as the two searches of the client find them."""
+    db = sqlite_file(client.tracking_uri) if bulk else None
+    found = bulk_runs.experiment_runs(db, experiment_id) if db is not None else None
+    if found is None:
+        return (all_runs(client, [experiment_id], f"tags.`{t.ROLE}` != '{t.ROLE_SWEEP}'"),
+                all_runs(client, [experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
+                         order_by=["attributes.start_time DESC"]))
+    roles = [run.data.tags.get(t.ROLE) for run in found]
+    return ([run for run, role in zip(found, roles) if role is not None and role != t.ROLE_SWEEP],
+            [run for run, role in zip(found, roles) if role == t.ROLE_SWEEP])
 
 
 def _runs_by_id(client: MlflowClient, run_ids: list[str], chunk: int = 500) -> dict:

@@ -30,6 +30,15 @@ NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "ceph", "glu
               "afs", "virtiofs"}
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (its query string dropped); None for any other URI
+    and for an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def prepare_sqlite(db: Path, uri: str, shown: str) -> None:
     """Make sure `db` (opened by MLflow as `uri`) exists with MLflow's whole schema; `shown` is
     the user's `tracking.uri`, for the error message."""

@@ -85,9 +85,9 @@ def store_locations(uri: str) -> tuple[str, str | None]:
         store.check_server(uri)
         return uri, None
     if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-        if path and path != ":memory:":
-            store.prepare_sqlite(Path(path), uri, uri)
+        db = store.sqlite_file(uri)
+        if db is not None:
+            store.prepare_sqlite(db, uri, uri)
         return uri, None
     if "://" in uri:
         return uri, None

@@ -1,0 +1,85 @@
+"""A local SQLite store's runs read straight from its tables: four queries for any number of runs.
+
+Why: MLflow's `search_runs` builds an ORM object and then an entity for every param, tag and
+metric; a table of 10,000 runs with about 130 of them each spent 63 of its 90 s there (under
+cProfile, docs/speed.md). The same fields read as plain rows take about a second. The runs given
+back carry what `results` reads of MLflow's runs (`info.run_id`, `info.run_name`,
+`info.experiment_id`, `info.status`, `info.start_time`, `data.tags`, `data.params`,
+`data.metrics`), with the values the client gives (a NaN metric as NaN, a run without a name
+named by its `mlflow.runName` tag) and in `search_runs`' order (newest start first, then run id):
+tests/test_results.py holds the two frames equal. A server's store, or a file whose tables are
+not MLflow's, is read through the client.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RUN_NAME_TAG = "mlflow.runName"
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str
+    start_time: int | None
+    end_time: int | None
+    lifecycle_stage: str
+
+
+@dataclass
+class RunData:
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    info: RunInfo
+    data: RunData
+
+
+# the experiment's active runs, as search_runs(run_view_type=ACTIVE_ONLY) picks them
+_ACTIVE = "SELECT run_uuid FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'"
+
+
+def experiment_runs(db: Path, experiment_id: str) -> list[Run] | None:
+    """Every active run of the experiment, newest first; None where the file cannot be read as
+    MLflow's store (the caller then asks the client, which says what is wrong)."""
+    try:
+        connection = sqlite3.connect(f"{db.expanduser().resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    with closing(connection) as con:
+        try:
+            return _read(con, int(experiment_id))
+        except (sqlite3.Error, ValueError):
+            return None
+
+
+def _read(con: sqlite3.Connection, experiment_id: int) -> list[Run]:
+    runs: dict[str, Run] = {}
+    for run_id, name, exp, status, start, end, stage in con.execute(
+            "SELECT run_uuid, name, experiment_id, status, start_time, end_time, lifecycle_stage"
+            " FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'"
+            " ORDER BY start_time DESC, run_uuid", (experiment_id,)):
+        runs[run_id] = Run(RunInfo(run_id, name, str(exp), status, start, end, stage), RunData())
+    for table, part in (("tags", "tags"), ("params", "params")):
+        for run_id, key, value in con.execute(
+                f"SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({_ACTIVE})",
+                (experiment_id,)):
+            getattr(runs[run_id].data, part)[key] = value
+    for run_id, key, value, is_nan in con.execute(
+            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({_ACTIVE})",
+            (experiment_id,)):
+        runs[run_id].data.metrics[key] = float("nan") if is_nan else value
+    for run in runs.values():
+        if not run.info.run_name and run.data.tags.get(RUN_NAME_TAG):
+            run.info.run_name = run.data.tags[RUN_NAME_TAG]
+    return list(runs.values())
