@@ -301,3 +301,22 @@ def test_the_caption_says_the_rule_and_the_level(tmp_path):
     assert "2 comparison(s)" in caption and "at the 2.5% level" in caption
     md = table.markdown()
     assert "Runs made by code version `c1` (git `000000000000`), the newest started 2026-01-01" in md
+
+
+def test_our_stdev_is_pythons_to_the_last_bit():
+    import random
+    import statistics as stdlib
+
+    from cifar_sweep.statistics import stdev
+
+    rng = random.Random(0)
+    samples = [[0.7, 0.7], [0.1, 0.2, 0.3], [1e-300, 2e-300], [5e-324, 1e-323, 0.0], [1e300, -1e300],
+               [0.7231, 0.7230999999999999], [3, 4.5]]
+    for _ in range(20_000):
+        scale = 10.0 ** rng.randint(-12, 12)
+        center = rng.uniform(-1, 1) * scale
+        samples.append([center + rng.gauss(0, scale * 10.0 ** rng.randint(-16, 0))
+                        for _ in range(rng.randint(2, 12))])
+    for values in samples:
+        assert stdev(values).hex() == stdlib.stdev(values).hex(), values
+    assert math.isnan(stdev([1.0, math.nan])) and math.isnan(stdev([1.0, math.inf]))

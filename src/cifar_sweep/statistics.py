@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from dataclasses import dataclass
+from fractions import Fraction
 
 ALPHA = 0.05
 POWER = 0.8
@@ -37,7 +39,45 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1); the std is 0 for a single run."""
     if not values:
         return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), stdev(values) if len(values) > 1 else 0.0
+
+
+def stdev(values: list[float]) -> float:
+    """`statistics.stdev` of two or more finite floats, the same float to the last bit (the exact
+    variance, its square root correctly rounded, as Python 3.11 computes it), about 4.5x faster
+    (3 values: 31 -> 6.9 us): each float is an integer over a power of two, so the sums are over
+    integers on the largest denominator instead of over Fractions (9 metrics x 5,000 rows took
+    3.4 s of a table's time under cProfile, docs/speed.md). tests/test_statistics.py holds the
+    two equal. NaN where a value is not finite."""
+    if not all(map(math.isfinite, values)):  # (Python 3.11's own raises AttributeError here)
+        return float("nan")
+    ratios = [float(v).as_integer_ratio() for v in values]
+    scale = max(d for _, d in ratios)  # every denominator is a power of two: each divides it
+    xs = [n * (scale // d) for n, d in ratios]
+    count, total = len(xs), sum(xs)
+    variance = Fraction(count * sum(x * x for x in xs) - total * total,
+                        count * (count - 1) * scale * scale)
+    return _sqrt_of_fraction(variance.numerator, variance.denominator)
+
+
+_SQRT_BITS = 2 * sys.float_info.mant_dig + 3
+
+
+def _sqrt_of_fraction(n: int, m: int) -> float:
+    """The square root of n/m as a float, correctly rounded: an integer square root carried to
+    _SQRT_BITS bits, rounded to odd, then to the nearest float (the method of Python's own
+    statistics module, https://bugs.python.org/msg407078)."""
+    q = (n.bit_length() - m.bit_length() - _SQRT_BITS) // 2
+    if q >= 0:
+        numerator, denominator = _isqrt_to_odd(n, m << 2 * q) << q, 1
+    else:
+        numerator, denominator = _isqrt_to_odd(n << -2 * q, m), 1 << -q
+    return numerator / denominator
+
+
+def _isqrt_to_odd(n: int, m: int) -> int:
+    root = math.isqrt(n // m)
+    return root | (root * root * m != n)
 
 
 @dataclass
