@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 from cifar_sweep import bulk_runs, results
 from cifar_sweep import tracking as t
 
+ODD_TEXT = 'a "quoted" value,\nover two lines: ±Δ \\ {}'  # as JSON must carry it
+
 
 def make_store(tmp_path):
     db = tmp_path / "mlflow.db"
@@ -38,7 +40,7 @@ def make_store(tmp_path):
                 {t.PARENT: sweep, t.SETTING_HASH: f"s-{lr}", t.JOB_NUM: str(i),
                  "code.model": "m1"})
             for i, (lr, acc) in enumerate([("0.001", 0.6), ("0.01", 0.65)])]
-    odd = run(study, t.ROLE_JOB, 4000, {"lr.value": "0.1", "trainer.seed": "1", "extra.key": "x"},
+    odd = run(study, t.ROLE_JOB, 4000, {"lr.value": "0.1", "trainer.seed": "1", "extra.key": ODD_TEXT},
               {"test_accuracy": 0.1}, {t.PARENT: sweep, t.JOB_NUM: "2"}, status="FAILED")
     # the last of a metric's history is the value; NaN and infinity as MLflow stores them
     client.log_batch(odd, metrics=[Metric("val_accuracy", 0.2, 4000, 1),
@@ -73,7 +75,7 @@ def test_a_sqlite_store_read_in_bulk_gives_the_frames_the_client_gives(tmp_path)
     assert len(jobs) == 5 and jobs.run_name.str.len().min() > 0
     odd = jobs.set_index("run_id").loc[ids["odd"]]
     assert odd.val_accuracy == 0.3 and math.isnan(odd.test_loss) and odd.grad_norm > 1e300
-    assert odd.status == "FAILED" and odd["extra.key"] == "x"
+    assert odd.status == "FAILED" and odd["extra.key"] == ODD_TEXT
     assert jobs.start_time.is_monotonic_decreasing
 
 

@@ -303,11 +303,11 @@ def test_the_caption_says_the_rule_and_the_level(tmp_path):
     assert "Runs made by code version `c1` (git `000000000000`), the newest started 2026-01-01" in md
 
 
-def test_our_stdev_is_pythons_to_the_last_bit():
+def test_our_stdev_and_variance_are_pythons_to_the_last_bit():
     import random
     import statistics as stdlib
 
-    from cifar_sweep.statistics import stdev
+    from cifar_sweep.statistics import stdev, variance
 
     rng = random.Random(0)
     samples = [[0.7, 0.7], [0.1, 0.2, 0.3], [1e-300, 2e-300], [5e-324, 1e-323, 0.0], [1e300, -1e300],
@@ -319,4 +319,11 @@ def test_our_stdev_is_pythons_to_the_last_bit():
                         for _ in range(rng.randint(2, 12))])
     for values in samples:
         assert stdev(values).hex() == stdlib.stdev(values).hex(), values
+        if values == [1e300, -1e300]:  # a variance past the largest float: both raise
+            with pytest.raises(OverflowError):
+                stdlib.variance(values)
+            with pytest.raises(OverflowError):
+                variance(values)
+            continue
+        assert variance(values).hex() == stdlib.variance(values).hex(), values
     assert math.isnan(stdev([1.0, math.nan])) and math.isnan(stdev([1.0, math.inf]))

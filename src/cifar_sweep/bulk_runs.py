@@ -13,6 +13,7 @@ not MLflow's, is read through the client.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -70,11 +71,14 @@ def _read(con: sqlite3.Connection, experiment_id: int) -> list[Run]:
             " FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'"
             " ORDER BY start_time DESC, run_uuid", (experiment_id,)):
         runs[run_id] = Run(RunInfo(run_id, name, str(exp), status, start, end, stage), RunData())
-    for table, part in (("tags", "tags"), ("params", "params")):
-        for run_id, key, value in con.execute(
-                f"SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({_ACTIVE})",
-                (experiment_id,)):
-            getattr(runs[run_id].data, part)[key] = value
+    # a run's tags (params) as one JSON object made by SQLite: half the time of a row per tag
+    # (530,000 params of 10,000 runs: 0.46 s against 0.90 s). Strings only: a metric's value
+    # would be cut to SQLite's 15 digits in JSON, so metrics come a row each.
+    for table in ("tags", "params"):
+        for run_id, values in con.execute(
+                f"SELECT run_uuid, json_group_object(key, value) FROM {table}"
+                f" WHERE run_uuid IN ({_ACTIVE}) GROUP BY run_uuid", (experiment_id,)):
+            setattr(runs[run_id].data, table, json.loads(values))
     for run_id, key, value, is_nan in con.execute(
             f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({_ACTIVE})",
             (experiment_id,)):

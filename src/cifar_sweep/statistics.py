@@ -49,15 +49,25 @@ def stdev(values: list[float]) -> float:
     integers on the largest denominator instead of over Fractions (9 metrics x 5,000 rows took
     3.4 s of a table's time under cProfile, docs/speed.md). tests/test_statistics.py holds the
     two equal. NaN where a value is not finite."""
+    exact = _exact_variance(values)
+    return math.nan if exact is None else _sqrt_of_fraction(exact.numerator, exact.denominator)
+
+
+def variance(values: list[float]) -> float:
+    """`statistics.variance` (n - 1) of two or more finite floats, to the last bit, as `stdev`."""
+    exact = _exact_variance(values)
+    return math.nan if exact is None else float(exact)
+
+
+def _exact_variance(values: list[float]) -> Fraction | None:
     if not all(map(math.isfinite, values)):  # (Python 3.11's own raises AttributeError here)
-        return float("nan")
+        return None
     ratios = [float(v).as_integer_ratio() for v in values]
     scale = max(d for _, d in ratios)  # every denominator is a power of two: each divides it
     xs = [n * (scale // d) for n, d in ratios]
     count, total = len(xs), sum(xs)
-    variance = Fraction(count * sum(x * x for x in xs) - total * total,
-                        count * (count - 1) * scale * scale)
-    return _sqrt_of_fraction(variance.numerator, variance.denominator)
+    return Fraction(count * sum(x * x for x in xs) - total * total,
+                    count * (count - 1) * scale * scale)
 
 
 _SQRT_BITS = 2 * sys.float_info.mant_dig + 3
@@ -124,24 +134,24 @@ def compare_all(rows: list[dict[str, float]], baseline: dict[str, float],
             a, b = [values[s] for s in shared], [baseline[s] for s in shared]
             d = [(x - y) * scale for x, y in zip(a, b)]
             diff = statistics.fmean(d)
-            if statistics.pvariance(d) == 0:  # every pair differs by the same: no spread to test
+            if len(set(d)) == 1:  # every pair differs by the same: no spread to test
                 out.append(Delta(diff, diff, diff, 1.0 if diff == 0 else 0.0, "paired",
                                  spread=0.0, shared=len(shared)))
                 continue
-            shape, sd = ("paired", len(a), len(b)), statistics.stdev(d)
+            shape, sd = ("paired", len(a), len(b)), stdev(d)
         else:
             a, b = list(values.values()), list(baseline.values())
             diff = (statistics.fmean(a) - statistics.fmean(b)) * scale
             if len(a) < 2 or len(b) < 2:
                 out.append(Delta(diff))
                 continue
-            if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+            if len(set(a)) == 1 and len(set(b)) == 1:  # no spread on either side
                 out.append(Delta(diff, diff, diff, 1.0 if diff == 0 else 0.0, "Welch",
                                  spread=0.0))
                 continue
             # the effect size of equal arms: the sd of the two variances' mean
             shape = ("Welch", len(a), len(b))
-            sd = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2) * scale
+            sd = math.sqrt((variance(a) + variance(b)) / 2) * scale
         pending.setdefault(shape, []).append((len(out), a, b, diff, sd, len(shared)))
         out.append(None)
     if pending:
