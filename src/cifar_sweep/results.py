@@ -35,23 +35,25 @@ BASE_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "
 CODE_COLUMNS = "code."  # code.model, code.training, ...: one hash per part
 
 
-def _row(run, sweeps: list[str]) -> dict:
+def _row(run, sweeps: list[str], code_keys: list[str]) -> dict:
     tags, params = run.data.tags, run.data.params
     row = {"run_id": run.info.run_id, "run_name": run.info.run_name,
            "experiment_id": run.info.experiment_id, "status": run.info.status,
            "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
            "sweeps": " ".join(sweeps), "seed": params.get(SEED_KEY)}
     row.update({column: tags.get(tag) for column, tag in TAG_COLUMNS})
-    row.update({k: v for k, v in tags.items() if k.startswith(CODE_COLUMNS)})
+    row.update({k: tags[k] for k in code_keys if k in tags})
     row.update(params)
     row.update(run.data.metrics)
     return row
 
 
-def _frame(rows: list[dict], config_keys: set[str], metric_keys: set[str]) -> pd.DataFrame:
+def _frame(rows: list[dict], config_keys: set[str], metric_keys: set[str],
+           code_keys: list[str] | None = None) -> pd.DataFrame:
+    if code_keys is None:
+        code_keys = sorted({k for r in rows for k in r if k.startswith(CODE_COLUMNS)})
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(
-        BASE_COLUMNS + sorted({k for r in rows for k in r if k.startswith(CODE_COLUMNS)})
-        + sorted(config_keys) + sorted(metric_keys))))
+        BASE_COLUMNS + code_keys + sorted(config_keys) + sorted(metric_keys))))
     frame.attrs["config_keys"] = sorted(config_keys)
     frame.attrs["metric_keys"] = sorted(metric_keys)
     return frame
@@ -90,10 +92,14 @@ def experiment_runs(client: MlflowClient, experiment: str,
             original.data.tags[t.JOB_NUM] = reference.data.tags.get(t.JOB_NUM, "")
             original.data.tags[t.JOB_OVERRIDES] = reference.data.tags.get(
                 t.JOB_OVERRIDES, original.data.tags.get(t.JOB_OVERRIDES, ""))
-    rows = [_row(run, holders.get(run_id, [])) for run_id, run in jobs.items()]
-    config_keys = {k for run in jobs.values() for k in run.data.params}
-    metric_keys = {k for run in jobs.values() for k in run.data.metrics}
-    return _frame(rows, config_keys, metric_keys), _sweeps_frame(sweeps)
+    # the keys of all runs as unions of their key sets (C loops: key by key in Python this was
+    # half a second for 10,000 runs)
+    code_keys = sorted(k for k in set().union(*(run.data.tags.keys() for run in jobs.values()))
+                       if k.startswith(CODE_COLUMNS))
+    rows = [_row(run, holders.get(run_id, []), code_keys) for run_id, run in jobs.items()]
+    config_keys = set().union(*(run.data.params.keys() for run in jobs.values()))
+    metric_keys = set().union(*(run.data.metrics.keys() for run in jobs.values()))
+    return _frame(rows, config_keys, metric_keys, code_keys), _sweeps_frame(sweeps)
 
 
 def _search(client: MlflowClient, experiment_id: str, bulk: bool) -> tuple[list, list]:
