@@ -84,3 +84,27 @@ def test_a_file_that_is_not_a_store_is_left_to_the_client(tmp_path):
     broken.write_bytes(b"not a database at all" * 100)
     assert bulk_runs.experiment_runs(broken, "1") is None
     assert bulk_runs.experiment_runs(tmp_path / "missing.db", "1") is None
+
+
+def test_runs_found_in_bulk_by_their_tags_are_the_clients(tmp_path):
+    """The plan's question (the runs of one data and precision, in every experiment) read in
+    bulk: the same runs, in the same order, with the same fields as the client's search."""
+    db, client, study, ids = make_store(tmp_path)
+    other = client.get_experiment_by_name("other").experiment_id
+    for tags in ({t.ROLE: t.ROLE_JOB}, {t.ROLE: t.ROLE_JOB, t.SETTING_HASH: "s1"}, {}):
+        found = bulk_runs.find(db, [study, other], tags)
+        assert found is not None
+        searched = client.search_runs([study, other], " and ".join(
+            f"tags.`{k}` = '{v}'" for k, v in tags.items()))
+        assert [r.info.run_id for r in found] == [r.info.run_id for r in searched]
+        for mine, theirs in zip(found, searched):
+            assert (mine.info.run_name, mine.info.status, mine.info.start_time,
+                    mine.info.experiment_id) == (theirs.info.run_name, theirs.info.status,
+                                                 theirs.info.start_time,
+                                                 theirs.info.experiment_id)
+            assert mine.data.tags == theirs.data.tags and mine.data.params == theirs.data.params
+            assert mine.data.metrics.keys() == theirs.data.metrics.keys()
+            assert all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(
+                mine.data.metrics.values(), (theirs.data.metrics[k] for k in mine.data.metrics)))
+    assert len(bulk_runs.find(db, [study, other], {t.ROLE: t.ROLE_JOB})) == 5
+    assert ids["original"] in [r.info.run_id for r in bulk_runs.find(db, [other], {})]

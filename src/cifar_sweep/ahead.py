@@ -18,13 +18,14 @@ from pathlib import Path
 from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from cifar_sweep import checkpoint, code_version, lifecycle, space
+from cifar_sweep import bulk_runs, checkpoint, code_version, lifecycle, space
 from cifar_sweep import tracking as t
 from cifar_sweep.decision import CONTINUE, ELSEWHERE, FINISHED, TRAIN, Decision, Identity, choose_finished
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.identity import hashes
 from cifar_sweep.job_configs import JobConfigs
 from cifar_sweep.paging import all_runs
+from cifar_sweep.store import sqlite_file
 
 LAUNCH_FILE = "launched_jobs.json"  # in the sweep folder: the job numbers launched, in order
 
@@ -66,17 +67,15 @@ class Plan:
         experiments = lifecycle.active_experiments(client)
         finished: dict[str, list] = {}
         unfinished: dict[str, list] = {}
+        db = sqlite_file(client.tracking_uri)
         for fingerprint, precision in keys:
             # the config hash covers the data and the precision: no other run can match
-            narrow = (f"tags.`{t.ROLE}` = '{t.ROLE_JOB}' and tags.{t.DATA_FINGERPRINT} = "
-                      f"'{fingerprint}' and tags.{t.PRECISION} = '{precision}'")
-            for run in all_runs(client, experiments, narrow + " and attributes.status = "
-                                "'FINISHED'"):
+            done, undone = _runs_of_data(client, db, experiments, experiment_id, {
+                t.ROLE: t.ROLE_JOB, t.DATA_FINGERPRINT: fingerprint, t.PRECISION: precision})
+            for run in done:
                 finished.setdefault(run.data.tags.get(t.CONFIG_HASH), []).append(run)
-            if experiment_id is not None:
-                for run in all_runs(client, [experiment_id], narrow + " and attributes.status"
-                                    " != 'FINISHED'"):
-                    unfinished.setdefault(run.data.tags.get(t.CONFIG_HASH), []).append(run)
+            for run in undone:
+                unfinished.setdefault(run.data.tags.get(t.CONFIG_HASH), []).append(run)
         for job in jobs:
             job.decision = _decide(job, finished.get(job.identity.config_hash, []),
                                    unfinished.get(job.identity.config_hash, []), load_state)
@@ -130,6 +129,25 @@ class Plan:
             print(f"#{job.num} {short_overrides(job.overrides, varying)}: "
                   f"{job.decision.line(job.epochs)} ({original.info.run_name})", flush=True)
         return written
+
+
+def _runs_of_data(client, db: Path | None, experiments: list[str], experiment_id: str | None,
+                  tags: dict[str, str]) -> tuple[list, list]:
+    """(the finished runs with these tags in any active experiment, the unfinished ones in the
+    sweep's experiment), newest first: from a local SQLite store in one bulk read (`bulk_runs`:
+    through the client, 1,000 finished runs of the same data cost each plan about 6 s), else
+    two searches of the client."""
+    wanted = experiments if experiment_id is None else sorted({*experiments, experiment_id})
+    found = bulk_runs.find(db, wanted, tags) if db is not None else None
+    if found is not None:
+        active = set(experiments)
+        return ([r for r in found if r.info.status == "FINISHED" and r.info.experiment_id in active],
+                [r for r in found if r.info.status != "FINISHED"
+                 and r.info.experiment_id == experiment_id])
+    narrow = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return (all_runs(client, experiments, narrow + " and attributes.status = 'FINISHED'"),
+            [] if experiment_id is None else
+            all_runs(client, [experiment_id], narrow + " and attributes.status != 'FINISHED'"))
 
 
 def _decide(job: AheadJob, finished: list, unfinished: list, load_state: bool) -> Decision:

@@ -32,9 +32,9 @@ SQLITE = {"database or disk is full": errno.ENOSPC,
 class EnvironmentFault(Exception):
     """A run stopped by its machine. `where` is a folder or a device; `advice` what to do."""
 
-    def __init__(self, what: str, where: str, advice: str, gpu: bool = False):
+    def __init__(self, what: str, where: str, advice: str):
         super().__init__(f"{what} on {where}")
-        self.what, self.where, self.advice, self.gpu = what, where, advice, gpu
+        self.what, self.where, self.advice = what, where, advice
 
 
 def server_lost(uri: str) -> EnvironmentFault:
@@ -134,7 +134,7 @@ def classify(exc: BaseException, folders: list[tuple[str, Path]] = (), device: s
             return e
         if _gpu_out_of_memory(e):
             return EnvironmentFault("out of GPU memory", device,
-                                    f"{gpu_advice}, and run the same command again", gpu=True)
+                                    f"{gpu_advice}, and run the same command again")
         if isinstance(e, OSError) and e.errno in FULL | UNWRITABLE:
             return _disk_fault(e.errno, e.filename2 or e.filename, folders)
         text = str(e)
@@ -166,8 +166,7 @@ _stopped_here: dict[str, dict] = {}
 
 def stop_sweep(sweep_dir: str, fault: EnvironmentFault, job: str) -> None:
     """Tell the sweep's later jobs not to start (they would fail the same way)."""
-    record = {"what": fault.what, "where": fault.where, "advice": fault.advice, "job": job,
-              "gpu": fault.gpu}
+    record = {"what": fault.what, "where": fault.where, "advice": fault.advice, "job": job}
     _stopped_here[str(Path(sweep_dir).resolve())] = record
     path = Path(sweep_dir) / STOP_FILE
     if path.exists():  # the first fault is the one reported
@@ -197,7 +196,7 @@ def sweep_stopped(sweep_dir: str) -> dict | None:
     except (OSError, ValueError):  # the empty marker of a full disk
         return {"what": "a fault of the environment", "where": "the machine",
                 "advice": "see the jobs' lines above, fix it and run the same command again",
-                "job": "?", "gpu": False}
+                "job": "?"}
 
 
 def clear_stop(sweep_dir: str) -> None:

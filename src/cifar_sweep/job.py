@@ -27,6 +27,7 @@ from cifar_sweep import (
     model_build,
     outcome,
     runtime,
+    store,
 )
 from cifar_sweep import tracking as t
 from cifar_sweep.data import Dataset, load_dataset
@@ -154,11 +155,17 @@ def _train(job: Job, decision: Decision) -> JobResult:
     reporter = _trial_reporter(job)
     folders, gpu_advice = faults.write_folders(cfg), _gpu_advice(cfg, job.multirun)
     run_id = None
+    lock = store.claim_lock(client.tracking_uri) if resume is None else None
     try:
         with t.tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
-                           params=job.params, resume_id=resume and resume.info.run_id) as run_id:
+                           params=job.params, resume_id=resume and resume.info.run_id,
+                           lock=lock) as run_id:
             if resume is None:  # two commands with one config: the first run created trains
-                _claim(job, run_id)
+                try:
+                    _claim(job, run_id, locked=lock is not None)
+                finally:
+                    if lock is not None:
+                        lock.release()
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, job.name,
                      job.rt.device, job.rt.threads, job.dataset.fingerprint, job.dataset.cache,
                      job.identity.config_hash, _continuing(decision.state, cfg.trainer.epochs))
@@ -201,12 +208,16 @@ def _trial_reporter(job: Job):
     return TrialReporter(job.hydra.sweeper, int(job.cfg.optuna_trial))
 
 
-def _claim(job: Job, run_id: str) -> None:
-    """Raise Yielded where another live run of this config and code was created first."""
-    first = lifecycle.live_runs(job.client, job.experiment_id, job.identity.config_hash,
-                                job.identity.code_version)
-    if first and first[0].info.run_id != run_id:
-        raise Yielded(first[0])
+def _claim(job: Job, run_id: str, locked: bool) -> None:
+    """Raise Yielded where another live run of this config and code was created first.
+    `locked`: this run was created and checks under the store's claim lock, so any other live
+    run was written before it and wins; on a server, the first started wins."""
+    live = lifecycle.live_runs(job.client, job.experiment_id, job.identity.config_hash,
+                               job.identity.code_version)
+    first = next((r for r in live if r.info.run_id != run_id), None) if locked else \
+        (live[0] if live else None)
+    if first is not None and first.info.run_id != run_id:
+        raise Yielded(first)
 
 
 def _ended_by(job: Job, exc: Exception, run_id, folders, gpu_advice) -> JobResult:

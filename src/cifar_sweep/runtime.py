@@ -62,7 +62,6 @@ class Runtime:
     nhwc_train: bool      # training batches in NHWC (the model may stay NCHW)
     nhwc_eval: bool       # evaluation batches in NHWC
     threads: int          # torch's intra-op threads
-    concurrent_jobs: int  # jobs of the sweep side by side on this machine
     chunk_images: int     # images augmented per batched call
 
     def autocast(self):
@@ -130,4 +129,4 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     gpu, cpu = device.type == "cuda", device.type == "cpu"
     return Runtime(device=device, precision=precision, channels_last=gpu,
                    nhwc_train=gpu or (cpu and threads == 1), nhwc_eval=gpu or cpu,
-                   threads=threads, concurrent_jobs=concurrent, chunk_images=chunk)
+                   threads=threads, chunk_images=chunk)

@@ -46,7 +46,6 @@ class Selection:
     rows: list[Row]
     reference_sweep: str
     axes: list[str]              # the override keys that name the rows (the sweep's, but seeds)
-    varying: list[str]           # the result keys whose values differ between rows
     fixed: dict[str, str]        # result key -> the value every row shares
     left_out: list[tuple[dict[str, str], list[str]]] = field(default_factory=list)
     sweeps_used: list[str] = field(default_factory=list)
@@ -159,7 +158,7 @@ def choose(jobs: pd.DataFrame, sweeps: pd.DataFrame, *, sweep: str | None = None
         chosen.baseline = True
     used = members[members.run_id.isin([i for r in rows for i in r.run_ids])]
     sweeps_used = sorted({s for cell in used.sweeps.dropna() for s in str(cell).split()})
-    return Selection(rows, ref, axes, varying, fixed,
+    return Selection(rows, ref, axes, fixed,
                      sorted(((dict(k), v) for k, v in left.items()), key=lambda x: -len(x[1])),
                      sweeps_used)
 

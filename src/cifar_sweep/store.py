@@ -39,6 +39,16 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def claim_lock(uri: str) -> FileLock | None:
+    """Held by a new run from its creation until it has checked for another live run of its
+    config (job.py's claim); None for a server, whose runs are ordered by their start instead.
+    Why: without it two commands started together each checked before the other's run was
+    written, and both trained (a run's start time is taken before it is written, so "the first
+    started" is not "the first visible")."""
+    db = sqlite_file(uri)
+    return FileLock(f"{db}.claim.lock", timeout=LOCK_TIMEOUT_S) if db is not None else None
+
+
 def prepare_sqlite(db: Path, uri: str, shown: str) -> None:
     """Make sure `db` (opened by MLflow as `uri`) exists with MLflow's whole schema; `shown` is
     the user's `tracking.uri`, for the error message."""

@@ -186,13 +186,22 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 
 @contextmanager
 def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: dict[str, str],
-                params: dict[str, str], resume_id: str | None = None) -> Iterator[str]:
+                params: dict[str, str], resume_id: str | None = None,
+                lock=None) -> Iterator[str]:
     """Create a run (or reopen `resume_id`, whose params are already logged) and yield its id;
     on leaving, mark it FINISHED, KILLED (Ctrl-C, `kill`: it may be continued) or FAILED with
-    the reason, and let the exception go on."""
+    the reason, and let the exception go on. `lock` (store.claim_lock): acquired before the run
+    is created and left held for the caller to release once it has claimed its config."""
     if resume_id is None:
-        run_id = client.create_run(experiment_id, run_name=name[:250], tags=tags).info.run_id
-        client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        if lock is not None:
+            lock.acquire()
+        try:
+            run_id = client.create_run(experiment_id, run_name=name[:250], tags=tags).info.run_id
+            client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
     else:
         run_id = resume_id
         client.update_run(run_id, status="RUNNING", name=name[:250])
