@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cifar_sweep import bulk_runs, checkpoint, code_version, lifecycle, space
@@ -28,6 +27,7 @@ from cifar_sweep.paging import all_runs
 from cifar_sweep.store import sqlite_file
 
 LAUNCH_FILE = "launched_jobs.json"  # in the sweep folder: the job numbers launched, in order
+REFERENCE_CHUNK = 200  # reference runs built and written at a time: each line printed once written
 
 
 @dataclass
@@ -94,41 +94,39 @@ class Plan:
     def write_references(self, client, experiment_id: str, parent: str, varying: list[str],
                          owner: dict[str, str], git_commit: str) -> int:
         """A reference run for each job finished before or training elsewhere (what the job
-        would have written itself, job.py's `_reference`): three store calls each."""
+        would have written itself, job.py's `_reference`), written in bulk (bulk_writes.py)."""
         from cifar_sweep import lineage
+        from cifar_sweep.bulk_writes import FinishedRun, write_finished
 
         common = {"git_commit": git_commit, "mlflow.source.name": "src/train.py", **owner,
                   **lineage.source_tags(git_commit), t.ROLE: t.ROLE_REFERENCE, t.PARENT: parent,
                   t.AHEAD: "true"}
-        written = 0
-        for job in self.jobs:
-            if job.decision is None or job.decision.action not in (FINISHED, ELSEWHERE):
-                continue
-            original = job.decision.run
-            with self.configs.applied(job.overrides) as (cfg, choices):
-                params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
-                study = str(cfg.study.name or "")
-            tags = {**{g: choices.get(g, "None") for g in t.GROUPS}, **common,
-                    t.DATA_FINGERPRINT: job.fingerprint, "data_cache": job.data_cache,
-                    "device": job.device, t.PRECISION: job.precision,
-                    t.JOB_OVERRIDES: " ".join(job.overrides), "study.name": study,
-                    t.JOB_NUM: str(job.num), t.SAME_AS: original.info.run_id,
-                    **job.identity.tags()}
-            why = "done before" if job.decision.action == FINISHED else "training elsewhere"
-            name = f"#{job.num} {short_overrides(job.overrides, varying)} ({why})"
-            run_id = client.create_run(experiment_id, run_name=name[:250],
-                                       tags=tags).info.run_id
-            now = int(time.time() * 1000)
-            client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), now, job.epochs)
-                         for k, v in original.data.metrics.items()],
-                params=[Param(k, v[:6000]) for k, v in params.items()])
-            client.set_terminated(run_id, "FINISHED")
-            written += 1
-            print(f"#{job.num} {short_overrides(job.overrides, varying)}: "
-                  f"{job.decision.line(job.epochs)} ({original.info.run_name})", flush=True)
-        return written
+        done = [j for j in self.jobs
+                if j.decision is not None and j.decision.action in (FINISHED, ELSEWHERE)]
+        for chunk in range(0, len(done), REFERENCE_CHUNK):
+            jobs, runs = done[chunk:chunk + REFERENCE_CHUNK], []
+            for job in jobs:
+                original = job.decision.run
+                with self.configs.applied(job.overrides) as (cfg, choices):
+                    params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
+                    study = str(cfg.study.name or "")
+                tags = {**{g: choices.get(g, "None") for g in t.GROUPS}, **common,
+                        t.DATA_FINGERPRINT: job.fingerprint, "data_cache": job.data_cache,
+                        "device": job.device, t.PRECISION: job.precision,
+                        t.JOB_OVERRIDES: " ".join(job.overrides), "study.name": study,
+                        t.JOB_NUM: str(job.num), t.SAME_AS: original.info.run_id,
+                        **job.identity.tags()}
+                why = "done before" if job.decision.action == FINISHED else "training elsewhere"
+                name = f"#{job.num} {short_overrides(job.overrides, varying)} ({why})"
+                runs.append(FinishedRun(
+                    name[:250], tags, {k: v[:6000] for k, v in params.items()},
+                    {k: (float(v), job.epochs) for k, v in original.data.metrics.items()}))
+            write_finished(client, experiment_id, runs)
+            for job in jobs:
+                print(f"#{job.num} {short_overrides(job.overrides, varying)}: "
+                      f"{job.decision.line(job.epochs)} ({job.decision.run.info.run_name})",
+                      flush=True)
+        return len(done)
 
 
 def _runs_of_data(client, db: Path | None, experiments: list[str], experiment_id: str | None,
