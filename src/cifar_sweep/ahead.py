@@ -188,6 +188,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
     composing already (what it composed is kept)."""
     from hydra.errors import HydraException
     from hydra.utils import instantiate
+    from omegaconf.errors import OmegaConfBaseException
 
     from cifar_sweep import model_build, runtime
     from cifar_sweep.data import load_dataset
@@ -195,6 +196,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
 
     configs = configs or JobConfigs(compose, config_loader)
     datasets: dict[str, tuple] = {}
+    sources: set[str] = set()  # the data sources checked (validate.check_config)
     devices: dict[tuple[str, str], tuple[str, str]] = {}
     out, first = [], None
     for num, overrides in enumerate(jobs):
@@ -202,8 +204,13 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
         out.append(job)
         try:
             with configs.applied(overrides) as (cfg, _):
-                check_config(cfg)
-                tree = OmegaConf.to_container(cfg, resolve=True)
+                try:
+                    tree = OmegaConf.to_container(cfg, resolve=True)
+                except OmegaConfBaseException:  # check_config says which value, section by section
+                    tree = None
+                check_config(cfg, tree, sources)
+                if tree is None:
+                    tree = OmegaConf.to_container(cfg, resolve=True)
                 data_key = json.dumps(tree["data"], sort_keys=True, default=str)
                 if data_key not in datasets:
                     dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)

@@ -237,15 +237,24 @@ def _problem(path: str, node: Any, schema: type) -> str | None:
     return None
 
 
-def check_types(cfg: DictConfig) -> None:
-    """Every section and every known `_target_` node against its dataclass."""
+def check_types(cfg: DictConfig, tree: dict | None = None) -> None:
+    """Every section and every known `_target_` node against its dataclass. `tree`: the whole
+    config already resolved to plain values (`OmegaConf.to_container(cfg, resolve=True)`), so
+    that a sweep's planner does not resolve each section a second time (about 4 ms a job)."""
     for section, schema in SECTIONS.items():
         if section in cfg:
-            _check(section, _plain(cfg, section), schema)
+            _check(section, _plain(cfg, section) if tree is None else tree[section], schema)
     for path in TARGET_NODES:
         node = OmegaConf.select(cfg, path)
         if isinstance(node, DictConfig) and node.get("_target_") in TARGETS:
-            _check(path, _plain(cfg, path), TARGETS[node._target_])
+            plain = _plain(cfg, path) if tree is None else _walk(tree, path)
+            _check(path, plain, TARGETS[node._target_])
+
+
+def _walk(tree: dict, path: str):
+    for part in path.split("."):
+        tree = tree[part]
+    return tree
 
 
 def _plain(cfg: DictConfig, path: str) -> dict:

@@ -3,6 +3,7 @@ any run exists."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from hydra.utils import instantiate
@@ -22,11 +23,15 @@ def _number(cfg: DictConfig, key: str):
     return value
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, tree: dict | None = None,
+                 sources: set[str] | None = None) -> None:
+    """Raise UserInputError naming the first bad value. A planner checking many jobs passes
+    `tree` (the config resolved to plain values, see schema.check_types) and `sources` (the data
+    sources already checked, as JSON: each is instantiated and checked once, not once a job)."""
     if "root" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "root"):
         raise UserInputError(f"data.root is missing: data={cfg.data.name} needs the folder to read, "
                              f"e.g. data.root=/path/to/cifar10-jpeg")
-    check_types(cfg)  # types and keys first: the ranges below assume them
+    check_types(cfg, tree)  # types and keys first: the ranges below assume them
     def require(key: str, ok, allowed: str) -> None:
         value = _number(cfg, key)
         try:
@@ -51,4 +56,9 @@ def check_config(cfg: DictConfig) -> None:
     require("trainer.device", lambda v: bool(DEVICE_PATTERN.match(str(v))),
             "allowed: auto, cpu, cuda, cuda:N, mps")
     resolve_device(str(cfg.trainer.device))
-    instantiate(cfg.data.source).check()
+    source = None if sources is None or tree is None else json.dumps(
+        tree["data"]["source"], sort_keys=True, default=str)
+    if source is None or source not in sources:
+        instantiate(cfg.data.source).check()
+        if source is not None:
+            sources.add(source)
