@@ -30,7 +30,6 @@ from cifar_sweep import ahead, faults, lifecycle, model_build, slurm, space
 from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.identity import SEED_KEY
-from cifar_sweep.paging import all_runs
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
 
@@ -204,9 +203,7 @@ class MlflowSweepCallback(Callback):
         start, what to do; exit EXIT_STOPPED."""
         total = int(config.hydra.sweeper.n_trials) if self.search else self.jobs
         try:
-            children = all_runs(
-                self.client, [self.client.get_run(self.parent_id).info.experiment_id],
-                f"tags.`{t.PARENT}` = '{self.parent_id}'")
+            children = t.sweep_children(self.client, self.parent_id)
             not_started = f"{max(0, total - len(children))} of {total} jobs did not start"
         except Exception:  # the store cannot be read either
             not_started = "the jobs after it did not start"
@@ -222,9 +219,7 @@ class MlflowSweepCallback(Callback):
         if stop is not None:
             self._stopped_by_environment(config, stop)
         try:
-            children = all_runs(
-                self.client, [self.client.get_run(self.parent_id).info.experiment_id],
-                f"tags.`{t.PARENT}` = '{self.parent_id}'")
+            children = t.sweep_children(self.client, self.parent_id)
         except Exception as exc:
             lost = t.lost_server(self.client.tracking_uri, exc,
                                  kept="the jobs' checkpoints are kept")
@@ -283,10 +278,7 @@ class MlflowSweepCallback(Callback):
                 return
             # jobs whose worker process was killed could not close their own runs; their
             # checkpoints stay, so the same sweep again continues them
-            experiment_id = self.client.get_run(self.parent_id).info.experiment_id
-            for child in all_runs(self.client, [experiment_id],
-                                  f"tags.`{t.PARENT}` = '{self.parent_id}' "
-                                  "and attributes.status = 'RUNNING'"):
+            for child in t.sweep_children(self.client, self.parent_id, running=True):
                 self.client.set_tag(child.info.run_id, t.FAILURE,
                                     f"{t.INTERRUPTED}: the sweep ended before the job")
                 self.client.set_terminated(child.info.run_id, "KILLED")

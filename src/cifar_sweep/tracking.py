@@ -302,12 +302,22 @@ def log_reference(client: MlflowClient, experiment_id: str, name: str, tags: dic
             log_metrics(client, ref_id, original.data.metrics, step)
 
 
+def sweep_children(client: MlflowClient, parent: str, experiment_id: str | None = None,
+                   running: bool = False) -> list:
+    """Every run of the sweep whose parent run is `parent` (only its RUNNING ones: `running`),
+    in the parent's experiment unless given: the one query for "this sweep's runs"."""
+    if experiment_id is None:
+        experiment_id = client.get_run(parent).info.experiment_id
+    query = f"tags.`{PARENT}` = '{parent}'" + (" and attributes.status = 'RUNNING'" if running else "")
+    return all_runs(client, [experiment_id], query)
+
+
 def sweep_progress(client: MlflowClient, experiment_id: str, parent: str) -> tuple[int, int, int, float]:
     """(jobs the sweep launched, finished, failed or killed, seconds since it launched them):
     the reference runs it wrote before launching (finished before) are not counted."""
     sweep = client.get_run(parent)
-    children = all_runs(client, [experiment_id], f"tags.`{PARENT}` = '{parent}'")
-    children = [c for c in children if AHEAD not in c.data.tags]
+    children = [c for c in sweep_children(client, parent, experiment_id)
+                if AHEAD not in c.data.tags]
     tags = sweep.data.tags
     started = float(tags.get(SWEEP_LAUNCHED) or sweep.info.start_time / 1000)
     return (int(tags.get(SWEEP_TO_TRAIN) or tags.get(SWEEP_JOBS, "0")),
