@@ -66,8 +66,9 @@ test-cluster:  ## the real-cluster tests (root: they bring the clusters up and d
 	RAY_PYTHON=$(RAY_PYTHON) $(PYTHON) -m pytest -q -m 'cluster and not slow' tests/test_real_cluster.py
 	if [ -x $(RAY_PYTHON) ]; then $(RAY_PYTHON) -m pytest -q -m 'slow or not slow' tests/test_cluster.py -k ray; fi
 
-lint:  ## ruff
+lint:  ## ruff, then mypy over src/ (pyproject.toml lists the modules not yet clean)
 	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m mypy
 
 # MLflow 3's UI opens on its GenAI view unless the URL (or one click on "Model training") says
 # otherwise: the link below opens the runs tables. Its job runner is off, as for `make server`

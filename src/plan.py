@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
         loader = GlobalHydra.instance().config_loader()
         parser = OverridesParser.create(config_loader=loader)
         try:
-            fixed = [o.input_line for o in parser.parse_overrides(argv)
+            fixed = [line for line, o in zip(argv, parser.parse_overrides(argv), strict=True)
                      if not o.is_sweep_override()]
             base = compose("config", overrides=fixed, return_hydra_config=True)
         except HydraException as exc:
@@ -79,6 +79,7 @@ def main(argv: list[str]) -> int:
             action = "invalid"
             first.setdefault(job.error, job.num)
         else:
+            assert job.decision is not None  # every job without an error is decided
             line, action = job.decision.line(job.epochs), job.decision.action
         counts[action] = counts.get(action, 0) + 1
         print(f"#{job.num} {name}: {line}")

@@ -3,9 +3,13 @@
 import importlib.util
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from cifar_sweep.job import JobResult
 
 
 def _concurrent_jobs(device: str = "auto", jobs_per_gpu: int = 1) -> int:
@@ -34,7 +38,7 @@ def _check_extras(argv: list[str]) -> None:
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> "JobResult":
     from cifar_sweep.job import run_job  # imported here so that `--help` stays fast
 
     return run_job(cfg)

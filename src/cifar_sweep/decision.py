@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -15,6 +16,11 @@ from omegaconf import DictConfig
 from cifar_sweep import checkpoint, code_version, lifecycle
 from cifar_sweep import tracking as t
 from cifar_sweep.identity import config_hash, setting_hash
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from cifar_sweep.bulk_runs import Run as BulkRun
 
 log = logging.getLogger("cifar_sweep")
 
@@ -60,7 +66,8 @@ def identify_ahead(cfg: DictConfig, fingerprint: str) -> Identity:
 @dataclass
 class Decision:
     action: str                 # FINISHED, ELSEWHERE, CONTINUE or TRAIN
-    run: object = None          # the finished run, the one training elsewhere, the one to continue
+    run: Run | BulkRun | None = None  # the finished run, the one training elsewhere, the one to
+    # continue: the client's, or one read in bulk (bulk_runs.py, the same fields)
     state: dict | None = field(default=None, repr=False)  # CONTINUE: its checkpoint
     note: str = ""              # why, where it is not plain (another code's run, ...)
 
@@ -73,7 +80,7 @@ class Decision:
         if self.action == FINISHED:
             text = f"already finished: run {run}"
         elif self.action == ELSEWHERE:
-            tags = self.run.data.tags
+            tags = self.run.data.tags if self.run is not None else {}
             text = (f"being trained by {tags.get(t.OWNER_HOST, '?')} pid "
                     f"{tags.get(t.OWNER_PID, '?')} as run {run}")
         elif self.action == CONTINUE:

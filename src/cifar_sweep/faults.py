@@ -66,7 +66,7 @@ def store_folder(uri: str) -> Path | None:
     return Path(uri).expanduser().resolve()
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -123,7 +123,7 @@ def _disk_fault(code: int, path: str | None, folders, store: bool = False) -> En
                             f"make {where} writable again and run the same command again")
 
 
-def classify(exc: BaseException, folders: list[tuple[str, Path]] = (), device: str = "the GPU",
+def classify(exc: BaseException, folders: list[tuple[str, Path]] | tuple[()] = (), device: str = "the GPU",
              gpu_advice: str = "lower trainer.jobs_per_gpu or trainer.batch_size"
              ) -> EnvironmentFault | None:
     """The fault of the environment behind `exc` (anywhere in its chain of causes), or None when

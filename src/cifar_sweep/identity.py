@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,11 +40,13 @@ NOT_RESULT_KEYS = (
 
 def _drop(tree: dict, dotted: str) -> None:
     *parents, leaf = dotted.split(".")
+    node = tree
     for key in parents:
-        tree = tree.get(key)
-        if not isinstance(tree, dict):
+        child = node.get(key)
+        if not isinstance(child, dict):
             return
-    tree.pop(leaf, None)
+        node = child
+    node.pop(leaf, None)
 
 
 SEED_KEY = "trainer.seed"  # what tells the runs of one setting apart
@@ -53,8 +56,8 @@ def result_config(cfg: DictConfig, data_fingerprint: str, device_type: str,
                   precision: str) -> dict:
     """The resolved config that decides the result, as a plain dict: `precision` is the one the
     job resolved `trainer.precision` to (`auto` is fp32 on one GPU and bf16 on another)."""
-    return result_tree(OmegaConf.to_container(cfg, resolve=True), data_fingerprint, device_type,
-                       precision)
+    return result_tree(cast(dict, OmegaConf.to_container(cfg, resolve=True)), data_fingerprint,
+                       device_type, precision)
 
 
 def result_tree(tree: dict, data_fingerprint: str, device_type: str, precision: str) -> dict:

@@ -39,7 +39,7 @@ class JobConfigs:
         for line in overrides:
             kind, override = self._parsed(line)
             if kind == "group":
-                groups.append(override.input_line)
+                groups.append(line)  # the override's input_line
             elif kind == "value":
                 values.append(override)
         return groups, values
@@ -104,7 +104,7 @@ def _in_place(cfg: DictConfig, values: list[Override]):
         if not isinstance(parent, DictConfig) or leaf not in parent:
             return None
         node = parent._get_node(leaf)
-        if isinstance(node, DictConfig) or OmegaConf.is_list(node):
+        if node is None or isinstance(node, DictConfig) or OmegaConf.is_list(node):
             return None
         saved.append((parent, leaf, node._value()))  # raw: an interpolation stays one
     return saved

@@ -54,7 +54,7 @@ def table_iv() -> list[dict]:
 
 def layer_table(model: nn.Module, image_size: int = 32) -> list[dict]:
     """Each leaf module in call order, with its output shape for one image and its parameters."""
-    rows = []
+    rows: list[dict] = []
 
     def hook(module, _inputs, output):
         rows.append({"Layer": f"{type(module).__name__}-{len(rows) + 1}",

@@ -8,6 +8,7 @@ import logging
 import math
 
 import mlflow
+from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 CHOSEN_BY = "best_val_accuracy"
 
 
-def best_of_study(client: MlflowClient, study) -> tuple[object, dict[str, str]]:
+def best_of_study(client: MlflowClient, study) -> tuple[Run, dict[str, str]]:
     """(the run to register, its tags): the study's rows as its table holds them (`studies`); of
     the row with the best mean validation accuracy, its run with the best validation accuracy."""
     from cifar_sweep.studies import build_table

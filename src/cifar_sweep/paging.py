@@ -33,7 +33,8 @@ def page_size() -> int:
 def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
              order_by: list[str] | None = None, run_view_type: int = ViewType.ACTIVE_ONLY) -> list:
     """Every run the search matches, in its order (by default the newest first)."""
-    runs, token = [], None
+    runs: list = []
+    token = None
     while True:
         page = client.search_runs(experiment_ids, filter_string, run_view_type=run_view_type,
                                   max_results=page_size(), order_by=order_by, page_token=token)
@@ -45,7 +46,8 @@ def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str
 
 def all_experiments(client: MlflowClient, view_type: int = ViewType.ACTIVE_ONLY) -> list:
     """Every experiment of the store (active ones by default)."""
-    experiments, token = [], None
+    experiments: list = []
+    token = None
     while True:
         page = client.search_experiments(view_type=view_type, max_results=page_size(),
                                          page_token=token)

@@ -30,14 +30,14 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str = ""
     return path
 
 
-def normalised(confusion: list[list[float]]) -> torch.Tensor:
+def normalised(confusion: list[list[int]] | list[list[float]]) -> torch.Tensor:
     """Each true class's row divided by its count: the share of that class predicted as each
     class (the diagonal is the class's accuracy); a class absent from the test set stays 0."""
     matrix = torch.tensor(confusion, dtype=torch.float)
     return matrix / matrix.sum(1, keepdim=True).clamp(min=1)
 
 
-def draw_confusion(ax, confusion: list[list[float]], classes: list[str], title: str = "",
+def draw_confusion(ax, confusion: list[list[int]] | list[list[float]], classes: list[str], title: str = "",
                    numbers: bool | None = None):
     """The confusion matrix normalised per true class, on a fixed 0-1 scale (so that panels
     compare); the cells' percentages where they stay legible (up to 12 classes). Returns the

@@ -5,6 +5,7 @@ adaptive seed budget and a sweep's end read a preset the same way."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +18,7 @@ STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hpo").glob("*.yaml"))
 
 
-def studies(overrides: list[str] = ()) -> list[str]:
+def studies(overrides: list[str] | tuple[()] = ()) -> list[str]:
     """Our presets and those of the user's folders named by a `hydra.searchpath` override."""
     names = set(STUDIES)
     for folder in user_dirs(list(overrides)):
@@ -40,7 +41,7 @@ def study(name: str, overrides: list[str], baseline: str | None = None, sweep: s
     paper = cfg.study.get("paper")
     return Study(name=name, experiment=str(cfg.tracking.experiment),
                  baseline=baseline or cfg.study.baseline,
-                 paper=OmegaConf.to_container(paper) if paper else None,
+                 paper=cast(dict, OmegaConf.to_container(paper)) if paper else None,
                  sweep=sweep, where=where or {},
                  axes=list(cfg.hydra.sweeper.get("params") or {}),
                  hint=f"; run `make ablation-{name}` first"

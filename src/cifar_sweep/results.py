@@ -71,7 +71,8 @@ def experiment_runs(client: MlflowClient, experiment: str,
         return _frame([], set(), set()), pd.DataFrame(columns=SWEEP_COLUMNS)
     runs, sweeps = _search(client, exp.experiment_id, bulk)
     holders: dict[str, list[str]] = {}  # run id -> the sweeps that hold it
-    jobs, originals = {}, {}
+    jobs: dict = {}
+    originals: dict = {}
     for run in runs:
         tags = run.data.tags
         if tags.get(t.ROLE) == t.ROLE_REFERENCE:

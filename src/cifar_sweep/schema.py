@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
@@ -261,6 +261,6 @@ def _plain(cfg: DictConfig, path: str) -> dict:
     """The node as plain values, its interpolations resolved (`???` kept as missing)."""
     node = OmegaConf.select(cfg, path)
     try:
-        return OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+        return cast(dict, OmegaConf.to_container(node, resolve=True, throw_on_missing=False))
     except (MissingMandatoryValue, InterpolationResolutionError):
-        return OmegaConf.to_container(node)
+        return cast(dict, OmegaConf.to_container(node))

@@ -54,7 +54,7 @@ def trial_runs(client: MlflowClient, experiment: str, name: str):
         notes.append(f"it holds the studies {', '.join(held)}: choose one with "
                      "hydra.sweeper.study_name=<name>")
         runs = []
-    newest = {}
+    newest: dict = {}
     for run in runs:
         newest.setdefault(int(run.data.tags[t.TRIAL]), run)
     return newest, notes
@@ -85,7 +85,7 @@ def trials_report(client: MlflowClient, experiment: str, name: str, keys: list[s
         rows.append([str(number), shown, *[_short_number(v) for v in chosen], status,
                      str(len(history)), run.info.run_id])
     done = {n: v for n, v in values.items() if v is not None}
-    best = max(done, key=done.get) if done else None
+    best = max(done, key=lambda n: done[n]) if done else None
     bold = [[int(r[0]) == best] * len(r) for r in rows]
     header = ["Trial", metric, *keys, "State", "Epochs run", "Run"]
     first = sources[min(sources)]

@@ -56,7 +56,7 @@ def prepare_sqlite(db: Path, uri: str, shown: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _not_writable(shown, folder, exc.strerror) from None
+        raise _not_writable(shown, folder, exc.strerror or str(exc)) from None
     if not os.access(folder, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
         raise _not_writable(shown, folder, "permission denied")
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

@@ -205,7 +205,8 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
         if d is None:
             line += ["", "", "", ""]
         else:
-            interval = "" if d.low is None else f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
+            interval = (f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
+                        if d.low is not None and d.high is not None else "")
             mark = {True: "", False: "≈ ", None: ""}[d.seeds_tell_apart]
             needed = ("" if d.seeds_tell_apart is not False
                       else str(d.seeds_needed) if d.seeds_needed else f"> {MAX_SEEDS}")
@@ -491,7 +492,8 @@ def terminal(table: Table) -> str:
         if d is None:
             delta, p = ("(baseline)" if rec.baseline else ""), ""
         else:
-            interval = "" if d.low is None else f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
+            interval = (f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
+                        if d.low is not None and d.high is not None else "")
             delta = f"{'≈ ' if d.seeds_tell_apart is False else ''}{_signed(d.diff, 2)}{interval}"
             p = f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–"
         spread = f" ± {acc_sd * 100:.2f}" if len(rec.run_ids) > 1 else ""

@@ -56,9 +56,9 @@ def check_config(cfg: DictConfig, tree: dict | None = None,
     require("trainer.device", lambda v: bool(DEVICE_PATTERN.match(str(v))),
             "allowed: auto, cpu, cuda, cuda:N, mps")
     resolve_device(str(cfg.trainer.device))
-    source = None if sources is None or tree is None else json.dumps(
-        tree["data"]["source"], sort_keys=True, default=str)
-    if source is None or source not in sources:
+    source = (json.dumps(tree["data"]["source"], sort_keys=True, default=str)
+              if sources is not None and tree is not None else None)
+    if sources is None or source is None or source not in sources:
         instantiate(cfg.data.source).check()
-        if source is not None:
+        if sources is not None and source is not None:
             sources.add(source)

@@ -37,6 +37,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="planned", node=Planned
 class PlannedSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None
+        assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
         jobs = [job for batch in self.split_arguments(overrides, None) for job in batch]
@@ -46,7 +47,8 @@ class PlannedSweeper(BasicSweeper):
         launch = sweep_dir / LAUNCH_FILE
         if launch.is_file():  # written by the sweep's start: the job numbers to launch
             jobs = [jobs[num] for num in json.loads(launch.read_text())]
-        returns, first = [], 0
+        returns: list = []
+        first = 0
         if not jobs:  # every job finished before: nothing to launch
             return returns
         for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
