@@ -27,7 +27,6 @@ from cifar_sweep.paging import all_runs
 from cifar_sweep.store import sqlite_file
 
 LAUNCH_FILE = "launched_jobs.json"  # in the sweep folder: the job numbers launched, in order
-REFERENCE_CHUNK = 200  # reference runs built and written at a time: each line printed once written
 
 
 @dataclass
@@ -96,15 +95,15 @@ class Plan:
         """A reference run for each job finished before or training elsewhere (what the job
         would have written itself, job.py's `_reference`), written in bulk (bulk_writes.py)."""
         from cifar_sweep import lineage
-        from cifar_sweep.bulk_writes import FinishedRun, write_finished
+        from cifar_sweep.bulk_writes import CHUNK, FinishedRun, write_finished
 
         common = {"git_commit": git_commit, "mlflow.source.name": "src/train.py", **owner,
                   **lineage.source_tags(git_commit), t.ROLE: t.ROLE_REFERENCE, t.PARENT: parent,
                   t.AHEAD: "true"}
         done = [j for j in self.jobs
                 if j.decision is not None and j.decision.action in (FINISHED, ELSEWHERE)]
-        for chunk in range(0, len(done), REFERENCE_CHUNK):
-            jobs, runs = done[chunk:chunk + REFERENCE_CHUNK], []
+        for chunk in range(0, len(done), CHUNK):  # one transaction each; its lines printed after it
+            jobs, runs = done[chunk:chunk + CHUNK], []
             for job in jobs:
                 original = job.decision.run
                 with self.configs.applied(job.overrides) as (cfg, choices):

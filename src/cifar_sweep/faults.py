@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def _gpu_out_of_memory(exc: BaseException) -> bool:
                                               or "MPS backend out of memory" in str(exc))
 
 
-def _folder_of(path: str | None, folders: list[tuple[str, Path]]) -> tuple[str, Path] | None:
+def _folder_of(path: str | None, folders: Sequence[tuple[str, Path]]) -> tuple[str, Path] | None:
     """The configured folder that holds `path` (the innermost one)."""
     if not path:
         return None
@@ -94,7 +94,7 @@ def _folder_of(path: str | None, folders: list[tuple[str, Path]]) -> tuple[str, 
     return max(inside, key=lambda sf: len(str(sf[1]))) if inside else None
 
 
-def _fullest(folders: list[tuple[str, Path]]) -> tuple[str, Path] | None:
+def _fullest(folders: Sequence[tuple[str, Path]]) -> tuple[str, Path] | None:
     """The configured folder with the least free space: where an ENOSPC without a path hit."""
     best = None
     for setting, folder in folders:
@@ -123,7 +123,7 @@ def _disk_fault(code: int, path: str | None, folders, store: bool = False) -> En
                             f"make {where} writable again and run the same command again")
 
 
-def classify(exc: BaseException, folders: list[tuple[str, Path]] | tuple[()] = (), device: str = "the GPU",
+def classify(exc: BaseException, folders: Sequence[tuple[str, Path]] = (), device: str = "the GPU",
              gpu_advice: str = "lower trainer.jobs_per_gpu or trainer.batch_size"
              ) -> EnvironmentFault | None:
     """The fault of the environment behind `exc` (anywhere in its chain of causes), or None when

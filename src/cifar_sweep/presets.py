@@ -4,6 +4,7 @@ adaptive seed budget and a sweep's end read a preset the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -18,7 +19,7 @@ STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hpo").glob("*.yaml"))
 
 
-def studies(overrides: list[str] | tuple[()] = ()) -> list[str]:
+def studies(overrides: Sequence[str] = ()) -> list[str]:
     """Our presets and those of the user's folders named by a `hydra.searchpath` override."""
     names = set(STUDIES)
     for folder in user_dirs(list(overrides)):
