@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from cifar_sweep.data import load_dataset, split_train_val
-from cifar_sweep.resources import peak_rss_mb, reset_peak_rss
-from cifar_sweep.runtime import resolve
-from cifar_sweep.training import build, train_epoch
+from cifar_sweep.train.loop import build, train_epoch
+from cifar_sweep.train.resources import peak_rss_mb, reset_peak_rss
+from cifar_sweep.train.runtime import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -21,10 +21,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from cifar_sweep import checkpoint
 from cifar_sweep.data import load_dataset
-from cifar_sweep.runtime import resolve
-from cifar_sweep.training import Progress, build, fit, training_state
+from cifar_sweep.train import checkpoint
+from cifar_sweep.train.loop import Progress, build, fit, training_state
+from cifar_sweep.train.runtime import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -41,8 +41,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from cifar_sweep.data import load_dataset
-from cifar_sweep.runtime import resolve
-from cifar_sweep.training import build, evaluate, train_epoch
+from cifar_sweep.train.loop import build, evaluate, train_epoch
+from cifar_sweep.train.runtime import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -37,10 +37,10 @@ def main() -> None:
     args = parser.parse_args()
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    from cifar_sweep import lineage
     from cifar_sweep.data import Dataset, Split
     from cifar_sweep.models import ModifiedNet
-    from cifar_sweep.tracking import open_experiment
+    from cifar_sweep.tracking import lineage
+    from cifar_sweep.tracking.runs import open_experiment
 
     tmp = Path(tempfile.mkdtemp())
     client, experiment_id = open_experiment(OmegaConf.create(

@@ -16,7 +16,7 @@ from collections import Counter
 
 from omegaconf import OmegaConf
 
-from cifar_sweep import tracking as t
+from cifar_sweep.tracking import runs as t
 
 
 def most_at_once(intervals: list[tuple[int, int]]) -> int:

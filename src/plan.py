@@ -3,7 +3,7 @@
     python src/plan.py ablation=lr trainer.seed=0,1,2      # the overrides you would give `-m`
     make plan ARGS='ablation=lr trainer.seed=0,1,2'
 
-Each job's line is the decision its run would act on (`cifar_sweep.decision.decide`): already
+Each job's line is the decision its run would act on (`cifar_sweep.plan.decision.decide`): already
 finished as run X / being trained elsewhere / continue run X from epoch k / train, or the one-line
 error that would stop it. A search's trials are chosen as it runs: it has no plan.
 """
@@ -21,11 +21,11 @@ def main(argv: list[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
 
-    from cifar_sweep import ahead
-    from cifar_sweep.config_dirs import config_dir_args
-    from cifar_sweep.override_check import problem
-    from cifar_sweep.sweep import _one_line, sweep_job_overrides, varying_keys
-    from cifar_sweep.tracking import open_store
+    from cifar_sweep.config.config_dirs import config_dir_args
+    from cifar_sweep.config.override_check import problem
+    from cifar_sweep.plan import ahead
+    from cifar_sweep.sweep.callback import _one_line, sweep_job_overrides, varying_keys
+    from cifar_sweep.tracking.runs import open_store
 
     line = problem(argv)  # Hydra's own mistakes, as train.py says them
     if line:
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
             base.hydra.overrides.task = list(argv)
         jobs = sweep_job_overrides(base)
         shown = varying_keys(jobs)
-        # the same bulk planning as the sweep's start (ahead.py): configs composed once per
+        # the same bulk planning as the sweep's start (cifar_sweep/plan/ahead.py): configs composed once per
         # choice of groups, each store asked a handful of queries for all its jobs
         plan = ahead.plan(lambda groups: compose("config", overrides=groups,
                                                  return_hydra_config=True),

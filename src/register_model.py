@@ -10,14 +10,14 @@ its test accuracy mean ± std. Load it with mlflow.pytorch.load_model("models:/<
 
 import sys
 
-from cifar_sweep import presets
-from cifar_sweep.presets import STUDIES
+from cifar_sweep.report import presets
+from cifar_sweep.report.presets import STUDIES
 
 
 def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
-    from cifar_sweep.models_registry import best_of_study, register_best
-    from cifar_sweep.tracking import open_store
+    from cifar_sweep.report.registry import best_of_study, register_best
+    from cifar_sweep.tracking.runs import open_store
 
     studies = [a.split("=", 1)[1] for a in argv if a.startswith("ablation=")]
     names = [a.split("=", 1)[1] for a in argv if a.startswith("name=")]

@@ -21,9 +21,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cifar_sweep.config_dirs import config_dir_args
-from cifar_sweep.presets import SEARCHES, by_experiment, compose_preset, studies
-from cifar_sweep.presets import study as preset_study
+from cifar_sweep.config.config_dirs import config_dir_args
+from cifar_sweep.report.presets import SEARCHES, by_experiment, compose_preset, studies
+from cifar_sweep.report.presets import study as preset_study
 
 OPTIONS = ("sweep", "experiment", "baseline", "where")
 
@@ -32,10 +32,10 @@ def _sweep_study(client, options: dict, overrides: list[str]):
     """A study for `sweep=` / `experiment=`: a preset's where the experiment is one's."""
     from mlflow.exceptions import MlflowException
 
-    from cifar_sweep import tracking as t
     from cifar_sweep.errors import UserInputError
-    from cifar_sweep.paging import all_experiments
-    from cifar_sweep.studies import Study
+    from cifar_sweep.report.studies import Study
+    from cifar_sweep.tracking import runs as t
+    from cifar_sweep.tracking.paging import all_experiments
 
     sweep, experiment = options.get("sweep"), options.get("experiment")
     if sweep and sweep != "latest":
@@ -95,8 +95,8 @@ def index_sweeps(base: Path) -> None:
 
 
 def _experiments_with_sweeps(client) -> list[str]:
-    from cifar_sweep import tracking as t
-    from cifar_sweep.paging import all_experiments
+    from cifar_sweep.tracking import runs as t
+    from cifar_sweep.tracking.paging import all_experiments
 
     out = []
     for exp in all_experiments(client):
@@ -137,9 +137,9 @@ def parse(argv: list[str]):
 
 def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
-    from cifar_sweep.search_table import trials_report
-    from cifar_sweep.studies import build_table
-    from cifar_sweep.tracking import open_store
+    from cifar_sweep.report.studies import build_table
+    from cifar_sweep.search.trials_table import trials_report
+    from cifar_sweep.tracking.runs import open_store
 
     argv, search_path = config_dir_args(argv)  # --config-dir DIR: a user's presets too
     parsed = parse(argv + search_path)
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
     words, targets, options, overrides = parsed
     out = Path("reports")
     if "models" in words or "all" in words:
-        from cifar_sweep.model_tables import models_report  # torchvision's models: only here
+        from cifar_sweep.report.model_tables import models_report  # torchvision's models: only here
 
         out.mkdir(exist_ok=True)
         (out / "models.md").write_text(models_report())

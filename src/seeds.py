@@ -23,10 +23,11 @@ def _train(*overrides: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from cifar_sweep import adaptive, config_dirs, presets
+    from cifar_sweep.config import config_dirs
     from cifar_sweep.errors import UserInputError
-    from cifar_sweep.studies import build_table
-    from cifar_sweep.tracking import open_store
+    from cifar_sweep.report import adaptive_seeds, presets
+    from cifar_sweep.report.studies import build_table
+    from cifar_sweep.tracking.runs import open_store
 
     argv, search_path = config_dirs.config_dir_args(argv)  # --config-dir DIR: a user's presets too
     argv += search_path
@@ -37,16 +38,16 @@ def main(argv: list[str]) -> int:
         print(f"error: ablation={'/'.join(studies) or '(none)'} is invalid: allowed: one of "
               f"{', '.join(presets.studies(argv))}", file=sys.stderr)
         return 2
-    if len(caps) > 1 or (caps and not (caps[0].isdigit() and int(caps[0]) > adaptive.FIRST_ROUND)):
+    if len(caps) > 1 or (caps and not (caps[0].isdigit() and int(caps[0]) > adaptive_seeds.FIRST_ROUND)):
         print(f"error: cap={caps[-1]} is invalid: allowed: an integer above "
-              f"{adaptive.FIRST_ROUND}", file=sys.stderr)
+              f"{adaptive_seeds.FIRST_ROUND}", file=sys.stderr)
         return 2
     if any(o.startswith("trainer.seed=") for o in overrides):
         print("error: trainer.seed is set by the adaptive budget: leave it out", file=sys.stderr)
         return 2
-    name, cap = studies[0], int(caps[0]) if caps else adaptive.CAP
+    name, cap = studies[0], int(caps[0]) if caps else adaptive_seeds.CAP
     common = [f"ablation={name}", "study.seeds=auto", *overrides]
-    first = ",".join(str(s) for s in range(adaptive.FIRST_ROUND))
+    first = ",".join(str(s) for s in range(adaptive_seeds.FIRST_ROUND))
     status = _train(*common, f"trainer.seed={first}")
     if status != 0:
         return status
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> int:
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    rounds = adaptive.second_round(table, cap)
+    rounds = adaptive_seeds.second_round(table, cap)
     axis = table.selection.axes[0] if table.selection.axes else ""
     if not rounds:
         print("adaptive seeds: every comparison is decided with 3 seeds (or none can be)")
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
         print(f"adaptive seeds: {', '.join(values[1:])} (and the baseline {values[0]}) up to "
               f"{target} seeds: the seeds cannot yet tell them from the baseline")
         status = _train(*common, f"{axis}={','.join(values)}",
-                        f"trainer.seed={','.join(str(s) for s in range(adaptive.FIRST_ROUND, target))}")
+                        f"trainer.seed={','.join(str(s) for s in range(adaptive_seeds.FIRST_ROUND, target))}")
         if status != 0:
             return status
     return subprocess.run([sys.executable, str(SRC / "report.py"), f"ablation={name}",

@@ -9,11 +9,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
-    from cifar_sweep.job import JobResult
+    from cifar_sweep.job.steps import JobResult
 
 
 def _concurrent_jobs(device: str = "auto", jobs_per_gpu: int = 1) -> int:
-    from cifar_sweep.runtime import concurrent_jobs  # here, so that `--help` stays fast
+    from cifar_sweep.train.runtime import concurrent_jobs  # here, so that `--help` stays fast
 
     return concurrent_jobs(device, jobs_per_gpu)
 
@@ -39,13 +39,13 @@ def _check_extras(argv: list[str]) -> None:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> "JobResult":
-    from cifar_sweep.job import run_job  # imported here so that `--help` stays fast
+    from cifar_sweep.job.steps import run_job  # imported here so that `--help` stays fast
 
     return run_job(cfg)
 
 
 def _check_overrides(argv: list[str]) -> None:
-    from cifar_sweep.override_check import problem  # Hydra's mistakes, before Hydra composes
+    from cifar_sweep.config.override_check import problem  # Hydra's mistakes, before Hydra composes
 
     line = problem(argv)
     if line:

@@ -4,7 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from cifar_sweep.sweep import sweep_job_overrides
+from cifar_sweep.sweep.callback import sweep_job_overrides
 from conftest import ROOT
 
 

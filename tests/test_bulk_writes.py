@@ -9,9 +9,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep import bulk_writes
-from cifar_sweep.bulk_writes import FinishedRun, write_finished
-from cifar_sweep.store import prepare_sqlite
+from cifar_sweep.tracking import bulk_writes
+from cifar_sweep.tracking.bulk_writes import FinishedRun, write_finished
+from cifar_sweep.tracking.store import prepare_sqlite
 
 
 def _client(tmp_path, name: str) -> tuple[MlflowClient, str]:

@@ -374,7 +374,7 @@ JOB_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BAC
 
 
 def load_worker(uri: str, experiment_id: str, index: int, epochs: int, folder: str) -> None:
-    """One job's logging, as job.py does it, without the training: a run with its params, one
+    """One job's logging, as job/steps.py does it, without the training: a run with its params, one
     log_batch per epoch (6 metrics and the heartbeat tags), a few artifacts, then FINISHED."""
     from mlflow.entities import Metric, Param, RunTag
 

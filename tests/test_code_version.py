@@ -12,7 +12,7 @@ from conftest import ROOT
 PARTS = """
 import json, sys
 from hydra import compose, initialize_config_dir
-from cifar_sweep import code_version
+from cifar_sweep.plan import code_version
 out = {}
 with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
     for model in ("modified_net", "origin_net"):
@@ -79,7 +79,7 @@ def test_comments_docstrings_and_formatting_change_nothing(original, tmp_path):
          '"""Another docstring."""  # and a comment')
     edit(folder, "models.py", "        return self.classifier(self.features(x))",
          "        # why: a comment\n        return self.classifier(\n            self.features(x)\n        )")
-    edit(folder, "training.py", "def fit(", "# a comment above\n\n\ndef fit(")
+    edit(folder, "train/loop.py", "def fit(", "# a comment above\n\n\ndef fit(")
     assert parts_of(folder) == original
 
 
@@ -123,7 +123,7 @@ def test_code_parts_are_unchanged(choice, monkeypatch):
     turn every finished run into an old code version."""
     from hydra import compose, initialize_config_dir
 
-    from cifar_sweep import code_version
+    from cifar_sweep.plan import code_version
     monkeypatch.setattr(code_version, "_version", lambda package: "X")
     code_version.part_hash.cache_clear()
     try:

@@ -6,8 +6,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from cifar_sweep.config.validate import check_config
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.validate import check_config
 from conftest import ROOT
 
 CONF = ROOT / "conf"

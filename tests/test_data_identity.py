@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from cifar_sweep import data
 from cifar_sweep.data import Cifar10Source, ImageFolderSource, SyntheticSource, load_dataset
-from cifar_sweep.identity import config_hash, setting_hash
+from cifar_sweep.plan.identity import config_hash, setting_hash
 from conftest import ROOT
 
 # computed by the pre-split code (commit d04a399); must never change

@@ -44,7 +44,7 @@ elif fault.startswith("oom:"):  # oom:<job>:<epoch>: that job's epoch runs out o
     import torch
     from hydra.core.hydra_config import HydraConfig
 
-    import cifar_sweep.training as training
+    import cifar_sweep.train.loop as training
 
     job, epoch = (int(x) for x in fault.split(":")[1:])
     real, calls = training.train_epoch, {}

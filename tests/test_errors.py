@@ -49,7 +49,7 @@ def test_the_plan_says_hydras_mistake_once(project):
 ])
 def test_what_the_config_allows_passes_the_check(overrides):
     """The check refuses only mistakes: a sweep, a null option, an added key, a free-form one."""
-    from cifar_sweep.override_check import problem
+    from cifar_sweep.config.override_check import problem
 
     assert problem(overrides) is None
 
@@ -131,7 +131,7 @@ def test_sigterm_leaves_the_run_killed_not_running(project):
 
 def test_a_users_own_options_are_options(tmp_path):
     """A user's folder (`--config-dir`, or `hydra.searchpath`) adds its options to our groups."""
-    from cifar_sweep.override_check import problem
+    from cifar_sweep.config.override_check import problem
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "mynet.yaml").write_text("_target_: mynet.MyNet\nwidth: 8\n")

@@ -142,7 +142,7 @@ def test_cpu_sweep_on_a_gpu_host_never_initialises_cuda_and_runs_a_job_per_core(
         assert "cuda_rng" not in torch.load(ckpt, weights_only=True)
 
 
-HOLD = "from cifar_sweep import gpu_slots as g; import sys, time; from pathlib import Path; " \
+HOLD = "from cifar_sweep.train import gpu_slots as g; import sys, time; from pathlib import Path; " \
        "print(g.take(sys.argv[1].split(','), int(sys.argv[2]), Path(sys.argv[3])), flush=True); " \
        "time.sleep(120)"
 
@@ -166,7 +166,7 @@ def test_gpu_slots_go_to_the_least_loaded_gpu_and_free_when_a_job_dies(tmp_path)
         holders[0].kill()  # the job on a dies
         holders[0].wait()
         deadline = time.time() + 10
-        from cifar_sweep import gpu_slots
+        from cifar_sweep.train import gpu_slots
         while gpu_slots.live_jobs(folder, "a") and time.time() < deadline:
             time.sleep(0.1)
         assert [gpu_slots.live_jobs(folder, g) for g in "abc"] == [0, 2, 1]

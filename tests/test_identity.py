@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 from mlflow.entities import Run, RunData, RunInfo, RunTag
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep import tracking as t
-from cifar_sweep.identity import NOT_RESULT_KEYS, config_hash, setting_hash
-from cifar_sweep.lifecycle import HEARTBEAT_FLOOR_S, _process_start, close_ghosts, why_dead
+from cifar_sweep.plan.identity import NOT_RESULT_KEYS, config_hash, setting_hash
+from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking.lifecycle import HEARTBEAT_FLOOR_S, _process_start, close_ghosts, why_dead
 from conftest import ROOT
 
 BASE = ["data=synthetic"]

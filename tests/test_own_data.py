@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_sweep import data, safe_pickle
-from cifar_sweep.data import Cifar10Source, Cifar100Source, load_dataset
+from cifar_sweep import data
+from cifar_sweep.data import Cifar10Source, Cifar100Source, load_dataset, safe_pickle
 from cifar_sweep.errors import UserInputError
 
 FINE = [f"fine{i}" for i in range(100)]  # not CIFAR-100's names: the test sees they come from meta

@@ -13,8 +13,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from cifar_sweep import model_build
 from cifar_sweep.errors import UserInputError
+from cifar_sweep.train import model_build
 from conftest import FAST, ROOT
 
 PAGE = ROOT / "docs" / "own-model.md"

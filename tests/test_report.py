@@ -231,7 +231,7 @@ def test_paper_figures_and_a_parent_run_that_compares_its_rows(project):
 
 
 def test_latex_escapes_each_character_once_and_code_becomes_texttt():
-    from cifar_sweep.tables import _tex, plural
+    from cifar_sweep.report.writers import _tex, plural
 
     assert _tex("Sweep `cifar_sweep` at 10.00% ≥ chance † a_b & #1") == (
         "Sweep \\texttt{cifar\\_sweep} at 10.00\\% $\\geq$ chance \\textsuperscript{\\dag} "

@@ -8,8 +8,9 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep import bulk_runs, results
-from cifar_sweep import tracking as t
+from cifar_sweep import results
+from cifar_sweep.tracking import bulk_runs
+from cifar_sweep.tracking import runs as t
 
 ODD_TEXT = 'a "quoted" value,\nover two lines: ±Δ \\ {}'  # as JSON must carry it
 

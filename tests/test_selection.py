@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
+from cifar_sweep.report.selection import choose, describe_left_out
+from cifar_sweep.report.statistics import compare, holm, judge, seeds_needed
 from cifar_sweep.results import _frame
-from cifar_sweep.selection import choose, describe_left_out
-from cifar_sweep.statistics import compare, holm, judge, seeds_needed
 
 T0 = pd.Timestamp("2026-01-01")
 
@@ -135,8 +135,8 @@ def test_seeds_needed_matches_the_textbook_power():
 
 
 def test_the_second_round_adds_seeds_to_undecided_rows_and_the_baseline_only():
-    from cifar_sweep.adaptive import second_round
-    from cifar_sweep.studies import Study, Table, records
+    from cifar_sweep.report.adaptive_seeds import second_round
+    from cifar_sweep.report.studies import Study, Table, records
 
     accuracy = {"0.005": [0.50, 0.60, 0.55],   # the baseline
                 "0.01": [0.70, 0.81, 0.74],    # clearly better: decided
@@ -190,7 +190,7 @@ def test_a_table_of_rows_of_many_shapes_is_judged_as_each_row_alone():
 
 
 def test_the_seeds_for_many_rows_are_those_of_each_row_alone():
-    from cifar_sweep.statistics import seeds_needed_all
+    from cifar_sweep.report.statistics import seeds_needed_all
 
     diffs, sds = [1.0, 0.0, 0.3, 2.5, 0.01, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, float("nan")]
     for paired in (True, False):

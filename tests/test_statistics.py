@@ -26,10 +26,10 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from cifar_sweep import results
-from cifar_sweep.adaptive import second_round
+from cifar_sweep.report.adaptive_seeds import second_round
+from cifar_sweep.report.selection import choose
+from cifar_sweep.report.studies import Study, Table, cells, records
 from cifar_sweep.results import _frame
-from cifar_sweep.selection import choose
-from cifar_sweep.studies import Study, Table, cells, records
 
 RNG_SEED = 20251202
 TABLES = 15
@@ -307,7 +307,7 @@ def test_our_stdev_and_variance_are_pythons_to_the_last_bit():
     import random
     import statistics as stdlib
 
-    from cifar_sweep.statistics import stdev, variance
+    from cifar_sweep.report.statistics import stdev, variance
 
     rng = random.Random(0)
     samples = [[0.7, 0.7], [0.1, 0.2, 0.3], [1e-300, 2e-300], [5e-324, 1e-323, 0.0], [1e300, -1e300],

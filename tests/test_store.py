@@ -87,8 +87,8 @@ def test_read_only_store_folder_is_one_line_and_no_run(project):
 
 def test_read_only_store_message(tmp_path, monkeypatch):
     """The same check in-process, where the test cannot make a folder unwritable (as root)."""
-    from cifar_sweep import store
     from cifar_sweep.errors import UserInputError
+    from cifar_sweep.tracking import store
 
     monkeypatch.setattr(store.os, "access", lambda path, mode: False)
     with pytest.raises(UserInputError, match=r"^tracking.uri=s is not writable: cannot write in "

@@ -32,7 +32,7 @@ def _hydra(overrides):
 
 
 def test_job_configs_are_what_hydra_composes():
-    from cifar_sweep.job_configs import JobConfigs
+    from cifar_sweep.plan.job_configs import JobConfigs
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
@@ -89,10 +89,10 @@ def _plan_cost(tmp_path, n: int) -> float:
     decide and write the finished half's reference runs: what a sweep's start does."""
     from mlflow.tracking import MlflowClient
 
-    from cifar_sweep import ahead
-    from cifar_sweep import tracking as t
-    from cifar_sweep.job_configs import JobConfigs
-    from cifar_sweep.sweep import _one_line
+    from cifar_sweep.plan import ahead
+    from cifar_sweep.plan.job_configs import JobConfigs
+    from cifar_sweep.sweep.callback import _one_line
+    from cifar_sweep.tracking import runs as t
 
     store = tmp_path / f"store{n}"
     base = ["data=synthetic", "data.source.num_train=100", "data.source.num_test=50",

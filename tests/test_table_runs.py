@@ -7,10 +7,10 @@ import pytest
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep import bulk_runs, paging
-from cifar_sweep import tracking as t
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.studies import Study, build_table
+from cifar_sweep.report.studies import Study, build_table
+from cifar_sweep.tracking import bulk_runs, paging
+from cifar_sweep.tracking import runs as t
 from conftest import ROOT
 
 REPORT = ROOT / "src" / "report.py"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
+from cifar_sweep.config.validate import check_config
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.validate import check_config
 from conftest import ROOT
 
 CONF = ROOT / "conf"

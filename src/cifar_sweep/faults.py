@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from cifar_sweep.store import sqlite_file
+from cifar_sweep.tracking.store import sqlite_file
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL in sysexits.h: a temporary failure, try again later
 STOP_FILE = "stopped_by_environment.json"  # in the sweep folder (hydra.sweep.dir)

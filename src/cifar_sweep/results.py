@@ -15,11 +15,11 @@ from __future__ import annotations
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep import bulk_runs
-from cifar_sweep import tracking as t
-from cifar_sweep.identity import SEED_KEY
-from cifar_sweep.paging import all_runs
-from cifar_sweep.store import sqlite_file
+from cifar_sweep.plan.identity import SEED_KEY
+from cifar_sweep.tracking import bulk_runs
+from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking.paging import all_runs
+from cifar_sweep.tracking.store import sqlite_file
 
 # columns made from tags: (column, tag)
 TAG_COLUMNS = [
@@ -122,7 +122,7 @@ def _runs_by_id(client: MlflowClient, run_ids: list[str], chunk: int = 500) -> d
     baseline is another experiment's run): not a get_run per run."""
     if not run_ids:
         return {}
-    from cifar_sweep.lifecycle import active_experiments
+    from cifar_sweep.tracking.lifecycle import active_experiments
 
     experiments = active_experiments(client)
     out = {}
@@ -186,7 +186,7 @@ def compare(frame: pd.DataFrame, by: str, baseline: str, metric: str = "test_acc
     table."""
     from dataclasses import asdict
 
-    from cifar_sweep.statistics import judge
+    from cifar_sweep.report.statistics import judge
 
     done = frame[frame.status == "FINISHED"].sort_values("start_time", ascending=False)
     by_value = {str(value): dict(zip(group.seed.astype(str), group[metric]))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cifar_sweep import safe_pickle
+from cifar_sweep.data import safe_pickle
 from cifar_sweep.data.cache import _content_digest, _reason, _stat
 from cifar_sweep.data.tensors import Split
 from cifar_sweep.errors import UserInputError

@@ -10,9 +10,9 @@ more on a re-run. Here, on current Optuna's ask/tell API:
   `n_trials` in all; several commands on one storage share the work (docs/search.md): each keeps
   a heartbeat on its trials, and a trial whose command died is failed and its parameters asked
   again, at most `max_retries` times (its MLflow run continues from its checkpoint: same config,
-  same run); `cifar_sweep.hpo_workers`;
+  same run); `cifar_sweep.search.workers`;
 - a failed trial (NaN loss, an error) is told FAIL and the study goes on;
-- jobs report validation accuracy each epoch to their trial (`cifar_sweep.hpo`), and the
+- jobs report validation accuracy each epoch to their trial (`cifar_sweep.search.optuna_study`), and the
   pruner (median or successive halving) stops bad ones early: they are told PRUNED.
 """
 
@@ -78,12 +78,12 @@ class OptunaStudySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        from cifar_sweep import hpo, hpo_workers
+        from cifar_sweep.search import optuna_study, workers
 
         s = self.settings
-        study = hpo.open_study(s["study_name"], s["storage"], s["direction"], s["seed"],
+        study = optuna_study.open_study(s["study_name"], s["storage"], s["direction"], s["seed"],
                                OmegaConf.to_container(OmegaConf.create(s["pruner"])))
-        space = hpo.distributions(OmegaConf.to_container(OmegaConf.create(s["space"])))
+        space = optuna_study.distributions(OmegaConf.to_container(OmegaConf.create(s["space"])))
         for params in OmegaConf.to_container(OmegaConf.create(s["enqueue"])):
             study.enqueue_trial(params, skip_if_exists=True)
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -94,16 +94,16 @@ class OptunaStudySweeper(Sweeper):
             n_jobs = int(self.config.hydra.launcher.get("n_jobs") or 1)
             per_launch = 2 * n_jobs if n_jobs > 1 else 1
         job_index, waiting_said = 0, False
-        with hpo_workers.Heartbeats(study, s["heartbeat_interval"]) as beats:
+        with workers.Heartbeats(study, s["heartbeat_interval"]) as beats:
             while True:
                 # count and ask under the lock: commands on one storage ask n_trials in all
-                with hpo_workers.ask_lock(s["storage"]):
-                    hpo_workers.fail_stale(study, s["grace_period"], s["max_retries"])
-                    others = hpo_workers.running(study)  # other commands' trials in flight
-                    left = s["n_trials"] - hpo_workers.trials_ended(study) - others
+                with workers.ask_lock(s["storage"]):
+                    workers.fail_stale(study, s["grace_period"], s["max_retries"])
+                    others = workers.running(study)  # other commands' trials in flight
+                    left = s["n_trials"] - workers.trials_ended(study) - others
                     trials = []
                     for _ in range(min(per_launch, max(left, 0))):
-                        hpo_workers.reseed(study.sampler, s["seed"], len(study.get_trials(False)))
+                        workers.reseed(study.sampler, s["seed"], len(study.get_trials(False)))
                         trials.append(study.ask(space))
                         beats.add(trials[-1])
                 if not trials:
@@ -122,14 +122,14 @@ class OptunaStudySweeper(Sweeper):
                 try:
                     results = self.launcher.launch(batch, initial_job_idx=job_index)
                 except BaseException:  # Ctrl-C, kill: the next command asks them again
-                    hpo_workers.requeue(study, trials)
+                    workers.requeue(study, trials)
                     raise
                 job_index += len(batch)
                 for trial, result in zip(trials, results):
-                    hpo.tell(study, trial, result, s["metric"])
+                    optuna_study.tell(study, trial, result, s["metric"])
                     beats.discard(trial)
-        from cifar_sweep.sweep import parent_run_id
-        from cifar_sweep.tracking import open_store
+        from cifar_sweep.sweep.callback import parent_run_id
+        from cifar_sweep.tracking.runs import open_store
 
-        hpo.summarise(study, open_store(self.config.tracking), parent_run_id(str(sweep_dir)),
+        optuna_study.summarise(study, open_store(self.config.tracking), parent_run_id(str(sweep_dir)),
                       s["metric"])

@@ -1,8 +1,8 @@
 """`hydra/sweeper=planned` (config.yaml's default): Hydra's basic sweeper (the cartesian product
 of the overrides' values, `hydra.sweeper.params` first) that launches only the jobs the sweep's
-start (cifar_sweep/sweep.py, ahead.py) left to train: those finished before, or training
-elsewhere, have their reference runs already. The launcher numbers the jobs it is given; each job
-reads its number in the whole sweep back from the sweep folder (ahead.original_job_num).
+start (cifar_sweep/sweep/callback.py, cifar_sweep/plan/ahead.py) left to train: those finished
+before, or training elsewhere, have their reference runs already. The launcher numbers the jobs
+it is given; each job reads its number in the whole sweep back from the sweep folder (ahead.original_job_num).
 
 Unlike the basic sweeper it does not compose every job's config again before launching it: the
 sweep's start has composed and checked each one (ahead.plan).
@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-LAUNCH_FILE = "launched_jobs.json"  # cifar_sweep.ahead.LAUNCH_FILE (not imported: see above)
+LAUNCH_FILE = "launched_jobs.json"  # cifar_sweep.plan.ahead.LAUNCH_FILE (not imported: see above)
 
 
 @dataclass

@@ -79,7 +79,7 @@ def wait_for(jobs: list, names: list[str], overrides: list[list[str]],
     queue without one, a JobReturn of None (a failed job, to the sweepers) and one line."""
     from submitit.core.utils import pickle_load
 
-    from cifar_sweep import slurm
+    from cifar_sweep.sweep import slurm
 
     returns: list[JobReturn | None] = [None] * len(jobs)
     left = dict(enumerate(jobs))

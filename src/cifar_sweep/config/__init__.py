@@ -1,0 +1,1 @@
+"""A config's checks: the structured schema, value checks, override lines, config folders."""

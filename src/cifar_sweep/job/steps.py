@@ -1,0 +1,347 @@
+"""One job of `src/train.py`, in a handful of steps: check and load; decide what it will do
+(`decision.py`: already finished, training elsewhere, continue from a checkpoint, train); then
+skip it, leave a reference to the run that holds it, or train, evaluate on the test set and log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_sweep import faults
+from cifar_sweep.config.validate import check_config
+from cifar_sweep.data import Dataset, load_dataset
+from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError, Yielded
+from cifar_sweep.job import epoch_hooks, wrap_up
+from cifar_sweep.plan import ahead
+from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify
+from cifar_sweep.sweep.callback import parent_run_id
+from cifar_sweep.tracking import lifecycle, lineage, store
+from cifar_sweep.tracking import runs as t
+from cifar_sweep.train import checkpoint, model_build, runtime
+from cifar_sweep.train.loop import Progress, build, fit, restore
+from cifar_sweep.train.resources import reset_peak_rss
+
+log = logging.getLogger("cifar_sweep")
+
+
+@dataclass
+class JobResult:
+    """What a job hands back to its sweeper (the Optuna sweeper reads it)."""
+
+    state: str  # finished, pruned, failed; stopped (a fault of the environment), not started
+    metrics: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
+    run_id: str | None = None
+
+
+FAILED = JobResult("failed")
+
+
+@dataclass
+class Job:
+    """A checked job and what it runs with: settled once, read by every step below."""
+
+    cfg: DictConfig
+    hydra: object
+    multirun: bool
+    started: float
+    rt: runtime.Runtime
+    dataset: Dataset
+    client: object
+    experiment_id: str
+    identity: Identity
+    parent: str | None
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+
+    def checkpoint_path(self, run_id: str):
+        return checkpoint.path_for(self.cfg.checkpoint.dir, self.identity.config_hash, run_id)
+
+
+def run_job(cfg: DictConfig) -> JobResult:
+    """Check and load; decide; act. In a sweep a failure is logged and returned, and the other
+    jobs go on; alone, it exits non-zero. A fault of the environment (a full disk, GPU memory)
+    stops the sweep: the later jobs do not start (faults.py)."""
+    started = time.perf_counter()
+    reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
+    hydra = HydraConfig.get()
+    multirun = hydra.mode == RunMode.MULTIRUN
+    if multirun:  # the launcher numbers the jobs it launched: the number in the whole sweep
+        ahead.restore_job_num(hydra)
+    if multirun:  # parallel jobs' lines interleave: say whose each one is
+        _prefix_log_lines(f"#{hydra.job.num} ")
+        if faults.sweep_stopped(hydra.sweep.dir):  # a full disk, GPU memory: see faults.py
+            log.info("not started: the sweep stopped on a fault of the environment")
+            return JobResult("not started")
+    job = _prepare(cfg, hydra, multirun, started)
+    if isinstance(job, JobResult):
+        return job
+    lifecycle.close_ghosts(job.client, [job.experiment_id])
+    decision = decide(cfg, job.identity, job.client, job.experiment_id)
+    claim = nullcontext()
+    if decision.action == CONTINUE:  # one job continues a run: the others see it held
+        claim = checkpoint.claim(job.checkpoint_path(decision.run.info.run_id))
+        if claim is None:
+            decision = Decision(ELSEWHERE, decision.run, note="continued by another job")
+    if decision.note:
+        log.info(decision.note)
+    if decision.action in (FINISHED, ELSEWHERE):
+        return _reference(job, decision)
+    with claim:
+        return _train(job, decision)
+
+
+def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | JobResult:
+    """The checks, the runtime, the data and the store: a bad value is one line, exit 2 (alone)
+    or a failed job (in a sweep: the others run, the sweep's exit status reports it)."""
+    try:
+        check_config(cfg)
+        rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
+                             int(hydra.job.num or 0) if multirun else 0)
+        dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
+        if not multirun:  # a sweep's preflight checked each model on its data, once
+            model_build.check_job(cfg, dataset)
+        client, experiment_id = t.open_experiment(cfg.tracking)
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if multirun:
+            return FAILED
+        sys.exit(2)
+    identity = identify(cfg, dataset.fingerprint, rt.device.type, rt.precision)
+    parent = parent_run_id(hydra.sweep.dir) if multirun else None
+    name, tags = _name_and_tags(cfg, hydra, rt, dataset, client, parent)
+    tags.update(identity.tags())
+    params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
+    return Job(cfg, hydra, multirun, started, rt, dataset, client, experiment_id, identity, parent,
+               name, tags, params)
+
+
+def _reference(job: Job, decision: Decision) -> JobResult:
+    """Train nothing. In a sweep, a reference run stands for the run that holds this config."""
+    original = decision.run
+    log.info("%s (%s)%s", decision.line(job.cfg.trainer.epochs), original.info.run_name,
+             "; trainer.rerun=true trains it again" if decision.action == FINISHED else "")
+    if job.parent:
+        why = "done before" if decision.action == FINISHED else "training elsewhere"
+        t.log_reference(job.client, job.experiment_id, f"{job.name} ({why})", job.tags,
+                        job.params, original, job.cfg.trainer.epochs)
+        _log_sweep_progress(job)
+    return JobResult("finished", dict(original.data.metrics), job.cfg.trainer.epochs,
+                     original.info.run_id)
+
+
+def _train(job: Job, decision: Decision) -> JobResult:
+    """Train (anew, or from the decision's checkpoint), evaluate, log; every way it can end."""
+    cfg, client = job.cfg, job.client
+    resume = decision.run if decision.action == CONTINUE else None
+    reporter = _trial_reporter(job)
+    folders, gpu_advice = faults.write_folders(cfg), _gpu_advice(cfg, job.multirun)
+    run_id = None
+    lock = store.claim_lock(client.tracking_uri) if resume is None else None
+    try:
+        with t.tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
+                           params=job.params, resume_id=resume and resume.info.run_id,
+                           lock=lock) as run_id:
+            if resume is None:  # two commands with one config: the first run created trains
+                try:
+                    _claim(job, run_id, locked=lock is not None)
+                finally:
+                    if lock is not None:
+                        lock.release()
+            log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, job.name,
+                     job.rt.device, job.rt.threads, job.dataset.fingerprint, job.dataset.cache,
+                     job.identity.config_hash, _continuing(decision.state, cfg.trainer.epochs))
+            with faults.as_environment_fault(folders, str(job.rt.device), gpu_advice), \
+                    lineage.recorded(cfg, client, run_id, job.dataset,
+                                     resumed=decision.state is not None):
+                summary = _fit_and_log(job, run_id, decision.state, reporter)
+    except Yielded as exc:  # another command trains this config: stand aside
+        t.yield_run(client, run_id, exc.winner.info.run_id, reference=bool(job.parent))
+        if job.parent:
+            _log_sweep_progress(job)
+        log.info("%s (%s)", Decision(ELSEWHERE, exc.winner).line(0), exc.winner.info.run_name)
+        return JobResult("finished", {}, 0, exc.winner.info.run_id)
+    except Pruned as exc:  # the run is KILLED with the reason; nothing to continue
+        checkpoint.remove(job.checkpoint_path(run_id))
+        log.info("run %s: %s", run_id, exc)
+        return JobResult("pruned", epochs=exc.epoch, run_id=run_id)
+    except t.TrackingServerLost as exc:  # its checkpoint stays: the same command continues it
+        print(f"error: {exc}", file=sys.stderr)
+        if job.multirun:  # the later jobs would fail the same way: the sweep stops, as on a full disk
+            faults.stop_sweep(job.hydra.sweep.dir, faults.server_lost(str(cfg.tracking.uri)),
+                              f"#{job.hydra.job.num}")
+            return JobResult("stopped", run_id=run_id)
+        sys.exit(1)
+    except Exception as exc:
+        return _ended_by(job, exc, run_id, folders, gpu_advice)
+    if not cfg.checkpoint.keep:
+        checkpoint.remove(job.checkpoint_path(run_id))
+    if job.parent:
+        _log_sweep_progress(job)
+    return JobResult("finished", summary, cfg.trainer.epochs, run_id)
+
+
+def _trial_reporter(job: Job):
+    """A trial of an Optuna study reports every epoch to it (and may be pruned); else None."""
+    if job.cfg.optuna_trial is None:
+        return None
+    from cifar_sweep.search.optuna_study import TrialReporter
+
+    return TrialReporter(job.hydra.sweeper, int(job.cfg.optuna_trial))
+
+
+def _claim(job: Job, run_id: str, locked: bool) -> None:
+    """Raise Yielded where another live run of this config and code was created first.
+    `locked`: this run was created and checks under the store's claim lock, so any other live
+    run was written before it and wins; on a server, the first started wins."""
+    live = lifecycle.live_runs(job.client, job.experiment_id, job.identity.config_hash,
+                               job.identity.code_version)
+    first = next((r for r in live if r.info.run_id != run_id), None) if locked else \
+        (live[0] if live else None)
+    if first is not None and first.info.run_id != run_id:
+        raise Yielded(first)
+
+
+def _ended_by(job: Job, exc: Exception, run_id, folders, gpu_advice) -> JobResult:
+    """A fault of the environment or a time limit: KILLED, its checkpoint kept, continued by the
+    same command. Anything else: FAILED (a checkpoint of a failed run is no use)."""
+    fault = faults.classify(exc, folders, str(job.rt.device), gpu_advice)
+    if fault is not None:
+        return _stopped_by_environment(fault, run_id,
+                                       job.checkpoint_path(run_id) if run_id else None,
+                                       job.hydra if job.multirun else None)
+    if t.out_of_time(exc):
+        print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
+        if job.multirun:
+            return FAILED
+        sys.exit(1)
+    if run_id:
+        checkpoint.remove(job.checkpoint_path(run_id))
+    reason = f"{type(exc).__name__}: {exc}"
+    if job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
+        log.error("run %s failed: %s", run_id, reason)
+        _log_sweep_progress(job, failed=True)
+        return JobResult("failed", run_id=run_id)
+    if isinstance(exc, NonFiniteLossError):
+        print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
+        sys.exit(1)
+    raise exc
+
+
+def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[str, float]:
+    """Build, continue from `state` if given, fit with the epoch hooks, test and log."""
+    cfg, client = job.cfg, job.client
+    parts = build(model_build.for_build(cfg), job.dataset, job.rt)
+    progress, seconds_before = None, 0.0
+    if state is not None:  # continue where the checkpoint stands
+        progress = restore(parts, state)
+        seconds_before = state["job_seconds"]
+        _log_missing_epochs(client, run_id, progress)
+    if job.rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(job.rt.device)
+    shown = epoch_hooks.ShowProgress(cfg.trainer.epochs, progress.epoch if progress else 0)
+    after_epoch = epoch_hooks.chain(
+        epoch_hooks.SaveCheckpoint(job.checkpoint_path(run_id), parts, seconds_before,
+                                   job.started),
+        epoch_hooks.LogMetrics(client, run_id), shown,
+        epoch_hooks.ReportToTrial(reporter) if reporter else None)
+    result = fit(parts, cfg.trainer.epochs, progress, after_epoch)
+    shown.close()
+    summary = wrap_up.test_and_log(cfg, parts, job.dataset, result, client, run_id)
+    summary["total_seconds"] = seconds_before + time.perf_counter() - job.started
+    t.log_metrics(client, run_id, summary, cfg.trainer.epochs)
+    log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
+             result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
+    return summary
+
+
+def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:
+    """Log the epochs the checkpoint holds but the store lacks (a kill between the two writes),
+    so that every epoch is logged exactly once."""
+    logged = t.logged_steps(client, run_id, "val_accuracy")
+    for epoch in range(1, progress.epoch + 1):
+        if epoch not in logged:
+            t.log_metrics(client, run_id, {k: v[epoch - 1] for k, v in progress.history.items()},
+                          epoch)
+
+
+def _continuing(state: dict | None, epochs: int) -> str:
+    if state is None:
+        return ""
+    done = state["progress"]["epoch"]
+    if done >= epochs:  # its results could not be written (a full disk): they are now
+        return f", trained ({done} epochs): evaluating and logging it from its checkpoint"
+    return f", continuing from epoch {done + 1}"
+
+
+def _gpu_advice(cfg, multirun: bool) -> str:
+    batch = f"trainer.batch_size (now {cfg.trainer.batch_size}: a new batch size starts anew)"
+    if multirun:
+        return f"lower trainer.jobs_per_gpu (now {cfg.trainer.jobs_per_gpu}) or {batch}"
+    return f"free the GPU of other processes or lower {batch}"
+
+
+def _stopped_by_environment(fault, run_id, checkpoint_path, hydra) -> JobResult:
+    """One line for the run; in a sweep, the marker that keeps the later jobs from starting;
+    alone, exit EXIT_STOPPED."""
+    if run_id is None:
+        kept = "no run was created"
+    elif checkpoint_path is not None and checkpoint_path.is_file():
+        kept = f"run {run_id} stopped, its checkpoint kept"
+    else:  # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
+        kept = f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
+    print(f"error: stopped by the environment: {fault}; {kept}; {fault.advice}", file=sys.stderr)
+    if hydra is None:
+        sys.exit(faults.EXIT_STOPPED)
+    faults.stop_sweep(hydra.sweep.dir, fault, f"#{hydra.job.num}")
+    return JobResult("stopped", run_id=run_id)
+
+
+def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
+    choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
+    tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
+            "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
+            t.PRECISION: rt.precision, t.ROLE: t.ROLE_JOB, "mlflow.source.name": "src/train.py",
+            t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
+            **lifecycle.owner_tags()}
+    tags.update(lineage.source_tags(tags["git_commit"]))  # the UI's Source column
+    if cfg.optuna_trial is not None:  # which trial of which study: studies share experiments
+        from cifar_sweep.search.optuna_study import study_tags
+
+        tags[t.TRIAL] = str(cfg.optuna_trial)
+        tags.update(study_tags(hydra.sweeper))
+    if not parent:
+        return f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}", tags
+    tags[t.PARENT] = parent
+    tags[t.JOB_NUM] = str(hydra.job.num)
+    varying = t.sweep_varying(client, parent)
+    return f"#{hydra.job.num} {ahead.short_overrides(hydra.overrides.task, varying)}", tags
+
+
+def _prefix_log_lines(prefix: str) -> None:
+    for handler in logging.getLogger().handlers:
+        if handler.formatter is not None:
+            fmt = handler.formatter._fmt.replace("%(message)s", prefix + "%(message)s")
+            handler.setFormatter(logging.Formatter(fmt, handler.formatter.datefmt))
+
+
+def _log_sweep_progress(job: Job, failed: bool = False) -> None:
+    """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
+    (the jobs it launched: not those finished before)."""
+    progress = ahead.sweep_progress(str(job.hydra.sweep.dir), int(job.hydra.job.num), failed)
+    total, done, failed, elapsed = progress or t.sweep_progress(job.client, job.experiment_id,
+                                                                job.parent)
+    left = max(0, total - done - failed)
+    eta = f", about {elapsed / (done + failed) * left / 60:.1f} min left" if done + failed else ""
+    log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)

@@ -1,0 +1,306 @@
+"""A sweep planned ahead, in bulk: every job's config checked and its identity computed (configs
+composed once per choice of groups, job_configs.py), each data source decoded once, and what each
+job will do (decision.py's answer: finished, elsewhere, continue, train) from a handful of store
+queries for all jobs, not several per job. The sweep (sweep.py) then writes the reference runs of
+the finished jobs in one pass and launches only the others; `src/plan.py` prints the same
+decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from cifar_sweep.errors import UserInputError
+from cifar_sweep.plan import code_version
+from cifar_sweep.plan.decision import (
+    CONTINUE,
+    ELSEWHERE,
+    FINISHED,
+    TRAIN,
+    Decision,
+    Identity,
+    choose_finished,
+)
+from cifar_sweep.plan.identity import hashes
+from cifar_sweep.plan.job_configs import JobConfigs
+from cifar_sweep.sweep import disk_space
+from cifar_sweep.tracking import bulk_runs, lifecycle
+from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking.paging import all_runs
+from cifar_sweep.tracking.store import sqlite_file
+from cifar_sweep.train import checkpoint
+
+LAUNCH_FILE = "launched_jobs.json"  # in the sweep folder: the job numbers launched, in order
+
+
+@dataclass
+class AheadJob:
+    """What one job is, from its config; kept small (a sweep holds thousands)."""
+
+    num: int
+    overrides: list[str]
+    identity: Identity | None = None
+    fingerprint: str = ""
+    data_cache: str = ""
+    device: str = ""
+    precision: str = ""
+    rerun: bool = False
+    reuse_other_code: bool = False
+    epochs: int = 0
+    checkpoint_dir: str = ""
+    store: tuple[str, str] = ("", "")  # (tracking.uri, tracking.experiment)
+    writes: tuple[int, int] = (0, 0)   # (bytes in the store, bytes of a checkpoint)
+    error: str = ""                    # the one line that stops it (plan only)
+    decision: Decision | None = field(default=None, repr=False)
+
+
+@dataclass
+class Plan:
+    jobs: list[AheadJob]
+    configs: JobConfigs
+    first: DictConfig | None  # the first job's config (a copy): the sweep's folders
+
+    def decide(self, client, experiment_id: str | None, load_state: bool = False,
+               jobs: list[AheadJob] | None = None) -> None:
+        """Each job's decision, as decision.decide would make it, from bulk store queries:
+        finished runs of the jobs' data anywhere in the store, unfinished ones in the
+        experiment. `load_state`: read a continued run's checkpoint (the plan says its epoch)."""
+        jobs = [j for j in (self.jobs if jobs is None else jobs) if not j.error]
+        keys = {(j.fingerprint, j.precision) for j in jobs}
+        experiments = lifecycle.active_experiments(client)
+        finished: dict[str, list] = {}
+        unfinished: dict[str, list] = {}
+        db = sqlite_file(client.tracking_uri)
+        for fingerprint, precision in keys:
+            # the config hash covers the data and the precision: no other run can match
+            done, undone = _runs_of_data(client, db, experiments, experiment_id, {
+                t.ROLE: t.ROLE_JOB, t.DATA_FINGERPRINT: fingerprint, t.PRECISION: precision})
+            for run in done:
+                finished.setdefault(run.data.tags.get(t.CONFIG_HASH), []).append(run)
+            for run in undone:
+                unfinished.setdefault(run.data.tags.get(t.CONFIG_HASH), []).append(run)
+        for job in jobs:
+            job.decision = _decide(job, finished.get(job.identity.config_hash, []),
+                                   unfinished.get(job.identity.config_hash, []), load_state)
+
+    def to_launch(self) -> list[AheadJob]:
+        """The jobs a sweep launches: all but those finished before or training elsewhere."""
+        return [j for j in self.jobs if j.decision is None
+                or j.decision.action not in (FINISHED, ELSEWHERE)]
+
+    def check_space(self, concurrent: int) -> None:
+        """The free-space check (disk_space.py) for the jobs that will train."""
+        todo = [j for j in self.jobs if j.decision is None or j.decision.action != FINISHED]
+        if todo and self.first is not None:
+            disk_space.check_writes(self.first, [j.writes for j in todo], concurrent)
+
+    def write_references(self, client, experiment_id: str, parent: str, varying: list[str],
+                         owner: dict[str, str], git_commit: str) -> int:
+        """A reference run for each job finished before or training elsewhere (what the job
+        would have written itself, job.py's `_reference`), written in bulk (bulk_writes.py)."""
+        from cifar_sweep.tracking import lineage
+        from cifar_sweep.tracking.bulk_writes import CHUNK, FinishedRun, write_finished
+
+        common = {"git_commit": git_commit, "mlflow.source.name": "src/train.py", **owner,
+                  **lineage.source_tags(git_commit), t.ROLE: t.ROLE_REFERENCE, t.PARENT: parent,
+                  t.AHEAD: "true"}
+        done = [j for j in self.jobs
+                if j.decision is not None and j.decision.action in (FINISHED, ELSEWHERE)]
+        for chunk in range(0, len(done), CHUNK):  # one transaction each; its lines printed after it
+            jobs, runs = done[chunk:chunk + CHUNK], []
+            for job in jobs:
+                original = job.decision.run
+                with self.configs.applied(job.overrides) as (cfg, choices):
+                    params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
+                    study = str(cfg.study.name or "")
+                tags = {**{g: choices.get(g, "None") for g in t.GROUPS}, **common,
+                        t.DATA_FINGERPRINT: job.fingerprint, "data_cache": job.data_cache,
+                        "device": job.device, t.PRECISION: job.precision,
+                        t.JOB_OVERRIDES: " ".join(job.overrides), "study.name": study,
+                        t.JOB_NUM: str(job.num), t.SAME_AS: original.info.run_id,
+                        **job.identity.tags()}
+                why = "done before" if job.decision.action == FINISHED else "training elsewhere"
+                name = f"#{job.num} {short_overrides(job.overrides, varying)} ({why})"
+                runs.append(FinishedRun(
+                    name[:250], tags, {k: v[:6000] for k, v in params.items()},
+                    {k: (float(v), job.epochs) for k, v in original.data.metrics.items()}))
+            write_finished(client, experiment_id, runs)
+            for job in jobs:
+                print(f"#{job.num} {short_overrides(job.overrides, varying)}: "
+                      f"{job.decision.line(job.epochs)} ({job.decision.run.info.run_name})",
+                      flush=True)
+        return len(done)
+
+
+def _runs_of_data(client, db: Path | None, experiments: list[str], experiment_id: str | None,
+                  tags: dict[str, str]) -> tuple[list, list]:
+    """(the finished runs with these tags in any active experiment, the unfinished ones in the
+    sweep's experiment), newest first: from a local SQLite store in one bulk read (`bulk_runs`:
+    through the client, 1,000 finished runs of the same data cost each plan about 6 s), else
+    two searches of the client."""
+    wanted = experiments if experiment_id is None else sorted({*experiments, experiment_id})
+    found = bulk_runs.find(db, wanted, tags) if db is not None else None
+    if found is not None:
+        active = set(experiments)
+        return ([r for r in found if r.info.status == "FINISHED" and r.info.experiment_id in active],
+                [r for r in found if r.info.status != "FINISHED"
+                 and r.info.experiment_id == experiment_id])
+    narrow = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return (all_runs(client, experiments, narrow + " and attributes.status = 'FINISHED'"),
+            [] if experiment_id is None else
+            all_runs(client, [experiment_id], narrow + " and attributes.status != 'FINISHED'"))
+
+
+def _decide(job: AheadJob, finished: list, unfinished: list, load_state: bool) -> Decision:
+    """decision.decide's rules on runs already read (each list newest first)."""
+    code = job.identity.code_version
+    note = ""
+    if not job.rerun:
+        same = next((r for r in finished if r.data.tags.get(t.CODE_VERSION) == code), None)
+        run, note = choose_finished(job.reuse_other_code, job.identity, same,
+                                    finished[0] if finished else None)
+        if run is not None:
+            return Decision(FINISHED, run, note=note)
+    mine = [r for r in unfinished if r.data.tags.get(t.CODE_VERSION) == code]
+    live = sorted((r for r in mine if r.info.status == "RUNNING" and lifecycle.why_dead(r) is None),
+                  key=lambda r: (r.info.start_time, r.info.run_id))
+    if live:
+        return Decision(ELSEWHERE, live[0])
+    for run in mine:
+        if not (lifecycle.resumable(run) or (run.info.status == "RUNNING"
+                                             and lifecycle.why_dead(run))):
+            continue
+        path = checkpoint.path_for(job.checkpoint_dir, job.identity.config_hash, run.info.run_id)
+        if not path.is_file():
+            continue
+        if not load_state:  # the sweep launches it either way: the job reads its checkpoint
+            return Decision(CONTINUE, run, note=note)
+        state = checkpoint.load(path)
+        if state is not None:
+            return Decision(CONTINUE, run, state, note)
+        break
+    return Decision(TRAIN, note=note)
+
+
+def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[list[str]],
+         describe: Callable[[Exception], str], stop_on_error: bool = True,
+         configs: JobConfigs | None = None) -> Plan:
+    """Every job checked (`validate.check_config`), its data decoded once per source, its
+    identity. A bad job: UserInputError naming its overrides (`stop_on_error`, the sweep) or its
+    `error` line (the plan). `describe`: a Hydra composition error as one line. `configs`: one
+    composing already (what it composed is kept)."""
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cifar_sweep.config.validate import check_config
+    from cifar_sweep.data import load_dataset
+    from cifar_sweep.train import model_build, runtime
+
+    configs = configs or JobConfigs(compose, config_loader)
+    datasets: dict[str, tuple] = {}
+    sources: set[str] = set()  # the data sources checked (validate.check_config)
+    devices: dict[tuple[str, str], tuple[str, str]] = {}
+    out, first = [], None
+    for num, overrides in enumerate(jobs):
+        job = AheadJob(num, list(overrides))
+        out.append(job)
+        try:
+            with configs.applied(overrides) as (cfg, _):
+                try:
+                    tree = OmegaConf.to_container(cfg, resolve=True)
+                except OmegaConfBaseException:  # check_config says which value, section by section
+                    tree = None
+                check_config(cfg, tree, sources)
+                if tree is None:
+                    tree = OmegaConf.to_container(cfg, resolve=True)
+                data_key = json.dumps(tree["data"], sort_keys=True, default=str)
+                if data_key not in datasets:
+                    dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
+                    datasets[data_key] = (dataset.fingerprint, len(dataset.classes),
+                                          dataset.cache, tuple(dataset.train.images.shape[1:]))
+                job.fingerprint, classes, job.data_cache, shape = datasets[data_key]
+                # a forward pass per distinct model and data shape (cached there)
+                model_build.check_model(cfg.model, str(cfg.data.name), shape, classes)
+                where = (str(cfg.trainer.device), str(cfg.trainer.precision))
+                if where not in devices:
+                    device = runtime.resolve_device(where[0])
+                    devices[where] = (device.type, runtime.resolve_precision(where[1], device))
+                job.device, job.precision = devices[where]
+                job.identity = Identity(*hashes(tree, job.fingerprint, *devices[where]),
+                                        code_version.parts(cfg))
+                job.rerun = bool(cfg.trainer.rerun)
+                job.reuse_other_code = bool(cfg.trainer.reuse_other_code)
+                job.epochs = int(cfg.trainer.epochs)
+                job.checkpoint_dir = str(cfg.checkpoint.dir)
+                job.store = (str(cfg.tracking.uri), str(cfg.tracking.experiment))
+                job.writes = disk_space.job_writes(cfg, classes)
+                if first is None:
+                    import copy
+
+                    first = copy.deepcopy(cfg)
+        except HydraException as exc:  # e.g. an option that is not in conf/
+            if stop_on_error:
+                raise UserInputError(f"{' '.join(overrides)}: {describe(exc)}") from None
+            job.error = describe(exc)
+        except UserInputError as exc:
+            if stop_on_error:
+                raise
+            job.error = str(exc)
+    return Plan(out, configs, first)
+
+
+def write_launched(sweep_dir: str, nums: list[int]) -> None:
+    (Path(sweep_dir) / LAUNCH_FILE).write_text(json.dumps(nums))
+    ended = Path(sweep_dir) / ENDED
+    ended.mkdir(exist_ok=True)
+    for old in ended.iterdir():  # an earlier sweep in this same folder
+        old.unlink()
+
+
+ENDED = "ended_jobs"  # in the sweep folder: a file per launched job that ended, named num.state
+
+
+def sweep_progress(sweep_dir: str, num: int, failed: bool) -> tuple[int, int, int, float] | None:
+    """Record this job's end; (jobs launched, ended finished, ended failed, seconds since the
+    launch) from the sweep folder, or None where the sweep wrote no launch file (a search).
+    Files, not the store: reading every child run after every job costs O(jobs) each."""
+    folder = Path(sweep_dir)
+    launch, ended = folder / LAUNCH_FILE, folder / ENDED
+    if not launch.is_file() or not ended.is_dir():
+        return None
+    (ended / f"{num}.{'failed' if failed else 'finished'}").touch()
+    names = [entry.name for entry in os.scandir(ended)]
+    bad = sum(n.endswith(".failed") for n in names)
+    return (len(json.loads(launch.read_text())), len(names) - bad, bad,
+            time.time() - launch.stat().st_mtime)
+
+
+def original_job_num(sweep_dir: str, launched_num: int) -> int:
+    """A launched job's number in the whole sweep: the launcher numbers only what it launched."""
+    path = Path(sweep_dir) / LAUNCH_FILE
+    if not path.is_file():
+        return launched_num
+    nums = json.loads(path.read_text())
+    return nums[launched_num] if 0 <= launched_num < len(nums) else launched_num
+
+
+def restore_job_num(hydra) -> None:
+    """Give a launched job (its HydraConfig) its number in the whole sweep."""
+    num = original_job_num(str(hydra.sweep.dir), int(hydra.job.num))
+    if num != hydra.job.num:
+        with read_write(hydra), open_dict(hydra):
+            hydra.job.num = num
+
+
+def short_overrides(overrides: list[str], keys: list[str]) -> str:
+    """`lr.value=0.005 seed=1`: the values the sweep varies, not every override repeated."""
+    chosen = [o for o in overrides if o.partition("=")[0] in keys] or overrides
+    return " ".join(o.lstrip("+").removeprefix("trainer.") for o in chosen) or "defaults"

@@ -1,0 +1,1 @@
+"""Tables and figures from the store: selection, statistics, studies, writers, figures, the model registry."""

@@ -1,0 +1,1 @@
+"""Hyperparameter search: the Optuna study, its many workers, its table."""

@@ -1,0 +1,1 @@
+"""The MLflow store: tag names, experiments, runs and their lifecycle, lineage, bulk reads and writes."""

@@ -1,0 +1,1 @@
+"""Training one model: the runtime settled once, the loop, checkpoints, metrics."""
