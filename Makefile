@@ -91,7 +91,7 @@ ALLOWED_HOSTS ?=
 SERVER_ARGS ?=
 
 server:  ## tracking server for jobs on other machines: HOST=127.0.0.1 PORT=5000 BACKEND=<db URI> ALLOWED_HOSTS= SERVER_ARGS=
-	$(if $(BACKEND),,$(PYTHON) -c "from cifar_sweep.tracking.runs import store_locations; store_locations('mlruns')")
+	$(if $(BACKEND),,$(PYTHON) -c "from cifar_sweep.tracking.experiments import store_locations; store_locations('mlruns')")
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	$(PYTHON) -m mlflow server --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 		--backend-store-uri $(or $(BACKEND),sqlite:///mlruns/mlflow.db) \

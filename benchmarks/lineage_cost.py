@@ -40,7 +40,7 @@ def main() -> None:
     from cifar_sweep.data import Dataset, Split
     from cifar_sweep.models import ModifiedNet
     from cifar_sweep.tracking import lineage
-    from cifar_sweep.tracking.runs import open_experiment
+    from cifar_sweep.tracking.experiments import open_experiment
 
     tmp = Path(tempfile.mkdtemp())
     client, experiment_id = open_experiment(OmegaConf.create(

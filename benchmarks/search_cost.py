@@ -16,7 +16,8 @@ from collections import Counter
 
 from omegaconf import OmegaConf
 
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
+from cifar_sweep.tracking.experiments import open_store
 
 
 def most_at_once(intervals: list[tuple[int, int]]) -> int:
@@ -33,7 +34,7 @@ def main() -> int:
     parser.add_argument("experiment")
     parser.add_argument("--tracking-uri", default="mlruns")
     args = parser.parse_args()
-    client = t.open_store(OmegaConf.create({"uri": args.tracking_uri}))
+    client = open_store(OmegaConf.create({"uri": args.tracking_uri}))
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
         print(f"error: no experiment {args.experiment!r} in {args.tracking_uri}", file=sys.stderr)

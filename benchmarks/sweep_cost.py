@@ -59,7 +59,7 @@ def timed(args: list[str], cwd: Path, log: Path) -> tuple[float, float, float]:
 
 
 def newest_sweep_runs(client, experiment_id: str):
-    from cifar_sweep.tracking import runs as t
+    from cifar_sweep.tracking import tags as t
 
     parent = client.search_runs([experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
                                 order_by=["attributes.start_time DESC"], max_results=1)[0]
@@ -71,7 +71,7 @@ def newest_sweep_runs(client, experiment_id: str):
 def measure(jobs: int, folder: Path, extra: list[str]) -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
-    from cifar_sweep.tracking import runs as t
+    from cifar_sweep.tracking import tags as t
 
     overrides = sweep_overrides(jobs, folder, extra)
     train = [str(ROOT / "src" / "train.py"), "-m", *overrides,

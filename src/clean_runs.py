@@ -15,7 +15,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def main(argv: list[str]) -> int:
     from cifar_sweep.tracking import lifecycle
-    from cifar_sweep.tracking.runs import open_store
+    from cifar_sweep.tracking.experiments import open_store
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[a for a in argv if a.startswith("tracking.")])

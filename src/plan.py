@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     from cifar_sweep.config.override_check import problem
     from cifar_sweep.plan import ahead
     from cifar_sweep.sweep.callback import _one_line, sweep_job_overrides, varying_keys
-    from cifar_sweep.tracking.runs import open_store
+    from cifar_sweep.tracking.experiments import open_store
 
     line = problem(argv)  # Hydra's own mistakes, as train.py says them
     if line:

@@ -17,7 +17,7 @@ from cifar_sweep.report.presets import STUDIES
 def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.report.registry import best_of_study, register_best
-    from cifar_sweep.tracking.runs import open_store
+    from cifar_sweep.tracking.experiments import open_store
 
     studies = [a.split("=", 1)[1] for a in argv if a.startswith("ablation=")]
     names = [a.split("=", 1)[1] for a in argv if a.startswith("name=")]

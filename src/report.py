@@ -34,7 +34,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
 
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.report.studies import Study
-    from cifar_sweep.tracking import runs as t
+    from cifar_sweep.tracking import tags as t
     from cifar_sweep.tracking.paging import all_experiments
 
     sweep, experiment = options.get("sweep"), options.get("experiment")
@@ -95,7 +95,7 @@ def index_sweeps(base: Path) -> None:
 
 
 def _experiments_with_sweeps(client) -> list[str]:
-    from cifar_sweep.tracking import runs as t
+    from cifar_sweep.tracking import tags as t
     from cifar_sweep.tracking.paging import all_experiments
 
     out = []
@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.report.studies import build_table
     from cifar_sweep.search.trials_table import trials_report
-    from cifar_sweep.tracking.runs import open_store
+    from cifar_sweep.tracking.experiments import open_store
 
     argv, search_path = config_dir_args(argv)  # --config-dir DIR: a user's presets too
     parsed = parse(argv + search_path)

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.report import adaptive_seeds, presets
     from cifar_sweep.report.studies import build_table
-    from cifar_sweep.tracking.runs import open_store
+    from cifar_sweep.tracking.experiments import open_store
 
     argv, search_path = config_dirs.config_dir_args(argv)  # --config-dir DIR: a user's presets too
     argv += search_path

@@ -41,7 +41,10 @@ def _check_extras(argv: list[str]) -> None:
 def main(cfg: DictConfig) -> "JobResult":
     from cifar_sweep.job.steps import run_job  # imported here so that `--help` stays fast
 
-    return run_job(cfg)
+    result = run_job(cfg)
+    if result.exit_code:  # a job alone that did not finish: job/endings.py says with what status
+        sys.exit(result.exit_code)
+    return result
 
 
 def _check_overrides(argv: list[str]) -> None:

@@ -15,7 +15,7 @@ from mlflow.entities import Run, RunData, RunInfo, RunTag
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.plan.identity import NOT_RESULT_KEYS, config_hash, setting_hash
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.lifecycle import HEARTBEAT_FLOOR_S, _process_start, close_ghosts, why_dead
 from conftest import ROOT
 

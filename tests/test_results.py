@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep import results
 from cifar_sweep.tracking import bulk_runs
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 
 ODD_TEXT = 'a "quoted" value,\nover two lines: ±Δ \\ {}'  # as JSON must carry it
 

@@ -92,7 +92,8 @@ def _plan_cost(tmp_path, n: int) -> float:
     from cifar_sweep.plan import ahead
     from cifar_sweep.plan.job_configs import JobConfigs
     from cifar_sweep.sweep.callback import _one_line
-    from cifar_sweep.tracking import runs as t
+    from cifar_sweep.tracking import tags as t
+    from cifar_sweep.tracking.experiments import open_experiment
 
     store = tmp_path / f"store{n}"
     base = ["data=synthetic", "data.source.num_train=100", "data.source.num_test=50",
@@ -102,7 +103,7 @@ def _plan_cost(tmp_path, n: int) -> float:
         loader = GlobalHydra.instance().config_loader()
         make = (lambda groups: compose("config", overrides=groups, return_hydra_config=True))
         plan = ahead.plan(make, loader, work, _one_line)
-        client, experiment_id = t.open_experiment(OmegaConf.create(
+        client, experiment_id = open_experiment(OmegaConf.create(
             {"uri": str(store), "experiment": "cost"}))
         for job in plan.jobs[::2]:  # finished before: runs as a trained job leaves them
             run = client.create_run(experiment_id, tags={

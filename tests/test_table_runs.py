@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.report.studies import Study, build_table
 from cifar_sweep.tracking import bulk_runs, paging
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 from conftest import ROOT
 
 REPORT = ROOT / "src" / "report.py"

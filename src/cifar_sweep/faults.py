@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 from cifar_sweep.tracking.store import sqlite_file
@@ -142,21 +141,6 @@ def classify(exc: BaseException, folders: Sequence[tuple[str, Path]] = (), devic
             if words in text:
                 return _disk_fault(code, None, folders, store=True)
     return None
-
-
-@contextmanager
-def as_environment_fault(folders, device: str, gpu_advice: str) -> Iterator[None]:
-    """Raise a fault of the environment as EnvironmentFault (tracked_run then ends the run
-    KILLED, to be continued); anything else goes on as it is."""
-    try:
-        yield
-    except EnvironmentFault:
-        raise
-    except Exception as exc:
-        fault = classify(exc, folders, device, gpu_advice)
-        if fault is None:
-            raise
-        raise fault from exc
 
 
 # The sweep's stop marker. In this process too: with the basic launcher the jobs run here, and

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.plan.identity import SEED_KEY
 from cifar_sweep.tracking import bulk_runs
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
+from cifar_sweep.tracking.experiments import open_store
 from cifar_sweep.tracking.paging import all_runs
 from cifar_sweep.tracking.store import sqlite_file
 
@@ -160,7 +161,7 @@ def runs(experiment: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
     a store folder, a sqlite:/// URI or a server's http(s):// address."""
     from omegaconf import OmegaConf
 
-    client = t.open_store(OmegaConf.create({"uri": tracking_uri}))
+    client = open_store(OmegaConf.create({"uri": tracking_uri}))
     return experiment_runs(client, experiment)[0]
 
 
@@ -168,7 +169,7 @@ def sweeps(experiment: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
     """The sweeps of an experiment, newest first."""
     from omegaconf import OmegaConf
 
-    client = t.open_store(OmegaConf.create({"uri": tracking_uri}))
+    client = open_store(OmegaConf.create({"uri": tracking_uri}))
     return experiment_runs(client, experiment)[1]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cifar_sweep.tracking import lifecycle
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking.runs import log_metrics
 from cifar_sweep.train import checkpoint
 from cifar_sweep.train.loop import Parts, Progress, training_state
 
@@ -45,7 +45,7 @@ class LogMetrics:
         now = time.perf_counter()
         heartbeat = lifecycle.epoch_heartbeat(now - self.last)
         self.last = now
-        t.log_metrics(self.client, self.run_id, row, p.epoch, heartbeat)
+        log_metrics(self.client, self.run_id, row, p.epoch, heartbeat)
 
 
 class ShowProgress:

@@ -20,13 +20,25 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_sweep import faults
 from cifar_sweep.config.validate import check_config
 from cifar_sweep.data import Dataset, load_dataset
-from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError, Yielded
-from cifar_sweep.job import epoch_hooks, wrap_up
+from cifar_sweep.errors import UserInputError, Yielded
+from cifar_sweep.job import endings, epoch_hooks, wrap_up
+from cifar_sweep.job.endings import Ended, Ending
 from cifar_sweep.plan import ahead
 from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify
 from cifar_sweep.sweep.callback import parent_run_id
 from cifar_sweep.tracking import lifecycle, lineage, store
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
+from cifar_sweep.tracking.experiments import open_experiment
+from cifar_sweep.tracking.queries import sweep_progress, sweep_varying
+from cifar_sweep.tracking.runs import (
+    flatten,
+    git_commit,
+    log_metrics,
+    log_reference,
+    logged_steps,
+    tracked_run,
+    yield_run,
+)
 from cifar_sweep.train import checkpoint, model_build, runtime
 from cifar_sweep.train.loop import Progress, build, fit, restore
 from cifar_sweep.train.resources import reset_peak_rss
@@ -42,9 +54,7 @@ class JobResult:
     metrics: dict[str, float] = field(default_factory=dict)
     epochs: int = 0
     run_id: str | None = None
-
-
-FAILED = JobResult("failed")
+    exit_code: int = 0  # a job alone: the command's exit status (src/train.py exits with it)
 
 
 @dataclass
@@ -64,6 +74,7 @@ class Job:
     name: str
     tags: dict[str, str]
     params: dict[str, str]
+    ending: Ending  # how its exceptions end it: job/endings.py
 
     def checkpoint_path(self, run_id: str):
         return checkpoint.path_for(self.cfg.checkpoint.dir, self.identity.config_hash, run_id)
@@ -71,8 +82,9 @@ class Job:
 
 def run_job(cfg: DictConfig) -> JobResult:
     """Check and load; decide; act. In a sweep a failure is logged and returned, and the other
-    jobs go on; alone, it exits non-zero. A fault of the environment (a full disk, GPU memory)
-    stops the sweep: the later jobs do not start (faults.py)."""
+    jobs go on; alone, the result carries the command's exit status. A fault of the environment
+    (a full disk, GPU memory) stops the sweep: the later jobs do not start (faults.py). Every way
+    it can end is a row of job/endings.py."""
     started = time.perf_counter()
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     hydra = HydraConfig.get()
@@ -97,14 +109,18 @@ def run_job(cfg: DictConfig) -> JobResult:
     if decision.note:
         log.info(decision.note)
     if decision.action in (FINISHED, ELSEWHERE):
-        return _reference(job, decision)
+        try:
+            return _reference(job, decision)
+        except Exception as exc:
+            return _ended(job, job.ending.of(exc), None)
     with claim:
         return _train(job, decision)
 
 
 def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | JobResult:
     """The checks, the runtime, the data and the store: a bad value is one line, exit 2 (alone)
-    or a failed job (in a sweep: the others run, the sweep's exit status reports it)."""
+    or a failed job (in a sweep: the others run, the sweep's exit status reports it): endings'
+    BAD_VALUE, before any run."""
     try:
         check_config(cfg)
         rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
@@ -112,19 +128,20 @@ def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | Jo
         dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
         if not multirun:  # a sweep's preflight checked each model on its data, once
             model_build.check_job(cfg, dataset)
-        client, experiment_id = t.open_experiment(cfg.tracking)
+        client, experiment_id = open_experiment(cfg.tracking)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if multirun:
-            return FAILED
-        sys.exit(2)
+        row = endings.WAYS[endings.BAD_VALUE]
+        return JobResult(row.sweep, exit_code=0 if multirun else row.exit_code or 0)
     identity = identify(cfg, dataset.fingerprint, rt.device.type, rt.precision)
     parent = parent_run_id(hydra.sweep.dir) if multirun else None
     name, tags = _name_and_tags(cfg, hydra, rt, dataset, client, parent)
     tags.update(identity.tags())
-    params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    ending = Ending(str(cfg.tracking.uri), faults.write_folders(cfg), str(rt.device),
+                    _gpu_advice(cfg, multirun))
     return Job(cfg, hydra, multirun, started, rt, dataset, client, experiment_id, identity, parent,
-               name, tags, params)
+               name, tags, params, ending)
 
 
 def _reference(job: Job, decision: Decision) -> JobResult:
@@ -134,25 +151,25 @@ def _reference(job: Job, decision: Decision) -> JobResult:
              "; trainer.rerun=true trains it again" if decision.action == FINISHED else "")
     if job.parent:
         why = "done before" if decision.action == FINISHED else "training elsewhere"
-        t.log_reference(job.client, job.experiment_id, f"{job.name} ({why})", job.tags,
-                        job.params, original, job.cfg.trainer.epochs)
+        log_reference(job.client, job.experiment_id, f"{job.name} ({why})", job.tags,
+                        job.params, original, job.cfg.trainer.epochs, job.ending.of)
         _log_sweep_progress(job)
     return JobResult("finished", dict(original.data.metrics), job.cfg.trainer.epochs,
                      original.info.run_id)
 
 
 def _train(job: Job, decision: Decision) -> JobResult:
-    """Train (anew, or from the decision's checkpoint), evaluate, log; every way it can end."""
+    """Train (anew, or from the decision's checkpoint), evaluate, log; then end as the table in
+    job/endings.py says, whichever way it ended."""
     cfg, client = job.cfg, job.client
     resume = decision.run if decision.action == CONTINUE else None
     reporter = _trial_reporter(job)
-    folders, gpu_advice = faults.write_folders(cfg), _gpu_advice(cfg, job.multirun)
     run_id = None
     lock = store.claim_lock(client.tracking_uri) if resume is None else None
     try:
-        with t.tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
-                           params=job.params, resume_id=resume and resume.info.run_id,
-                           lock=lock) as run_id:
+        with tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
+                         params=job.params, ending=job.ending.of,
+                         resume_id=resume and resume.info.run_id, lock=lock) as run_id:
             if resume is None:  # two commands with one config: the first run created trains
                 try:
                     _claim(job, run_id, locked=lock is not None)
@@ -162,34 +179,64 @@ def _train(job: Job, decision: Decision) -> JobResult:
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, job.name,
                      job.rt.device, job.rt.threads, job.dataset.fingerprint, job.dataset.cache,
                      job.identity.config_hash, _continuing(decision.state, cfg.trainer.epochs))
-            with faults.as_environment_fault(folders, str(job.rt.device), gpu_advice), \
-                    lineage.recorded(cfg, client, run_id, job.dataset,
-                                     resumed=decision.state is not None):
+            with lineage.recorded(cfg, client, run_id, job.dataset,
+                                  resumed=decision.state is not None):
                 summary = _fit_and_log(job, run_id, decision.state, reporter)
-    except Yielded as exc:  # another command trains this config: stand aside
-        t.yield_run(client, run_id, exc.winner.info.run_id, reference=bool(job.parent))
-        if job.parent:
-            _log_sweep_progress(job)
-        log.info("%s (%s)", Decision(ELSEWHERE, exc.winner).line(0), exc.winner.info.run_name)
-        return JobResult("finished", {}, 0, exc.winner.info.run_id)
-    except Pruned as exc:  # the run is KILLED with the reason; nothing to continue
-        checkpoint.remove(job.checkpoint_path(run_id))
-        log.info("run %s: %s", run_id, exc)
-        return JobResult("pruned", epochs=exc.epoch, run_id=run_id)
-    except t.TrackingServerLost as exc:  # its checkpoint stays: the same command continues it
-        print(f"error: {exc}", file=sys.stderr)
-        if job.multirun:  # the later jobs would fail the same way: the sweep stops, as on a full disk
-            faults.stop_sweep(job.hydra.sweep.dir, faults.server_lost(str(cfg.tracking.uri)),
-                              f"#{job.hydra.job.num}")
-            return JobResult("stopped", run_id=run_id)
-        sys.exit(1)
-    except Exception as exc:
-        return _ended_by(job, exc, run_id, folders, gpu_advice)
+    except Exception as exc:  # (a signal's SystemExit goes on: the run is closed KILLED)
+        return _ended(job, job.ending.of(exc), run_id)
     if not cfg.checkpoint.keep:
         checkpoint.remove(job.checkpoint_path(run_id))
     if job.parent:
         _log_sweep_progress(job)
     return JobResult("finished", summary, cfg.trainer.epochs, run_id)
+
+
+def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
+    """What follows a job's end, by its row of endings.WAYS: its checkpoint, its line, the sweep's
+    stop marker, what the sweeper is told and, alone, the exit status (or the error goes on)."""
+    row, exc = ended.row, ended.exc
+    path = job.checkpoint_path(run_id) if run_id else None
+    if row.checkpoint == endings.REMOVED and path is not None:
+        checkpoint.remove(path)
+    if ended.way == endings.ELSEWHERE:  # another command trains this config: stand aside
+        assert isinstance(exc, Yielded)
+        if run_id:
+            yield_run(job.client, run_id, exc.winner.info.run_id, reference=bool(job.parent))
+        if job.parent:
+            _log_sweep_progress(job)
+        log.info("%s (%s)", Decision(ELSEWHERE, exc.winner).line(0), exc.winner.info.run_name)
+        return JobResult(row.sweep, {}, 0, exc.winner.info.run_id)
+    if ended.way == endings.PRUNED:
+        log.info("run %s: %s", run_id, exc)
+        return JobResult(row.sweep, epochs=getattr(exc, "epoch", 0), run_id=run_id)
+    if ended.way == endings.ENVIRONMENT:
+        print(f"error: stopped by the environment: {ended.fault}; {_kept(run_id, path)}; "
+              f"{ended.fault.advice if ended.fault else ''}", file=sys.stderr)
+    elif ended.way == endings.LOST_SERVER:
+        print(f"error: {ended.line}", file=sys.stderr)
+    elif ended.way == endings.TIME_LIMIT:
+        print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
+    elif job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
+        log.error("run %s failed: %s", run_id, ended.reason)
+        _log_sweep_progress(job, failed=True)
+    elif ended.way in (endings.NAN, endings.BAD_VALUE):
+        print(f"error: run {run_id} failed: {ended.reason}", file=sys.stderr)
+    if row.stops_sweep and job.multirun and ended.fault is not None:
+        faults.stop_sweep(job.hydra.sweep.dir, ended.fault, f"#{job.hydra.job.num}")
+    if job.multirun:
+        return JobResult(row.sweep, run_id=run_id)
+    if row.exit_code is endings.RAISED:
+        raise exc
+    return JobResult(row.sweep, run_id=run_id, exit_code=row.exit_code)
+
+
+def _kept(run_id: str | None, path) -> str:
+    if run_id is None:
+        return "no run was created"
+    if path is not None and path.is_file():
+        return f"run {run_id} stopped, its checkpoint kept"
+    # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
+    return f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
 
 
 def _trial_reporter(job: Job):
@@ -213,32 +260,6 @@ def _claim(job: Job, run_id: str, locked: bool) -> None:
         raise Yielded(first)
 
 
-def _ended_by(job: Job, exc: Exception, run_id, folders, gpu_advice) -> JobResult:
-    """A fault of the environment or a time limit: KILLED, its checkpoint kept, continued by the
-    same command. Anything else: FAILED (a checkpoint of a failed run is no use)."""
-    fault = faults.classify(exc, folders, str(job.rt.device), gpu_advice)
-    if fault is not None:
-        return _stopped_by_environment(fault, run_id,
-                                       job.checkpoint_path(run_id) if run_id else None,
-                                       job.hydra if job.multirun else None)
-    if t.out_of_time(exc):
-        print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
-        if job.multirun:
-            return FAILED
-        sys.exit(1)
-    if run_id:
-        checkpoint.remove(job.checkpoint_path(run_id))
-    reason = f"{type(exc).__name__}: {exc}"
-    if job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
-        log.error("run %s failed: %s", run_id, reason)
-        _log_sweep_progress(job, failed=True)
-        return JobResult("failed", run_id=run_id)
-    if isinstance(exc, NonFiniteLossError):
-        print(f"error: run {run_id} failed: {reason}", file=sys.stderr)
-        sys.exit(1)
-    raise exc
-
-
 def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[str, float]:
     """Build, continue from `state` if given, fit with the epoch hooks, test and log."""
     cfg, client = job.cfg, job.client
@@ -260,7 +281,7 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
     shown.close()
     summary = wrap_up.test_and_log(cfg, parts, job.dataset, result, client, run_id)
     summary["total_seconds"] = seconds_before + time.perf_counter() - job.started
-    t.log_metrics(client, run_id, summary, cfg.trainer.epochs)
+    log_metrics(client, run_id, summary, cfg.trainer.epochs)
     log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
              result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
     return summary
@@ -269,10 +290,10 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
 def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:
     """Log the epochs the checkpoint holds but the store lacks (a kill between the two writes),
     so that every epoch is logged exactly once."""
-    logged = t.logged_steps(client, run_id, "val_accuracy")
+    logged = logged_steps(client, run_id, "val_accuracy")
     for epoch in range(1, progress.epoch + 1):
         if epoch not in logged:
-            t.log_metrics(client, run_id, {k: v[epoch - 1] for k, v in progress.history.items()},
+            log_metrics(client, run_id, {k: v[epoch - 1] for k, v in progress.history.items()},
                           epoch)
 
 
@@ -292,25 +313,9 @@ def _gpu_advice(cfg, multirun: bool) -> str:
     return f"free the GPU of other processes or lower {batch}"
 
 
-def _stopped_by_environment(fault, run_id, checkpoint_path, hydra) -> JobResult:
-    """One line for the run; in a sweep, the marker that keeps the later jobs from starting;
-    alone, exit EXIT_STOPPED."""
-    if run_id is None:
-        kept = "no run was created"
-    elif checkpoint_path is not None and checkpoint_path.is_file():
-        kept = f"run {run_id} stopped, its checkpoint kept"
-    else:  # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
-        kept = f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
-    print(f"error: stopped by the environment: {fault}; {kept}; {fault.advice}", file=sys.stderr)
-    if hydra is None:
-        sys.exit(faults.EXIT_STOPPED)
-    faults.stop_sweep(hydra.sweep.dir, fault, f"#{hydra.job.num}")
-    return JobResult("stopped", run_id=run_id)
-
-
 def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
     choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
-    tags = {**choices, "git_commit": t.git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
+    tags = {**choices, "git_commit": git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
             "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
             t.PRECISION: rt.precision, t.ROLE: t.ROLE_JOB, "mlflow.source.name": "src/train.py",
             t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
@@ -325,7 +330,7 @@ def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
         return f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}", tags
     tags[t.PARENT] = parent
     tags[t.JOB_NUM] = str(hydra.job.num)
-    varying = t.sweep_varying(client, parent)
+    varying = sweep_varying(client, parent)
     return f"#{hydra.job.num} {ahead.short_overrides(hydra.overrides.task, varying)}", tags
 
 
@@ -340,7 +345,7 @@ def _log_sweep_progress(job: Job, failed: bool = False) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
     (the jobs it launched: not those finished before)."""
     progress = ahead.sweep_progress(str(job.hydra.sweep.dir), int(job.hydra.job.num), failed)
-    total, done, failed, elapsed = progress or t.sweep_progress(job.client, job.experiment_id,
+    total, done, failed, elapsed = progress or sweep_progress(job.client, job.experiment_id,
                                                                 job.parent)
     left = max(0, total - done - failed)
     eta = f", about {elapsed / (done + failed) * left / 60:.1f} min left" if done + failed else ""

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_sweep.data import Dataset
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
 from cifar_sweep.tracking import lineage
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 from cifar_sweep.train import checkpoint
 from cifar_sweep.train.loop import Parts, Progress, evaluate
 from cifar_sweep.train.resources import peak_rss_mb

@@ -32,8 +32,9 @@ from cifar_sweep.plan.identity import hashes
 from cifar_sweep.plan.job_configs import JobConfigs
 from cifar_sweep.sweep import disk_space
 from cifar_sweep.tracking import bulk_runs, lifecycle
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.paging import all_runs
+from cifar_sweep.tracking.runs import flatten
 from cifar_sweep.tracking.store import sqlite_file
 from cifar_sweep.train import checkpoint
 
@@ -118,7 +119,7 @@ class Plan:
             for job in jobs:
                 original = job.decision.run
                 with self.configs.applied(job.overrides) as (cfg, choices):
-                    params = t.flatten(OmegaConf.to_container(cfg, resolve=True))
+                    params = flatten(OmegaConf.to_container(cfg, resolve=True))
                     study = str(cfg.study.name or "")
                 tags = {**{g: choices.get(g, "None") for g in t.GROUPS}, **common,
                         t.DATA_FINGERPRINT: job.fingerprint, "data_cache": job.data_cache,

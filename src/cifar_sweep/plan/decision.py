@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from cifar_sweep.plan import code_version
 from cifar_sweep.plan.identity import config_hash, setting_hash
 from cifar_sweep.tracking import lifecycle
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 from cifar_sweep.train import checkpoint
 
 if TYPE_CHECKING:

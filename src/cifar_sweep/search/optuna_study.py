@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from cifar_sweep.errors import Pruned, UserInputError
 from cifar_sweep.search.workers import open_storage, taken_over
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens

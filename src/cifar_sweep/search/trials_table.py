@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.report import writers
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.paging import all_runs
 
 

@@ -32,7 +32,11 @@ from cifar_sweep.plan import ahead
 from cifar_sweep.plan.identity import SEED_KEY
 from cifar_sweep.sweep import disk_space, slurm
 from cifar_sweep.tracking import lifecycle
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
+from cifar_sweep.tracking.experiments import open_experiment
+from cifar_sweep.tracking.queries import sweep_children
+from cifar_sweep.tracking.runs import git_commit
+from cifar_sweep.tracking.store import lost_server
 from cifar_sweep.train import model_build
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
@@ -136,14 +140,14 @@ class MlflowSweepCallback(Callback):
                 optuna_study.check_settings(settings)
                 checked = [jobs[0] + c for c in optuna_study.corner_overrides(settings["space"])]
                 planned = preflight(config, checked)
-                self.client, experiment_id = t.open_experiment(config.tracking)
+                self.client, experiment_id = open_experiment(config.tracking)
                 disk_space.check_sweep(planned, self.client, self._concurrent(config),
                                   int(config.hydra.sweeper.n_trials))
             else:  # every job composed, checked and decided in bulk (ahead.py)
                 loader = GlobalHydra.instance().config_loader()
                 self.plan = ahead.plan(lambda groups: loader.load_sweep_config(config, groups),
                                        loader, jobs, _one_line)
-                self.client, experiment_id = t.open_experiment(config.tracking)
+                self.client, experiment_id = open_experiment(config.tracking)
                 here = (str(config.tracking.uri), str(config.tracking.experiment))
                 # a job logged elsewhere (its own tracking.*) decides for itself when it runs
                 self.plan.decide(self.client, experiment_id,
@@ -166,7 +170,7 @@ class MlflowSweepCallback(Callback):
                   t.SWEEP_VARYING: " ".join(varying_keys(jobs) if not self.search
                                             else config.hydra.sweeper.space),
                   t.SWEEP_FIRST_JOB: " ".join(jobs[0]) if jobs and not self.search else "",
-                  "git_commit": t.git_commit(),
+                  "git_commit": git_commit(),
                   "mlflow.source.name": "src/train.py", **lifecycle.owner_tags()},
         )
         self.parent_id = run.info.run_id
@@ -185,7 +189,7 @@ class MlflowSweepCallback(Callback):
         the sweeper (hydra_plugins/cifar_sweep_planned) launches only the others."""
         launched = [j.num for j in self.plan.to_launch()]
         written = self.plan.write_references(self.client, experiment_id, self.parent_id,
-                                             varying, lifecycle.owner_tags(), t.git_commit())
+                                             varying, lifecycle.owner_tags(), git_commit())
         ahead.write_launched(str(sweep_dir), launched)
         self.client.log_batch(self.parent_id, tags=[
             RunTag(t.SWEEP_TO_TRAIN, str(len(launched))),
@@ -207,7 +211,7 @@ class MlflowSweepCallback(Callback):
         start, what to do; exit EXIT_STOPPED."""
         total = int(config.hydra.sweeper.n_trials) if self.search else self.jobs
         try:
-            children = t.sweep_children(self.client, self.parent_id)
+            children = sweep_children(self.client, self.parent_id)
             not_started = f"{max(0, total - len(children))} of {total} jobs did not start"
         except Exception:  # the store cannot be read either
             not_started = "the jobs after it did not start"
@@ -223,9 +227,9 @@ class MlflowSweepCallback(Callback):
         if stop is not None:
             self._stopped_by_environment(config, stop)
         try:
-            children = t.sweep_children(self.client, self.parent_id)
+            children = sweep_children(self.client, self.parent_id)
         except Exception as exc:
-            lost = t.lost_server(self.client.tracking_uri, exc,
+            lost = lost_server(self.client.tracking_uri, exc,
                                  kept="the jobs' checkpoints are kept")
             if lost is None:
                 raise
@@ -283,7 +287,7 @@ class MlflowSweepCallback(Callback):
                 return
             # jobs whose worker process was killed could not close their own runs; their
             # checkpoints stay, so the same sweep again continues them
-            for child in t.sweep_children(self.client, self.parent_id, running=True):
+            for child in sweep_children(self.client, self.parent_id, running=True):
                 self.client.set_tag(child.info.run_id, t.FAILURE,
                                     f"{t.INTERRUPTED}: the sweep ended before the job")
                 self.client.set_terminated(child.info.run_id, "KILLED")

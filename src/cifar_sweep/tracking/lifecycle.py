@@ -17,7 +17,7 @@ from pathlib import Path
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep.tracking import runs as t
+from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.paging import all_experiments, all_runs
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import requests
 from filelock import FileLock
 from mlflow.exceptions import MlflowException
 
@@ -186,3 +187,24 @@ def who_asks(uri: str) -> str:
     if creds.username and creds.password:
         return f"user {creds.username}"
     return "the token in MLFLOW_TRACKING_TOKEN" if creds.token else "you"
+
+
+class TrackingServerLost(Exception):
+    """The tracking server stopped answering during a run. Its run stays RUNNING (the next start
+    on this host finds its process gone and marks it KILLED, see lifecycle.close_ghosts) and its
+    checkpoint is kept, so the same command continues it once the server is back."""
+
+
+def lost_server(uri: str, exc: BaseException,
+                kept: str = "the run's checkpoint is kept") -> TrackingServerLost | None:
+    """The error to report when `exc` came from a tracking server that no longer answers."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    if not isinstance(exc, (MlflowException, requests.RequestException)):
+        return None
+    problem = server_problem(uri)
+    if problem is None:  # it answers: an ordinary failure
+        return None
+    return TrackingServerLost(f"lost the tracking server {uri}: {problem}; {kept}: run the same "
+                              "command again when the server is back")
+

@@ -129,7 +129,7 @@ class OptunaStudySweeper(Sweeper):
                     optuna_study.tell(study, trial, result, s["metric"])
                     beats.discard(trial)
         from cifar_sweep.sweep.callback import parent_run_id
-        from cifar_sweep.tracking.runs import open_store
+        from cifar_sweep.tracking.experiments import open_store
 
         optuna_study.summarise(study, open_store(self.config.tracking), parent_run_id(str(sweep_dir)),
                       s["metric"])

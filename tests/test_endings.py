@@ -1,0 +1,178 @@
+"""How a job ends, as a table (cifar_sweep/job/endings.py): each way recognised from a real
+exception, each row's consequences checked through the entrypoint where a run is cheap to end
+that way, and the table users read (docs/faults.md) held equal to the one the code reads."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from cifar_sweep import faults
+from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError, Yielded
+from cifar_sweep.job import endings
+from conftest import FAST, ROOT, TRAIN, wait_for
+
+
+class UncompletedJobError(RuntimeError):
+    """submitit's, by name (submitit is matched by name: it is only there on a cluster)."""
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _full(folder):
+    return OSError(errno.ENOSPC, "No space left on device", str(folder / "x.pt"))
+
+
+CASES = {
+    "finished": None,
+    endings.ELSEWHERE: lambda tmp: Yielded(SimpleNamespace(info=SimpleNamespace(run_id="w1"))),
+    endings.PRUNED: lambda tmp: Pruned(3),
+    endings.NAN: lambda tmp: NonFiniteLossError("the training loss became nan"),
+    endings.CODE_ERROR: lambda tmp: ValueError("a bug"),
+    endings.BAD_VALUE: lambda tmp: UserInputError("lr.value=0 is invalid"),
+    endings.ENVIRONMENT: _full,
+    endings.TIME_LIMIT: lambda tmp: UncompletedJobError("job 12 timed out"),
+    endings.SIGNAL: lambda tmp: SystemExit(143),
+    endings.LOST_SERVER: lambda tmp: MlflowException("API request failed: connection refused"),
+}
+
+
+def test_every_way_has_a_row_and_every_row_a_way():
+    assert set(CASES) == set(endings.WAYS)
+
+
+@pytest.mark.parametrize("way", sorted(set(CASES) - {"finished"}))
+def test_each_way_is_recognised_from_its_exception(way, tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"  # a server that no longer answers
+    ending = endings.Ending(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it")
+    exc = CASES[way](tmp_path)
+    ended = ending.of(exc)
+    assert ended.way == way
+    assert ended.status == endings.WAYS[way].status
+    if endings.WAYS[way].status in ("KILLED", "FAILED"):
+        assert ended.reason  # the failure_reason tag the run is closed with
+    if way in (endings.ENVIRONMENT, endings.TIME_LIMIT, endings.SIGNAL):
+        assert ended.reason.startswith("interrupted")  # continued by the same command
+    if endings.WAYS[way].stops_sweep:
+        assert isinstance(ended.fault, faults.EnvironmentFault)
+
+
+def test_a_fault_behind_another_error_is_still_the_environment(tmp_path):
+    """MLflow wraps SQLite's "database or disk is full"; torch wraps CUDA's out of memory."""
+    ending = endings.Ending("sqlite:///" + str(tmp_path / "mlflow.db"),
+                            [("tracking.uri", tmp_path)], "cuda:1", "lower trainer.jobs_per_gpu")
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise MlflowException("(sqlite3.OperationalError) database or disk is full") from inner
+    except MlflowException as exc:
+        assert ending.of(exc).way == endings.ENVIRONMENT
+    oom = ending.of(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert oom.way == endings.ENVIRONMENT and "cuda:1" in str(oom.fault)
+
+
+def test_an_exception_is_recognised_once(tmp_path, monkeypatch):
+    """tracked_run closes the run and the job's last step acts on the same ending: one reading."""
+    calls = []
+    real = faults.classify
+    monkeypatch.setattr(faults, "classify", lambda *a, **k: calls.append(a) or real(*a, **k))
+    ending = endings.Ending(str(tmp_path / "mlruns"), [("checkpoint.dir", tmp_path)])
+    exc = _full(tmp_path)
+    assert ending.of(exc) is ending.of(exc)
+    assert len(calls) == 1
+
+
+RAISED = "raised: 1 and its traceback (a signal: 128 + its number)"
+
+
+def test_the_table_in_the_docs_is_the_one_the_code_reads():
+    text = (ROOT / "docs" / "faults.md").read_text()
+    for way, row in endings.WAYS.items():
+        status = row.status or row.left
+        exit_code = RAISED if row.exit_code is endings.RAISED else str(row.exit_code)
+        line = (f"| {way} | {status} | {row.checkpoint} | {row.sweep} | "
+                f"{'yes' if row.stops_sweep else 'no'} | {exit_code} |")
+        assert line in text, line
+
+
+# Through the entrypoint: the rows a run ends by cheaply here (the others: test_env_faults.py,
+# test_errors.py, test_hpo.py, test_server.py, test_real_cluster.py).
+
+BOOM = '''
+import torch.nn as nn
+CALLS = [0]
+class Boom(nn.Module):
+    """Passes the check before the run (one batch), then fails in training: a bug in the code."""
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, num_classes)
+    def forward(self, x):
+        CALLS[0] += 1
+        if CALLS[0] > 2:
+            raise ValueError("a bug in the model")
+        return self.fc(x.flatten(1))
+'''
+
+
+def _checkpoints(project):
+    return list((project.workdir / "checkpoints").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("way", ["finished", endings.BAD_VALUE, endings.CODE_ERROR])
+def test_a_row_through_the_entrypoint(way, project):
+    row = endings.WAYS[way]
+    env = None
+    overrides = []
+    if way == endings.BAD_VALUE:
+        overrides = ["lr.value=0"]
+    elif way == endings.CODE_ERROR:
+        (project.workdir / "boom.py").write_text(BOOM)
+        overrides = ["model._target_=boom.Boom"]
+        env = {"PYTHONPATH": str(project.workdir)}
+    proc = project.train(*overrides, env=env)
+    runs = project.runs()
+    if way == endings.BAD_VALUE:  # found before any run
+        assert proc.returncode == row.exit_code and runs == []
+        [line] = proc.stderr.strip().splitlines()
+        assert line.startswith("error: lr.value=0 is invalid"), proc.stderr
+        return
+    [run] = runs
+    assert run.info.status == row.status
+    assert _checkpoints(project) == []  # removed (finished: checkpoint.keep=false)
+    if row.exit_code is endings.RAISED:  # an error in the code: its traceback, exit 1
+        assert proc.returncode == 1 and "a bug in the model" in proc.stderr
+        assert run.data.tags["failure_reason"] == "ValueError: a bug in the model"
+    else:
+        assert proc.returncode == row.exit_code, proc.stderr
+
+
+def test_a_signal_ends_as_its_row_says(project):
+    """SIGTERM after an epoch: KILLED, the checkpoint kept, the status of the signal."""
+    row = endings.WAYS[endings.SIGNAL]
+    with open(project.workdir / "out.log", "w") as out:
+        proc = subprocess.Popen([sys.executable, str(TRAIN), *FAST, "trainer.epochs=500"],
+                                cwd=project.workdir, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            wait_for(lambda: _checkpoints(project), 120, "the first epoch's checkpoint")
+            proc.terminate()
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 128 + 15
+    [run] = project.runs()
+    assert run.info.status == row.status and row.checkpoint == endings.KEPT
+    assert run.data.tags["failure_reason"] == "interrupted"
+    assert len(_checkpoints(project)) == 1
