@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.plan.identity import NOT_RESULT_KEYS, config_hash, setting_hash
 from cifar_sweep.tracking import tags as t
-from cifar_sweep.tracking.lifecycle import HEARTBEAT_FLOOR_S, _process_start, close_ghosts, why_dead
+from cifar_sweep.tracking.lifecycle import HEARTBEAT_FLOOR_S, close_ghosts, process_start, why_dead
 from conftest import ROOT
 
 BASE = ["data=synthetic"]
@@ -114,7 +114,7 @@ def run_with(**tags: str) -> Run:
 
 def owner(pid: int, start: str | None = None, host: str = HOST) -> dict[str, str]:
     return {t.OWNER_HOST: host, t.OWNER_PID: str(pid),
-            t.OWNER_START: _process_start(pid) if start is None else start, t.ROLE: t.ROLE_JOB}
+            t.OWNER_START: process_start(pid) if start is None else start, t.ROLE: t.ROLE_JOB}
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_an_owner_whose_process_ended_is_dead(no_slurm):
 
 def test_a_reused_pid_is_not_the_owner(sleeper, no_slurm):
     """The pid is alive, but the process that has it started at another time than the owner."""
-    tags = owner(sleeper.pid, start=str(int(_process_start(sleeper.pid)) - 1))
+    tags = owner(sleeper.pid, start=str(int(process_start(sleeper.pid)) - 1))
     assert why_dead(run_with(**tags)) == (
         f"its process {sleeper.pid} on {HOST} is gone (the pid now belongs to another process)")
 

@@ -89,9 +89,9 @@ def _plan_cost(tmp_path, n: int) -> float:
     decide and write the finished half's reference runs: what a sweep's start does."""
     from mlflow.tracking import MlflowClient
 
+    from cifar_sweep.config.override_check import composition_error_line
     from cifar_sweep.plan import ahead
     from cifar_sweep.plan.job_configs import JobConfigs
-    from cifar_sweep.sweep.callback import _one_line
     from cifar_sweep.tracking import tags as t
     from cifar_sweep.tracking.experiments import open_experiment
 
@@ -102,7 +102,7 @@ def _plan_cost(tmp_path, n: int) -> float:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         make = (lambda groups: compose("config", overrides=groups, return_hydra_config=True))
-        plan = ahead.plan(make, loader, work, _one_line)
+        plan = ahead.plan(make, loader, work, composition_error_line)
         client, experiment_id = open_experiment(OmegaConf.create(
             {"uri": str(store), "experiment": "cost"}))
         for job in plan.jobs[::2]:  # finished before: runs as a trained job leaves them
@@ -114,7 +114,7 @@ def _plan_cost(tmp_path, n: int) -> float:
         configs = plan.configs  # composed: a cost once per sweep, not per job
         assert isinstance(configs, JobConfigs)
         start = time.perf_counter()
-        plan = ahead.plan(make, loader, work, _one_line, configs=configs)
+        plan = ahead.plan(make, loader, work, composition_error_line, configs=configs)
         plan.decide(client, experiment_id)
         written = plan.write_references(client, experiment_id, parent, ["lr.value"], {}, "x")
         seconds = time.perf_counter() - start

@@ -1,12 +1,14 @@
-"""A user's own config folder on the command lines that read presets (report.py, seeds.py,
-plan.py): `--config-dir DIR` as train.py takes it, turned into the `hydra.searchpath` override
-that Hydra's compose API and train.py both read."""
+"""The project's config folder, and a user's own on the command lines that read presets
+(report.py, seeds.py, plan.py): `--config-dir DIR` as train.py takes it, turned into the
+`hydra.searchpath` override that Hydra's compose API and train.py both read."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+# the project's own config folder (train.py's `config_path`), for the commands that compose
+CONF = Path(__file__).resolve().parents[3] / "conf"
 SEARCH_PATH = "hydra.searchpath="  # the override a --config-dir becomes, as train.py reads it
 
 

@@ -20,9 +20,9 @@ from hydra.core.override_parser.types import ChoiceSweep, Override
 from hydra.errors import HydraException  # the lexer raises it, the parser its subclass
 from omegaconf import OmegaConf
 
-from cifar_sweep.config.config_dirs import config_dir_args, user_dirs
+from cifar_sweep.config.config_dirs import CONF, config_dir_args, user_dirs
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
+
 def groups(folders: list[Path]) -> dict[str, list[str]]:
     """Each config group (a folder of option files, `hydra/...` aside) and its options."""
     found: dict[str, set[str]] = {}
@@ -149,3 +149,13 @@ def problem(argv: list[str]) -> str | None:
         if error:
             return error
     return None
+
+
+def composition_error_line(exc: Exception) -> str:
+    """Hydra's multi-line composition error (what is missing, the options there are, the search
+    path) as one line, without the search path."""
+    text = str(exc).split("Config search path", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[1].endswith(":"):  # "Available options in 'lr':" and a list
+        return f"{lines[0]}; {lines[1][:-1].lower()}: {', '.join(lines[2:])}"
+    return "; ".join(lines)

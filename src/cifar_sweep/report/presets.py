@@ -5,16 +5,14 @@ adaptive seed budget and a sweep's end read a preset the same way."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import cast
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep.config.config_dirs import SEARCH_PATH, user_dirs
+from cifar_sweep.config.config_dirs import CONF, SEARCH_PATH, user_dirs
 from cifar_sweep.report.studies import Study
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
 STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hpo").glob("*.yaml"))
 

@@ -32,7 +32,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from cifar_sweep.tracking.lifecycle import _process_start
+from cifar_sweep.tracking.lifecycle import process_start
 from cifar_sweep.tracking.store import sqlite_file
 
 log = logging.getLogger("cifar_sweep.search.optuna_study")
@@ -97,7 +97,7 @@ class Heartbeats:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="trial-heartbeats", daemon=True)
-        self.owner = f"{socket.gethostname()} {os.getpid()} {_process_start(os.getpid())}"
+        self.owner = f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
 
     def __enter__(self) -> Heartbeats:
         self._thread.start()
@@ -140,22 +140,22 @@ def _last_beat(trial: FrozenTrial) -> float:
     return trial.datetime_start.timestamp() if trial.datetime_start else 0.0
 
 
-def why_dead(trial: FrozenTrial, grace_s: float, now: float) -> str | None:
+def why_trial_dead(trial: FrozenTrial, grace_s: float, now: float) -> str | None:
     """Why this RUNNING trial's command is taken for dead, or None. On this host a gone process
     says so at once; elsewhere (or a process frozen here) the heartbeat's age."""
     host, pid, start = ((trial.system_attrs.get(OWNER) or "").split(" ") + ["", "", ""])[:3]
-    if host == socket.gethostname() and pid.isdigit() and _process_start(int(pid)) != start:
+    if host == socket.gethostname() and pid.isdigit() and process_start(int(pid)) != start:
         return f"its command (pid {pid}) is gone"
     silent = now - _last_beat(trial)
     return f"no heartbeat for {silent:.0f} s" if silent > grace_s else None
 
 
 def fail_stale(study: optuna.Study, grace_s: float, max_retries: int) -> None:
-    """Fail each RUNNING trial whose command died (see why_dead) and ask its parameters again,
+    """Fail each RUNNING trial whose command died (see why_trial_dead) and ask its parameters again,
     unless it already replaces `max_retries` trials that died."""
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        why = why_dead(trial, grace_s, now)
+        why = why_trial_dead(trial, grace_s, now)
         if why is None:
             continue
         try:

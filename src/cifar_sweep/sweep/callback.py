@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifar_sweep import faults
+from cifar_sweep.config.override_check import composition_error_line
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.plan import ahead
 from cifar_sweep.plan.identity import SEED_KEY
@@ -82,7 +83,7 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> list[disk_space.Plan
         try:
             job_config = loader.load_sweep_config(config, overrides)
         except HydraException as exc:  # e.g. a search space's option that is not in conf/
-            raise UserInputError(f"{' '.join(overrides)}: {_one_line(exc)}") from None
+            raise UserInputError(f"{' '.join(overrides)}: {composition_error_line(exc)}") from None
         check_config(job_config)
         sources[OmegaConf.to_yaml(job_config.data)] = job_config.data
         with open_dict(job_config):  # the config as the job gets it
@@ -95,16 +96,6 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> list[disk_space.Plan
     for c in configs:  # a forward pass per distinct model and data shape (cached there)
         model_build.check_job(c, datasets[OmegaConf.to_yaml(c.data)])
     return [disk_space.PlannedJob(c, *loaded[OmegaConf.to_yaml(c.data)]) for c in configs]
-
-
-def _one_line(exc: Exception) -> str:
-    """Hydra's multi-line composition error (what is missing, the options there are, the search
-    path) as one line, without the search path."""
-    text = str(exc).split("Config search path", 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and lines[1].endswith(":"):  # "Available options in 'lr':" and a list
-        return f"{lines[0]}; {lines[1][:-1].lower()}: {', '.join(lines[2:])}"
-    return "; ".join(lines)
 
 
 class MlflowSweepCallback(Callback):
@@ -146,7 +137,7 @@ class MlflowSweepCallback(Callback):
             else:  # every job composed, checked and decided in bulk (ahead.py)
                 loader = GlobalHydra.instance().config_loader()
                 self.plan = ahead.plan(lambda groups: loader.load_sweep_config(config, groups),
-                                       loader, jobs, _one_line)
+                                       loader, jobs, composition_error_line)
                 self.client, experiment_id = open_experiment(config.tracking)
                 here = (str(config.tracking.uri), str(config.tracking.experiment))
                 # a job logged elsewhere (its own tracking.*) decides for itself when it runs

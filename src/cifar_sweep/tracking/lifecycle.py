@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.paging import all_experiments, all_runs
+from cifar_sweep.tracking.queries import config_runs
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ HEARTBEAT_FLOOR_S = 600
 HEARTBEAT_EPOCHS = 4
 
 
-def _process_start(pid: int) -> str:
+def process_start(pid: int) -> str:
     """The process's start time in clock ticks since boot (Linux), or '' where unknown."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -47,7 +48,7 @@ def _slurm_job() -> str:
 def owner_tags() -> dict[str, str]:
     pid = os.getpid()
     tags = {t.OWNER_HOST: socket.gethostname(), t.OWNER_PID: str(pid),
-            t.OWNER_START: _process_start(pid), **heartbeat_tags(HEARTBEAT_FLOOR_S)}
+            t.OWNER_START: process_start(pid), **heartbeat_tags(HEARTBEAT_FLOOR_S)}
     if _slurm_job():  # SLURM may requeue a job on another host, its heartbeat still fresh
         tags[t.OWNER_SLURM_JOB] = _slurm_job()
         tags[t.OWNER_SLURM_RESTART] = os.environ.get("SLURM_RESTART_COUNT", "0")
@@ -70,7 +71,7 @@ def why_dead(run, now: float | None = None) -> str | None:
         return f"its SLURM job {tags[t.OWNER_SLURM_JOB]} was requeued"
     host, pid = tags.get(t.OWNER_HOST), tags.get(t.OWNER_PID)
     if host == socket.gethostname() and pid:
-        start = _process_start(int(pid))
+        start = process_start(int(pid))
         if not start:
             return f"its process {pid} on {host} is gone"
         if tags.get(t.OWNER_START) and start != tags[t.OWNER_START]:
@@ -105,18 +106,11 @@ def active_experiments(client: MlflowClient) -> list[str]:
     return [e.experiment_id for e in all_experiments(client, ViewType.ACTIVE_ONLY)]
 
 
-def _same_code(code_version: str | None) -> str:
-    return "" if code_version is None else f" and tags.{t.CODE_VERSION} = '{code_version}'"
-
-
 def find_finished(client: MlflowClient, config_hash: str, code_version: str | None = None):
     """The newest FINISHED run of this config (made by this code version, where one is given)
     anywhere in the store (all experiments: the studies share their baseline), or None."""
-    runs = client.search_runs(
-        active_experiments(client),
-        f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
-        f"and attributes.status = 'FINISHED'{_same_code(code_version)}",
-        order_by=["attributes.start_time DESC"], max_results=1)
+    runs = config_runs(client, active_experiments(client), config_hash, "= 'FINISHED'",
+                       code_version, newest=1)
     return runs[0] if runs else None
 
 
@@ -134,11 +128,7 @@ def find_resumable(client: MlflowClient, experiment_id: str | None, config_hash:
     RUNNING run whose owner is dead counts: the next start closes it as KILLED."""
     if experiment_id is None:
         return None
-    runs = all_runs(
-        client, [experiment_id],
-        f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
-        f"and attributes.status != 'FINISHED'{_same_code(code_version)}",
-        order_by=["attributes.start_time DESC"])
+    runs = config_runs(client, [experiment_id], config_hash, "!= 'FINISHED'", code_version)
     return next((r for r in runs if (resumable(r) or (r.info.status == "RUNNING" and why_dead(r)))
                  and has_checkpoint(r.info.run_id)), None)
 
@@ -149,9 +139,6 @@ def live_runs(client: MlflowClient, experiment_id: str | None, config_hash: str,
     time, then run id: every job sees the same order)."""
     if experiment_id is None:
         return []
-    runs = all_runs(
-        client, [experiment_id],
-        f"tags.{t.CONFIG_HASH} = '{config_hash}' and tags.`{t.ROLE}` = '{t.ROLE_JOB}' "
-        f"and attributes.status = 'RUNNING'{_same_code(code_version)}")
+    runs = config_runs(client, [experiment_id], config_hash, "= 'RUNNING'", code_version)
     live = [r for r in runs if why_dead(r) is None]
     return sorted(live, key=lambda r: (r.info.start_time, r.info.run_id))

@@ -1,5 +1,5 @@
-"""The questions asked of the store about a sweep, each written once: its runs, its progress,
-the settings its jobs vary."""
+"""The questions asked of the store, each written once: a config's job runs (finished, to
+continue, held by a live job); a sweep's runs, its progress, the settings its jobs vary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ import time
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.tracking.paging import all_runs
-from cifar_sweep.tracking.tags import AHEAD, PARENT, SWEEP_JOBS, SWEEP_LAUNCHED, SWEEP_TO_TRAIN, SWEEP_VARYING
+from cifar_sweep.tracking.tags import (
+    AHEAD,
+    CODE_VERSION,
+    CONFIG_HASH,
+    PARENT,
+    ROLE,
+    ROLE_JOB,
+    SWEEP_JOBS,
+    SWEEP_LAUNCHED,
+    SWEEP_TO_TRAIN,
+    SWEEP_VARYING,
+)
 
 
 def sweep_children(client: MlflowClient, parent: str, experiment_id: str | None = None,
@@ -38,3 +49,17 @@ def sweep_progress(client: MlflowClient, experiment_id: str, parent: str) -> tup
 def sweep_varying(client: MlflowClient, parent: str) -> list[str]:
     return client.get_run(parent).data.tags.get(SWEEP_VARYING, "").split()
 
+
+def config_runs(client: MlflowClient, experiment_ids: list[str], config_hash: str, status: str,
+                code_version: str | None = None, newest: int | None = None) -> list:
+    """The job runs of this config (made by this code version, where one is given) whose status
+    compares as `status` says (`= 'FINISHED'`, `!= 'FINISHED'`, `= 'RUNNING'`): every one, or
+    only the `newest` few, newest first."""
+    query = (f"tags.{CONFIG_HASH} = '{config_hash}' and tags.`{ROLE}` = '{ROLE_JOB}' "
+             f"and attributes.status {status}")
+    if code_version is not None:
+        query += f" and tags.{CODE_VERSION} = '{code_version}'"
+    order = ["attributes.start_time DESC"]
+    if newest is not None:
+        return list(client.search_runs(experiment_ids, query, order_by=order, max_results=newest))
+    return all_runs(client, experiment_ids, query, order_by=order)

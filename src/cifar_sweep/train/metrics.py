@@ -1,4 +1,4 @@
-"""Test-set metrics, computed by torchmetrics from the logits of `training.evaluate`."""
+"""Test-set metrics, computed by torchmetrics from the logits of `train.loop.evaluate`."""
 
 import torch
 from torchmetrics.classification import (

@@ -1,0 +1,194 @@
+"""`src/report.py` (`make tables`): which tables its arguments ask for (a preset study, a sweep,
+an experiment's newest sweep, a search, the model tables, all of them), each written to reports/
+from the store, without training and without writing to the store."""
+
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cifar_sweep.config.config_dirs import config_dir_args
+from cifar_sweep.report.presets import SEARCHES, by_experiment, compose_preset, studies
+from cifar_sweep.report.presets import study as preset_study
+
+OPTIONS = ("sweep", "experiment", "baseline", "where")
+
+
+def _sweep_study(client, options: dict, overrides: list[str]):
+    """A study for `sweep=` / `experiment=`: a preset's where the experiment is one's."""
+    from mlflow.exceptions import MlflowException
+
+    from cifar_sweep.errors import UserInputError
+    from cifar_sweep.report.studies import Study
+    from cifar_sweep.tracking import tags as t
+    from cifar_sweep.tracking.paging import all_experiments
+
+    sweep, experiment = options.get("sweep"), options.get("experiment")
+    if sweep and sweep != "latest":
+        try:
+            run = client.get_run(sweep)
+        except MlflowException:
+            raise UserInputError(f"sweep={sweep}: no such run in the store") from None
+        if run.data.tags.get(t.ROLE) != t.ROLE_SWEEP:
+            raise UserInputError(f"sweep={sweep}: this run is not a sweep's parent run")
+        experiment = client.get_experiment(run.info.experiment_id).name
+        name = f"{experiment}-{sweep[:8]}"  # a preset's folder; a sweep's: one per sweep
+    elif experiment is None:  # sweep=latest: the newest sweep of the whole store
+        newest = client.search_runs(
+            [e.experiment_id for e in all_experiments(client)],
+            f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'", order_by=["attributes.start_time DESC"],
+            max_results=1)
+        if not newest:
+            raise UserInputError("sweep=latest: the store holds no sweep; run one with "
+                                 "`python src/train.py -m ...` first")
+        experiment = client.get_experiment(newest[0].info.experiment_id).name
+        name = experiment
+    else:
+        name = experiment
+    preset = by_experiment(overrides).get(experiment)
+    if preset is not None:
+        study = preset_study(preset, overrides, options.get("baseline"),
+                             None if sweep == "latest" else sweep, options["where"])
+        return study, Path("reports") / (preset if name == experiment else f"{preset}-{sweep[:8]}")
+    # the folder is the sweep's own, known once the table has chosen it: see sweep_folder
+    return Study(name=experiment, experiment=experiment, baseline=options.get("baseline"),
+                 sweep=None if sweep == "latest" else sweep, where=options["where"], kind="Sweep",
+                 hint="; run a sweep with `python src/train.py -m ...` first"), None
+
+
+def sweep_folder(client, base: Path, sweep_id: str) -> Path:
+    """`<base>/<start, UTC>_<id>`: a folder per sweep, so that the next sweep of the same
+    experiment does not overwrite this one's files; named so that they sort by time."""
+    start = datetime.fromtimestamp(client.get_run(sweep_id).info.start_time / 1000, UTC)
+    return base / f"{start:%Y-%m-%d_%H-%M-%S}_{sweep_id[:8]}"
+
+
+def index_sweeps(base: Path) -> None:
+    """`<base>/LATEST` (the newest sweep's folder name, one line: `cat` it in a script) and
+    `<base>/index.md` (every sweep's folder, newest first). Plain files, not a `latest`
+    symlink: a symlink does not survive a zip, a Windows checkout or an artifact upload."""
+    folders = sorted((p.name for p in base.iterdir() if p.is_dir() and (p / "table.md").is_file()),
+                     reverse=True)
+    if not folders:
+        return
+    (base / "LATEST").write_text(folders[0] + "\n")
+    lines = [f"# Sweeps of experiment {base.name}, newest first", "",
+             f"Latest: [{folders[0]}]({folders[0]}/table.md)", ""]
+    for name in folders:
+        title = (base / name / "table.md").read_text().splitlines()[0].lstrip("# ")
+        lines.append(f"- [{name}]({name}/table.md): {title}")
+    (base / "index.md").write_text("\n".join(lines) + "\n")
+
+
+def _experiments_with_sweeps(client) -> list[str]:
+    from cifar_sweep.tracking import tags as t
+    from cifar_sweep.tracking.paging import all_experiments
+
+    out = []
+    for exp in all_experiments(client):
+        sweeps = client.search_runs([exp.experiment_id], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
+                                    max_results=1)
+        trials = client.search_runs([exp.experiment_id], f"tags.`{t.TRIAL}` != ''", max_results=1)
+        if sweeps and not trials:
+            out.append(exp.name)
+    return out
+
+
+def parse(argv: list[str]):
+    """(words, targets [(group, name)], options, store overrides) or an error line."""
+    words = [a for a in argv if "=" not in a]
+    targets = [tuple(a.split("=", 1)) for a in argv if a.startswith(("ablation=", "hpo="))]
+    options = {"where": {}}
+    overrides = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "where":
+            k, eq, v = value.partition("=")
+            if not eq:
+                return f"where={value} is invalid: allowed: where=<key>=<value>"
+            options["where"][k] = v
+        elif key in OPTIONS:
+            options[key] = value
+        elif "=" in arg and not arg.startswith(("ablation=", "hpo=")):
+            overrides.append(arg)
+    known = {"ablation": studies(overrides), "hpo": SEARCHES}
+    unknown = ([w for w in words if w not in ("models", "all")]
+               + [f"{g}={n}" for g, n in targets if n not in known[g]])
+    if unknown or not (words or targets or "sweep" in options or "experiment" in options):
+        return (f"report target {' '.join(unknown) or '(none)'} is unknown; allowed: "
+                f"ablation=<{'|'.join(known['ablation'])}>, hpo=<{'|'.join(SEARCHES)}>, sweep=<latest|run "
+                "id>, experiment=<name>, models, all")
+    return words, targets, options, overrides
+
+
+def main(argv: list[str]) -> int:
+    from cifar_sweep.errors import UserInputError
+    from cifar_sweep.report.studies import build_table
+    from cifar_sweep.search.trials_table import trials_report
+    from cifar_sweep.tracking.experiments import open_store
+
+    argv, search_path = config_dir_args(argv)  # --config-dir DIR: a user's presets too
+    parsed = parse(argv + search_path)
+    if isinstance(parsed, str):
+        print(f"error: {parsed}", file=sys.stderr)
+        return 2
+    words, targets, options, overrides = parsed
+    out = Path("reports")
+    if "models" in words or "all" in words:
+        from cifar_sweep.report.model_tables import models_report  # torchvision's models: only here
+
+        out.mkdir(exist_ok=True)
+        (out / "models.md").write_text(models_report())
+        print(f"wrote {out / 'models.md'}")
+    every = "all" in words
+    failed = False
+    try:
+        client, figures = None, True
+        if targets or every or "sweep" in options or "experiment" in options:
+            tracking = compose_preset("ablation", studies()[0], overrides).tracking
+            client, figures = open_store(tracking), bool(tracking.figures)
+        jobs = []  # (kind, what) to tabulate
+        if every:
+            presets = by_experiment(overrides)
+            targets = ([("ablation", s) for s in studies(overrides)]
+                       + [("hpo", s) for s in SEARCHES])
+            jobs += [("sweep", {**options, "experiment": e})
+                     for e in _experiments_with_sweeps(client) if e not in presets]
+        jobs = [(g, n) for g, n in targets] + jobs
+        if "sweep" in options or "experiment" in options:
+            jobs.append(("sweep", options))
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for group, what in jobs:
+        try:
+            if group == "ablation":
+                study = preset_study(what, overrides, options.get("baseline"),
+                                     options.get("sweep"), options["where"])
+                folder = out / what
+                md = build_table(client, study).write(folder, client, figures)
+            elif group == "sweep":
+                study, folder = _sweep_study(client, what, overrides)
+                table = build_table(client, study)
+                if folder is None:
+                    base = out / study.experiment
+                    folder = sweep_folder(client, base, table.selection.reference_sweep)
+                md = table.write(folder, client, figures)
+                if folder.parent != out:
+                    index_sweeps(folder.parent)
+            else:
+                cfg = compose_preset("hpo", what, overrides)
+                folder = out / str(cfg.tracking.experiment)
+                md = trials_report(client, str(cfg.tracking.experiment),
+                                   str(cfg.hydra.sweeper.study_name),
+                                   list(cfg.hydra.sweeper.space), str(cfg.hydra.sweeper.metric),
+                                   folder)
+        except UserInputError as exc:
+            print(f"{'note' if every else 'error'}: {exc}", file=sys.stderr)
+            failed = failed or not every
+            continue
+        print(md)
+        print(f"wrote {folder}/")
+    return 1 if failed else 0
