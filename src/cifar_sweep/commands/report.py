@@ -8,10 +8,14 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cifar_sweep.config.config_dirs import config_dir_args
 from cifar_sweep.report.presets import SEARCHES, by_experiment, compose_preset, studies
 from cifar_sweep.report.presets import study as preset_study
+
+if TYPE_CHECKING:  # mlflow is imported only where a table is made: a bad argument says so at once
+    from mlflow.tracking import MlflowClient
 
 OPTIONS = ("sweep", "experiment", "baseline", "where")
 
@@ -51,7 +55,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
     if preset is not None:
         study = preset_study(preset, overrides, options.get("baseline"),
                              None if sweep == "latest" else sweep, options["where"])
-        return study, Path("reports") / (preset if name == experiment else f"{preset}-{sweep[:8]}")
+        return study, Path("reports") / (preset if name == experiment else f"{preset}-{str(sweep)[:8]}")
     # the folder is the sweep's own, known once the table has chosen it: see sweep_folder
     return Study(name=experiment, experiment=experiment, baseline=options.get("baseline"),
                  sweep=None if sweep == "latest" else sweep, where=options["where"], kind="Sweep",
@@ -99,9 +103,10 @@ def _experiments_with_sweeps(client) -> list[str]:
 def parse(argv: list[str]):
     """(words, targets [(group, name)], options, store overrides) or an error line."""
     words = [a for a in argv if "=" not in a]
-    targets = [tuple(a.split("=", 1)) for a in argv if a.startswith(("ablation=", "hpo="))]
-    options = {"where": {}}
-    overrides = []
+    targets = [(a.split("=", 1)[0], a.split("=", 1)[1]) for a in argv
+               if a.startswith(("ablation=", "hpo="))]
+    options: dict[str, Any] = {"where": {}}
+    overrides: list[str] = []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key == "where":
@@ -145,11 +150,12 @@ def main(argv: list[str]) -> int:
     every = "all" in words
     failed = False
     try:
-        client, figures = None, True
+        client: MlflowClient | None = None
+        figures = True
         if targets or every or "sweep" in options or "experiment" in options:
             tracking = compose_preset("ablation", studies()[0], overrides).tracking
             client, figures = open_store(tracking), bool(tracking.figures)
-        jobs = []  # (kind, what) to tabulate
+        jobs: list[tuple[str, Any]] = []  # (kind, preset name or sweep options) to tabulate
         if every:
             presets = by_experiment(overrides)
             targets = ([("ablation", s) for s in studies(overrides)]
@@ -163,6 +169,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for group, what in jobs:
+        assert client is not None  # opened above for any table
         try:
             if group == "ablation":
                 study = preset_study(what, overrides, options.get("baseline"),

@@ -10,11 +10,13 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep import faults
@@ -62,12 +64,12 @@ class Job:
     """A checked job and what it runs with: settled once, read by every step below."""
 
     cfg: DictConfig
-    hydra: object
+    hydra: DictConfig  # HydraConfig.get(): the job's hydra section
     multirun: bool
     started: float
     rt: runtime.Runtime
     dataset: Dataset
-    client: object
+    client: MlflowClient
     experiment_id: str
     identity: Identity
     parent: str | None
@@ -102,8 +104,8 @@ def run_job(cfg: DictConfig) -> JobResult:
     lifecycle.close_ghosts(job.client, [job.experiment_id])
     decision = decide(cfg, job.identity, job.client, job.experiment_id)
     claim = nullcontext()
-    if decision.action == CONTINUE:  # one job continues a run: the others see it held
-        claim = checkpoint.claim(job.checkpoint_path(decision.run.info.run_id))
+    if decision.action == CONTINUE and decision.run is not None:  # one job continues a run:
+        claim = checkpoint.claim(job.checkpoint_path(decision.run.info.run_id))  # held by it
         if claim is None:
             decision = Decision(ELSEWHERE, decision.run, note="continued by another job")
     if decision.note:
@@ -137,7 +139,7 @@ def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | Jo
     parent = parent_run_id(hydra.sweep.dir) if multirun else None
     name, tags = _name_and_tags(cfg, hydra, rt, dataset, client, parent)
     tags.update(identity.tags())
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params = flatten(cast(dict, OmegaConf.to_container(cfg, resolve=True)))
     ending = Ending(str(cfg.tracking.uri), faults.write_folders(cfg), str(rt.device),
                     _gpu_advice(cfg, multirun))
     return Job(cfg, hydra, multirun, started, rt, dataset, client, experiment_id, identity, parent,
@@ -147,6 +149,7 @@ def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | Jo
 def _reference(job: Job, decision: Decision) -> JobResult:
     """Train nothing. In a sweep, a reference run stands for the run that holds this config."""
     original = decision.run
+    assert original is not None  # finished before, or training elsewhere: decide found it
     log.info("%s (%s)%s", decision.line(job.cfg.trainer.epochs), original.info.run_name,
              "; trainer.rerun=true trains it again" if decision.action == FINISHED else "")
     if job.parent:
@@ -169,7 +172,7 @@ def _train(job: Job, decision: Decision) -> JobResult:
     try:
         with tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
                          params=job.params, ending=job.ending.of,
-                         resume_id=resume and resume.info.run_id, lock=lock) as run_id:
+                         resume_id=resume.info.run_id if resume else None, lock=lock) as run_id:
             if resume is None:  # two commands with one config: the first run created trains
                 try:
                     _claim(job, run_id, locked=lock is not None)
@@ -337,16 +340,18 @@ def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
 def _prefix_log_lines(prefix: str) -> None:
     for handler in logging.getLogger().handlers:
         if handler.formatter is not None:
-            fmt = handler.formatter._fmt.replace("%(message)s", prefix + "%(message)s")
+            fmt = (handler.formatter._fmt or "%(message)s").replace("%(message)s",
+                                                                  prefix + "%(message)s")
             handler.setFormatter(logging.Formatter(fmt, handler.formatter.datefmt))
 
 
 def _log_sweep_progress(job: Job, failed: bool = False) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
-    (the jobs it launched: not those finished before)."""
+    (the jobs it launched: not those finished before). Only a sweep's job has a parent."""
+    assert job.parent is not None
     progress = ahead.sweep_progress(str(job.hydra.sweep.dir), int(job.hydra.job.num), failed)
-    total, done, failed, elapsed = progress or sweep_progress(job.client, job.experiment_id,
-                                                                job.parent)
-    left = max(0, total - done - failed)
-    eta = f", about {elapsed / (done + failed) * left / 60:.1f} min left" if done + failed else ""
-    log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, failed, eta)
+    total, done, n_failed, elapsed = progress or sweep_progress(job.client, job.experiment_id,
+                                                                  job.parent)
+    left = max(0, total - done - n_failed)
+    eta = f", about {elapsed / (done + n_failed) * left / 60:.1f} min left" if done + n_failed else ""
+    log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, n_failed, eta)

@@ -104,7 +104,7 @@ def reference_sweep(jobs: pd.DataFrame, sweeps: pd.DataFrame, sweep: str | None 
         held = finished.sweeps.map(lambda cell, s=sweep_id: _holds(cell, s))
         if not held.any():
             continue
-        if where:
+        if where and values is not None:  # (values: there is a finished run)
             rows = values[held]
             if not all(k in rows and (rows[k] == v).all() for k, v in where.items()):
                 continue

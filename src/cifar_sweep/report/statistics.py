@@ -157,15 +157,15 @@ def compare_all(rows: list[dict[str, float]], baseline: dict[str, float],
     if pending:
         from scipy import stats
     for (test, _, _), items in pending.items():
-        a = [item[1] for item in items]
-        b = [item[2] for item in items]
-        result = (stats.ttest_rel(a, b, axis=1) if test == "paired"
-                  else stats.ttest_ind(a, b, axis=1, equal_var=False))
+        firsts = [item[1] for item in items]
+        seconds = [item[2] for item in items]
+        result = (stats.ttest_rel(firsts, seconds, axis=1) if test == "paired"
+                  else stats.ttest_ind(firsts, seconds, axis=1, equal_var=False))
         interval = result.confidence_interval(0.95)
-        for j, (at, _, _, diff, sd, shared) in enumerate(items):
+        for j, (at, _, _, diff, sd, n_shared) in enumerate(items):
             out[at] = Delta(diff, float(interval.low[j]) * scale,
                             float(interval.high[j]) * scale, float(result.pvalue[j]), test,
-                            spread=sd, shared=shared if test == "paired" else 0)
+                            spread=sd, shared=n_shared if test == "paired" else 0)
     return out  # type: ignore[return-value]  # every None was filled above
 
 

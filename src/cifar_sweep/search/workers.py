@@ -52,12 +52,12 @@ def open_storage(url: str) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A writer killed mid-write leaves its lock, released by the others after 30 s
         return JournalStorage(JournalFileBackend(str(path)))
-    path = sqlite_file(url)
-    if path is None:
+    db = sqlite_file(url)
+    if db is None:
         return RDBStorage(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
     # two commands creating the same new file would race on its tables; locked, they do not
-    with FileLock(f"{path}.create.lock"):
+    with FileLock(f"{db}.create.lock"):
         # a heartbeat waits for another command's write instead of failing at SQLite's 5 s
         return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
@@ -207,9 +207,9 @@ def reseed(sampler: optuna.samplers.BaseSampler, seed: int | None, trials_so_far
     if seed is None:
         return
     for part in (sampler, getattr(sampler, "_random_sampler", None)):
-        state = getattr(part, "_rng", None)
-        if hasattr(state, "rng"):
-            state.rng.seed((seed * 1_000_003 + trials_so_far) % 2**32)
+        rng = getattr(getattr(part, "_rng", None), "rng", None)
+        if rng is not None:
+            rng.seed((seed * 1_000_003 + trials_so_far) % 2**32)
 
 
 def trials_ended(study: optuna.Study) -> int:

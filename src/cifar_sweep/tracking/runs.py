@@ -50,9 +50,14 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 class RunEnd(Protocol):
     """How a run ended, as `job.endings` tells it: what tracked_run writes as it closes the run."""
 
-    status: str | None   # FINISHED, KILLED, FAILED; None: leave the run as it is
-    reason: str          # its failure_reason tag
-    tags: dict[str, str]  # set as it closes
+    @property
+    def status(self) -> str | None: ...  # KILLED, FAILED; None: leave the run as it is
+
+    @property
+    def reason(self) -> str: ...  # its failure_reason tag
+
+    @property
+    def tags(self) -> dict[str, str]: ...  # set as it closes
 
 
 @contextmanager

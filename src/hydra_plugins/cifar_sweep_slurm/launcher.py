@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -123,7 +123,7 @@ def wait_for(jobs: list, names: list[str], overrides: list[list[str]],
             del left[i]
         if left:
             time.sleep(poll_s)
-    return returns
+    return cast(list[JobReturn], returns)  # every job's slot is filled above
 
 
 def _lost(overrides: list[str]) -> JobReturn:
