@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -88,8 +89,9 @@ class Plan:
             for run in undone:
                 unfinished.setdefault(run.data.tags.get(t.CONFIG_HASH), []).append(run)
         for job in jobs:
-            job.decision = _decide(job, finished.get(job.identity.config_hash, []),
-                                   unfinished.get(job.identity.config_hash, []), load_state)
+            config = _identity(job).config_hash
+            job.decision = _decide(job, finished.get(config, []), unfinished.get(config, []),
+                                   load_state)
 
     def to_launch(self) -> list[AheadJob]:
         """The jobs a sweep launches: all but those finished before or training elsewhere."""
@@ -112,30 +114,31 @@ class Plan:
         common = {"git_commit": git_commit, "mlflow.source.name": "src/train.py", **owner,
                   **lineage.source_tags(git_commit), t.ROLE: t.ROLE_REFERENCE, t.PARENT: parent,
                   t.AHEAD: "true"}
-        done = [j for j in self.jobs
+        done = [(j, j.decision) for j in self.jobs
                 if j.decision is not None and j.decision.action in (FINISHED, ELSEWHERE)]
         for chunk in range(0, len(done), CHUNK):  # one transaction each; its lines printed after it
             jobs, runs = done[chunk:chunk + CHUNK], []
-            for job in jobs:
-                original = job.decision.run
+            for job, decision in jobs:
+                original = decision.run
+                assert original is not None  # finished before, or training elsewhere: found
                 with self.configs.applied(job.overrides) as (cfg, choices):
-                    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+                    params = flatten(cast(dict, OmegaConf.to_container(cfg, resolve=True)))
                     study = str(cfg.study.name or "")
                 tags = {**{g: choices.get(g, "None") for g in t.GROUPS}, **common,
                         t.DATA_FINGERPRINT: job.fingerprint, "data_cache": job.data_cache,
                         "device": job.device, t.PRECISION: job.precision,
                         t.JOB_OVERRIDES: " ".join(job.overrides), "study.name": study,
                         t.JOB_NUM: str(job.num), t.SAME_AS: original.info.run_id,
-                        **job.identity.tags()}
-                why = "done before" if job.decision.action == FINISHED else "training elsewhere"
+                        **_identity(job).tags()}
+                why = "done before" if decision.action == FINISHED else "training elsewhere"
                 name = f"#{job.num} {short_overrides(job.overrides, varying)} ({why})"
                 runs.append(FinishedRun(
                     name[:250], tags, {k: v[:6000] for k, v in params.items()},
                     {k: (float(v), job.epochs) for k, v in original.data.metrics.items()}))
             write_finished(client, experiment_id, runs)
-            for job in jobs:
+            for job, decision in jobs:
                 print(f"#{job.num} {short_overrides(job.overrides, varying)}: "
-                      f"{job.decision.line(job.epochs)} ({job.decision.run.info.run_name})",
+                      f"{decision.line(job.epochs)} ({decision.run.info.run_name if decision.run else ''})",
                       flush=True)
         return len(done)
 
@@ -159,13 +162,21 @@ def _runs_of_data(client, db: Path | None, experiments: list[str], experiment_id
             all_runs(client, [experiment_id], narrow + " and attributes.status != 'FINISHED'"))
 
 
+def _identity(job: AheadJob) -> Identity:
+    """A checked job's identity (set by the check that composed it)."""
+    if job.identity is None:
+        raise RuntimeError(f"job #{job.num} was decided before it was checked")
+    return job.identity
+
+
 def _decide(job: AheadJob, finished: list, unfinished: list, load_state: bool) -> Decision:
     """decision.decide's rules on runs already read (each list newest first)."""
-    code = job.identity.code_version
+    identity = _identity(job)
+    code = identity.code_version
     note = ""
     if not job.rerun:
         same = next((r for r in finished if r.data.tags.get(t.CODE_VERSION) == code), None)
-        run, note = choose_finished(job.reuse_other_code, job.identity, same,
+        run, note = choose_finished(job.reuse_other_code, identity, same,
                                     finished[0] if finished else None)
         if run is not None:
             return Decision(FINISHED, run, note=note)
@@ -178,7 +189,7 @@ def _decide(job: AheadJob, finished: list, unfinished: list, load_state: bool) -
         if not (lifecycle.resumable(run) or (run.info.status == "RUNNING"
                                              and lifecycle.why_dead(run))):
             continue
-        path = checkpoint.path_for(job.checkpoint_dir, job.identity.config_hash, run.info.run_id)
+        path = checkpoint.path_for(job.checkpoint_dir, identity.config_hash, run.info.run_id)
         if not path.is_file():
             continue
         if not load_state:  # the sweep launches it either way: the job reads its checkpoint
@@ -215,13 +226,14 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
         out.append(job)
         try:
             with configs.applied(overrides) as (cfg, _):
+                tree: dict | None
                 try:
-                    tree = OmegaConf.to_container(cfg, resolve=True)
+                    tree = cast(dict, OmegaConf.to_container(cfg, resolve=True))
                 except OmegaConfBaseException:  # check_config says which value, section by section
                     tree = None
                 check_config(cfg, tree, sources)
                 if tree is None:
-                    tree = OmegaConf.to_container(cfg, resolve=True)
+                    tree = cast(dict, OmegaConf.to_container(cfg, resolve=True))
                 data_key = json.dumps(tree["data"], sort_keys=True, default=str)
                 if data_key not in datasets:
                     dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import cast
 
 import requests
 from hydra.core.global_hydra import GlobalHydra
@@ -107,6 +108,12 @@ class MlflowSweepCallback(Callback):
         self.varying: list[str] = []  # what the sweep varies but the seed: a table's rows
         self.plan: ahead.Plan | None = None
 
+    def _started(self) -> tuple[MlflowClient, str]:
+        """The store and the parent run, which every step after the start writes to."""
+        if self.client is None or self.parent_id is None:
+            raise RuntimeError("the sweep's callback was not started (on_multirun_start)")
+        return self.client, self.parent_id
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         # Hydra turns a callback's exception into a warning and sweeps on, without a parent run
         # or a preflight: stop the sweep here instead
@@ -127,24 +134,25 @@ class MlflowSweepCallback(Callback):
             if self.search:  # its settings, and its space's edges composed as jobs would be
                 from cifar_sweep.search import optuna_study
 
-                settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+                settings = cast(dict, OmegaConf.to_container(config.hydra.sweeper, resolve=True))
                 optuna_study.check_settings(settings)
                 checked = [jobs[0] + c for c in optuna_study.corner_overrides(settings["space"])]
                 planned = preflight(config, checked)
-                self.client, experiment_id = open_experiment(config.tracking)
-                disk_space.check_sweep(planned, self.client, self._concurrent(config),
+                client, experiment_id = open_experiment(config.tracking)
+                disk_space.check_sweep(planned, client, self._concurrent(config),
                                   int(config.hydra.sweeper.n_trials))
             else:  # every job composed, checked and decided in bulk (ahead.py)
                 loader = GlobalHydra.instance().config_loader()
                 self.plan = ahead.plan(lambda groups: loader.load_sweep_config(config, groups),
                                        loader, jobs, composition_error_line)
-                self.client, experiment_id = open_experiment(config.tracking)
+                client, experiment_id = open_experiment(config.tracking)
                 here = (str(config.tracking.uri), str(config.tracking.experiment))
                 # a job logged elsewhere (its own tracking.*) decides for itself when it runs
-                self.plan.decide(self.client, experiment_id,
+                self.plan.decide(client, experiment_id,
                                  jobs=[j for j in self.plan.jobs if j.store == here])
                 self.plan.check_space(self._concurrent(config))
-        lifecycle.close_ghosts(self.client, [experiment_id])
+        self.client = client
+        lifecycle.close_ghosts(client, [experiment_id])
         sweep_dir = Path(config.hydra.sweep.dir)
         faults.clear_stop(str(sweep_dir))  # a stop of an earlier sweep in this same folder
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +161,7 @@ class MlflowSweepCallback(Callback):
         hidden = tuple(config.hydra.job.config.override_dirname.exclude_keys)
         shown = [o for o in config.hydra.overrides.task if o.partition("=")[0] not in hidden]
         sweep = " ".join(shown) or "(no overrides)"
-        run = self.client.create_run(
+        run = client.create_run(
             experiment_id,
             run_name=f"sweep: {sweep}"[:250],
             tags={t.ROLE: t.ROLE_SWEEP, t.SWEEP_OVERRIDES: sweep,
@@ -167,9 +175,9 @@ class MlflowSweepCallback(Callback):
         self.parent_id = run.info.run_id
         self.jobs = len(jobs)
         self.varying = [k for k in varying_keys(jobs) if k != SEED_KEY] if not self.search else []
-        self.client.log_batch(self.parent_id, params=[
+        client.log_batch(run.info.run_id, params=[
             Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
-        (sweep_dir / PARENT_FILE).write_text(self.parent_id)
+        (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
         atexit.register(self._close, "KILLED")  # if the sweep is interrupted or exits early
         if not self.search:
             self._launch_only_what_trains(experiment_id, sweep_dir, varying_keys(jobs))
@@ -178,11 +186,13 @@ class MlflowSweepCallback(Callback):
                                  varying: list[str]) -> None:
         """Reference runs for the jobs finished before (or training elsewhere), written here;
         the sweeper (hydra_plugins/cifar_sweep_planned) launches only the others."""
+        client, parent = self._started()
+        assert self.plan is not None  # planned at the start of a sweep that is not a search
         launched = [j.num for j in self.plan.to_launch()]
-        written = self.plan.write_references(self.client, experiment_id, self.parent_id,
+        written = self.plan.write_references(client, experiment_id, parent,
                                              varying, lifecycle.owner_tags(), git_commit())
         ahead.write_launched(str(sweep_dir), launched)
-        self.client.log_batch(self.parent_id, tags=[
+        client.log_batch(parent, tags=[
             RunTag(t.SWEEP_TO_TRAIN, str(len(launched))),
             RunTag(t.SWEEP_LAUNCHED, f"{time.time():.3f}")])
         if written:
@@ -202,7 +212,7 @@ class MlflowSweepCallback(Callback):
         start, what to do; exit EXIT_STOPPED."""
         total = int(config.hydra.sweeper.n_trials) if self.search else self.jobs
         try:
-            children = sweep_children(self.client, self.parent_id)
+            children = sweep_children(*self._started())
             not_started = f"{max(0, total - len(children))} of {total} jobs did not start"
         except Exception:  # the store cannot be read either
             not_started = "the jobs after it did not start"
@@ -217,10 +227,11 @@ class MlflowSweepCallback(Callback):
         stop = faults.sweep_stopped(config.hydra.sweep.dir)
         if stop is not None:
             self._stopped_by_environment(config, stop)
+        client, parent = self._started()
         try:
-            children = sweep_children(self.client, self.parent_id)
+            children = sweep_children(client, parent)
         except Exception as exc:
-            lost = lost_server(self.client.tracking_uri, exc,
+            lost = lost_server(client.tracking_uri, exc,
                                  kept="the jobs' checkpoints are kept")
             if lost is None:
                 raise
@@ -256,12 +267,13 @@ class MlflowSweepCallback(Callback):
             name=str(config.study.name or experiment), experiment=experiment,
             baseline=config.study.baseline, sweep=self.parent_id,
             axes=list(config.hydra.sweeper.get("params") or {}) if config.study.name else [],
-            paper=OmegaConf.to_container(paper) if paper else None,
+            paper=cast(dict, OmegaConf.to_container(paper)) if paper else None,
             kind="Ablation" if config.study.name else "Sweep")
+        client, parent = self._started()
         try:
-            table = studies.build_table(self.client, study)
+            table = studies.build_table(client, study)
             print("\n" + studies.terminal(table) + "\n", flush=True)
-            link = parent_summary.log_on_parent(self.client, self.parent_id, table,
+            link = parent_summary.log_on_parent(client, parent, table,
                                                 bool(config.tracking.figures))
             uri = str(config.tracking.uri)
             where = (f"the MLflow UI: {uri.rstrip('/')}" if uri.startswith(("http://", "https://"))
@@ -273,16 +285,19 @@ class MlflowSweepCallback(Callback):
                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)
 
     def _close(self, status: str) -> None:
+        if self.client is None or not self.parent_id:  # not started, or its parent given up
+            return
+        client, parent = self.client, self.parent_id
         try:
-            if not self.parent_id or self.client.get_run(self.parent_id).info.status != "RUNNING":
+            if client.get_run(parent).info.status != "RUNNING":
                 return
             # jobs whose worker process was killed could not close their own runs; their
             # checkpoints stay, so the same sweep again continues them
-            for child in sweep_children(self.client, self.parent_id, running=True):
-                self.client.set_tag(child.info.run_id, t.FAILURE,
-                                    f"{t.INTERRUPTED}: the sweep ended before the job")
-                self.client.set_terminated(child.info.run_id, "KILLED")
-            self.client.set_terminated(self.parent_id, status)
+            for child in sweep_children(client, parent, running=True):
+                client.set_tag(child.info.run_id, t.FAILURE,
+                               f"{t.INTERRUPTED}: the sweep ended before the job")
+                client.set_terminated(child.info.run_id, "KILLED")
+            client.set_terminated(parent, status)
         except (MlflowException, requests.RequestException) as exc:  # e.g. the server is gone:
             # the runs stay RUNNING and the next sweep's start closes them; no second traceback
             print(f"warning: could not close the sweep's runs: {str(exc).splitlines()[0][:300]}",
