@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from cifar_sweep.report.selection import choose, describe_left_out
-from cifar_sweep.report.statistics import compare, holm, judge, seeds_needed
 from cifar_sweep.results import _frame
+from cifar_sweep.statistics import compare, holm, judge, seeds_needed
 
 T0 = pd.Timestamp("2026-01-01")
 
@@ -190,7 +190,7 @@ def test_a_table_of_rows_of_many_shapes_is_judged_as_each_row_alone():
 
 
 def test_the_seeds_for_many_rows_are_those_of_each_row_alone():
-    from cifar_sweep.report.statistics import seeds_needed_all
+    from cifar_sweep.statistics import seeds_needed_all
 
     diffs, sds = [1.0, 0.0, 0.3, 2.5, 0.01, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, float("nan")]
     for paired in (True, False):

@@ -307,7 +307,7 @@ def test_our_stdev_and_variance_are_pythons_to_the_last_bit():
     import random
     import statistics as stdlib
 
-    from cifar_sweep.report.statistics import stdev, variance
+    from cifar_sweep.statistics import stdev, variance
 
     rng = random.Random(0)
     samples = [[0.7, 0.7], [0.1, 0.2, 0.3], [1e-300, 2e-300], [5e-324, 1e-323, 0.0], [1e300, -1e300],

@@ -187,7 +187,7 @@ def compare(frame: pd.DataFrame, by: str, baseline: str, metric: str = "test_acc
     table."""
     from dataclasses import asdict
 
-    from cifar_sweep.report.statistics import judge
+    from cifar_sweep.statistics import judge
 
     done = frame[frame.status == "FINISHED"].sort_values("start_time", ascending=False)
     by_value = {str(value): dict(zip(group.seed.astype(str), group[metric]))

@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.report import writers
 from cifar_sweep.report.selection import Selection, choose, describe_left_out
-from cifar_sweep.report.statistics import ALPHA, MAX_SEEDS, Delta, judge, mean_std
 from cifar_sweep.report.writers import plural
 from cifar_sweep.results import experiment_runs
+from cifar_sweep.statistics import ALPHA, MAX_SEEDS, Delta, judge, mean_std
 
 if TYPE_CHECKING:
     from cifar_sweep.report import study_figures
