@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from difflib import get_close_matches
 from pathlib import Path
+from typing import cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Override
@@ -103,8 +104,8 @@ def _sections(folders: list[Path]) -> dict:
 
     from cifar_sweep.config import schema
 
-    sections = {k: v for k, v in OmegaConf.to_container(
-        OmegaConf.load(CONF / "config.yaml")).items() if k != "defaults"}
+    sections = {str(k): v for k, v in cast(dict, OmegaConf.to_container(
+        OmegaConf.load(CONF / "config.yaml"))).items() if k != "defaults"}
     for name, keys in sections.items():
         typed = getattr(schema, name.capitalize(), None)
         if isinstance(keys, dict) and dataclasses.is_dataclass(typed):
@@ -139,7 +140,7 @@ def problem(argv: list[str]) -> str | None:
             continue  # `+key=...` and `~key` say they know the config does not (or does) hold it
         key = override.key_or_group
         if key in options:
-            keys = sorted({k for o in options[key] for f in folders
+            keys = sorted({str(k) for o in options[key] for f in folders
                            if (f / key / f"{o}.yaml").is_file()
                            for k in (OmegaConf.load(f / key / f"{o}.yaml") or {})
                            if k not in ("defaults", "_target_")})

@@ -22,6 +22,7 @@ import importlib.util
 import sys
 from functools import cache
 from importlib import metadata
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -70,7 +71,7 @@ def _spec(dotted: str):
 
 
 @cache
-def _module_table(module_name: str) -> dict[str, tuple[str, object]]:
+def _module_table(module_name: str) -> dict[str, tuple[str, Any]]:
     """A module's top-level names: name -> ("def", syntax tree) for what it defines, or
     ("import", "module.name") for what it imports (`lazy_module("x")` is an import of x)."""
     spec = _spec(module_name)
@@ -79,17 +80,18 @@ def _module_table(module_name: str) -> dict[str, tuple[str, object]]:
         return {}
     try:
         with open(origin, "rb") as source:
-            tree = _strip_docstrings(ast.parse(importlib.util.decode_source(source.read())))
+            tree = ast.parse(importlib.util.decode_source(source.read()))
+            _strip_docstrings(tree)
     except OSError:
         return {}
     package = module_name if spec.submodule_search_locations is not None \
         else module_name.rpartition(".")[0]
-    table: dict[str, tuple[str, object]] = {}
+    table: dict[str, tuple[str, Any]] = {}  # ("def", ast.AST) or ("import", dotted name)
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             table[node.name] = ("def", node)
-        elif _lazy_import(node):
-            table[node.targets[0].id] = ("import", node.value.args[0].value)
+        elif (lazy := _lazy_import(node)) is not None:
+            table[lazy[0]] = ("import", lazy[1])
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
@@ -110,13 +112,15 @@ def _module_table(module_name: str) -> dict[str, tuple[str, object]]:
     return table
 
 
-def _lazy_import(node: ast.AST) -> bool:
-    """`name = lazy_module("x")` (models.py): an import of x, deferred."""
-    return (isinstance(node, ast.Assign) and len(node.targets) == 1
+def _lazy_import(node: ast.AST) -> tuple[str, str] | None:
+    """`name = lazy_module("x")` (models.py): an import of x, deferred: (name, "x"), else None."""
+    if (isinstance(node, ast.Assign) and len(node.targets) == 1
             and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Call)
             and isinstance(node.value.func, ast.Name) and node.value.func.id == "lazy_module"
             and len(node.value.args) == 1 and isinstance(node.value.args[0], ast.Constant)
-            and isinstance(node.value.args[0].value, str))
+            and isinstance(node.value.args[0].value, str)):
+        return node.targets[0].id, node.value.args[0].value
+    return None
 
 
 def _is_module(dotted: str) -> bool:

@@ -11,10 +11,15 @@ import tempfile
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState
 
 from cifar_sweep.errors import Pruned, UserInputError
@@ -65,7 +70,7 @@ def check_settings(settings: dict) -> None:
     positive_int("trials_per_launch", settings.get("trials_per_launch"), allow_none=True)
     positive_int("heartbeat_interval", settings.get("heartbeat_interval"))
     beat, grace = settings.get("heartbeat_interval"), settings.get("grace_period")
-    if not (isinstance(grace, int) and grace > beat):
+    if not (isinstance(grace, int) and isinstance(beat, int) and grace > beat):
         raise UserInputError(f"hydra.sweeper.grace_period={grace} is invalid: allowed: an integer "
                              f"> hydra.sweeper.heartbeat_interval ({beat}); seconds without a "
                              "heartbeat before a trial's command is taken for dead")
@@ -107,7 +112,8 @@ def open_study(name: str, storage: str, direction: str, seed: int | None,
         # trials asked together: the sampler assumes the worst for those still running, so that
         # it does not ask the same point again (Optuna 5's default; Optuna 4's is off)
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    study = optuna.create_study(study_name=name, storage=_storage(storage), direction=direction,
+    study = optuna.create_study(study_name=name, storage=_storage(storage),
+                                direction=cast(Literal["minimize", "maximize"], direction),
                                 sampler=sampler, pruner=make_pruner(pruner), load_if_exists=True)
     if UID not in study.user_attrs:  # made now: a new id, so that its trials never mix with
         study.set_user_attr(UID, uuid.uuid4().hex[:12])  # an older study of the same name
@@ -126,7 +132,7 @@ def study_tags(sweeper: Any) -> dict[str, str]:
 
 
 def distributions(space: dict[str, dict]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, BaseDistribution] = {}
     for key, spec in space.items():
         kind = spec.get("type", "float") if isinstance(spec, dict) else None
         try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -56,12 +57,13 @@ def dataset_inputs(cfg: DictConfig, dataset: Dataset) -> list[DatasetInput]:
     title = str(cfg.data.get("title") or cfg.data.get("name") or "data")
     fingerprint = dataset.fingerprint.rsplit("-", 1)[-1]
     root = cfg.data.get("root")
+    source: dict[str, object]
     if root:
         source_type, source = "local", {"uri": Path(str(root)).expanduser().resolve().as_uri()}
     else:  # generated (data=synthetic): the source is its generator's settings
         source_type = "code"
-        source = {"tags": {k: str(v) for k, v in OmegaConf.to_container(
-            cfg.data.source, resolve=True).items()}}
+        source = {"tags": {str(k): str(v) for k, v in cast(dict, OmegaConf.to_container(
+            cfg.data.source, resolve=True)).items()}}
     val_fraction, split_seed = float(cfg.trainer.val_fraction), int(cfg.data.split_seed)
     n_val = max(1, round(len(dataset.train) * val_fraction))
     sizes = {"train": len(dataset.train) - n_val, "validation": n_val, "test": len(dataset.test)}
@@ -136,6 +138,9 @@ def recorded(cfg: DictConfig, client: MlflowClient, run_id: str, dataset: Datase
 class ImageClassifier(nn.Module):
     """The trained network with its input normalisation: uint8 images (N x 3 x H x W, as the
     data's splits hold them) in, class logits out."""
+
+    mean: torch.Tensor  # buffers, registered below
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
         super().__init__()

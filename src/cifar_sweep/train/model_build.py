@@ -16,6 +16,7 @@ import copy
 import functools
 import inspect
 import logging
+from typing import cast
 
 import torch
 from hydra.utils import instantiate
@@ -64,7 +65,7 @@ def _accepted(target: str) -> set[str] | None:
 def arguments(model_cfg: DictConfig) -> tuple[dict, list[str]]:
     """(the config's keys the constructor takes, those it does not take and so does not get).
     It must take `num_classes`: the data decides it (training.build passes it)."""
-    node = OmegaConf.to_container(model_cfg, resolve=True)
+    node = cast(dict, OmegaConf.to_container(model_cfg, resolve=True))
     target = str(node.get("_target_", ""))
     accepted = _accepted(target)
     if accepted is None:
@@ -112,7 +113,7 @@ def check_model(model_cfg: DictConfig, data_name: str, image_shape: tuple[int, .
 
 @functools.lru_cache
 def _check(model_yaml: str, data_name: str, image_shape: tuple[int, ...], num_classes: int) -> None:
-    model_cfg = OmegaConf.create(model_yaml)
+    model_cfg = cast(DictConfig, OmegaConf.create(model_yaml))  # a model's mapping, as given
     target = str(model_cfg.get("_target_"))
     kwargs, dropped = arguments(model_cfg)
     if dropped:

@@ -22,10 +22,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -64,12 +65,17 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
                              node=OptunaStudySweeperConf, provider="cifar-sweep")
 
 
+def _plain(settings: Any) -> dict:
+    """A mapping of the sweeper's settings as plain Python (Hydra hands them over as config)."""
+    return cast(dict, OmegaConf.to_container(OmegaConf.create(settings)))
+
+
 class OptunaStudySweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         super().__init__()
         self.settings = settings
         self.config: DictConfig | None = None
-        self.launcher = None
+        self.launcher: Launcher | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -81,17 +87,20 @@ class OptunaStudySweeper(Sweeper):
         from cifar_sweep.search import optuna_study, workers
 
         s = self.settings
+        config, launcher = self.config, self.launcher
+        if config is None or launcher is None:
+            raise RuntimeError("the optuna_study sweeper was not set up (Hydra calls setup first)")
         study = optuna_study.open_study(s["study_name"], s["storage"], s["direction"], s["seed"],
-                               OmegaConf.to_container(OmegaConf.create(s["pruner"])))
-        space = optuna_study.distributions(OmegaConf.to_container(OmegaConf.create(s["space"])))
-        for params in OmegaConf.to_container(OmegaConf.create(s["enqueue"])):
+                                        _plain(s["pruner"]))
+        space = optuna_study.distributions(_plain(s["space"]))
+        for params in cast(list, OmegaConf.to_container(OmegaConf.create(s["enqueue"]))):
             study.enqueue_trial(params, skip_if_exists=True)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
         per_launch = s.get("trials_per_launch")  # checked by the sweep's preflight
         if per_launch is None:  # joblib's workers take queued jobs as they free up
-            n_jobs = int(self.config.hydra.launcher.get("n_jobs") or 1)
+            n_jobs = int(config.hydra.launcher.get("n_jobs") or 1)
             per_launch = 2 * n_jobs if n_jobs > 1 else 1
         job_index, waiting_said = 0, False
         with workers.Heartbeats(study, s["heartbeat_interval"]) as beats:
@@ -120,7 +129,7 @@ class OptunaStudySweeper(Sweeper):
                 batch = [list(arguments) + [f"{k}={v}" for k, v in t.params.items()]
                          + [f"optuna_trial={t.number}"] for t in trials]
                 try:
-                    results = self.launcher.launch(batch, initial_job_idx=job_index)
+                    results = launcher.launch(batch, initial_job_idx=job_index)
                 except BaseException:  # Ctrl-C, kill: the next command asks them again
                     workers.requeue(study, trials)
                     raise
@@ -131,5 +140,5 @@ class OptunaStudySweeper(Sweeper):
         from cifar_sweep.sweep.callback import parent_run_id
         from cifar_sweep.tracking.experiments import open_store
 
-        optuna_study.summarise(study, open_store(self.config.tracking), parent_run_id(str(sweep_dir)),
-                      s["metric"])
+        optuna_study.summarise(study, open_store(config.tracking), parent_run_id(str(sweep_dir)),
+                               s["metric"])
