@@ -136,7 +136,8 @@ def test_seeds_needed_matches_the_textbook_power():
 
 def test_the_second_round_adds_seeds_to_undecided_rows_and_the_baseline_only():
     from cifar_sweep.report.adaptive_seeds import second_round
-    from cifar_sweep.report.studies import Study, Table, records
+    from cifar_sweep.report.rows import records
+    from cifar_sweep.report.studies import Table, TableSpec
 
     accuracy = {"0.005": [0.50, 0.60, 0.55],   # the baseline
                 "0.01": [0.70, 0.81, 0.74],    # clearly better: decided
@@ -147,7 +148,7 @@ def test_the_second_round_adds_seeds_to_undecided_rows_and_the_baseline_only():
     jobs, sweeps = frames(runs, [("A", 0, "lr.value trainer.seed")])
     selection = choose(jobs, sweeps, baseline="lr.value=0.005")
     recs = records(jobs, selection)
-    table = Table(Study("lr", "ablation-lr"), jobs, selection, recs, {})
+    table = Table(TableSpec("lr", "ablation-lr"), jobs, selection, recs, {})
     decided = {r.label: r.delta.seeds_tell_apart for r in recs if r.delta}
     assert decided == {"0.01": True, "0.05": False, "0.1": False}
     needed = {r.label: r.delta.seeds_needed for r in recs if r.delta}

@@ -27,8 +27,10 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from cifar_sweep import results
 from cifar_sweep.report.adaptive_seeds import second_round
+from cifar_sweep.report.cells import cells
+from cifar_sweep.report.rows import records
 from cifar_sweep.report.selection import choose
-from cifar_sweep.report.studies import Study, Table, cells, records
+from cifar_sweep.report.studies import Table, TableSpec
 from cifar_sweep.results import _frame
 
 RNG_SEED = 20251202
@@ -55,7 +57,7 @@ def table_of(rows: dict[str, dict[str, float]]) -> Table:
     jobs = _frame(runs, CONFIG, {"test_accuracy"})
     sweeps = pd.DataFrame([{"run_id": "A", "start_time": T0, "varying": "lr.value trainer.seed"}])
     selection = choose(jobs, sweeps, baseline=f"lr.value={BASE}")
-    return Table(Study("hand-made", "hand-made"), jobs, selection, records(jobs, selection),
+    return Table(TableSpec("hand-made", "hand-made"), jobs, selection, records(jobs, selection),
                  {"data": "hand-made", "data_fingerprint": "-"})
 
 

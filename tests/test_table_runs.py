@@ -8,7 +8,7 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.report.studies import Study, build_table
+from cifar_sweep.report.studies import TableSpec, build_table
 from cifar_sweep.tracking import bulk_runs, paging
 from cifar_sweep.tracking import tags as t
 from conftest import ROOT
@@ -47,14 +47,14 @@ def test_a_table_over_more_runs_than_one_page_is_complete(tmp_path, monkeypatch)
         pages.append(len(page))
         return page
 
-    whole = build_table(client, Study("e", "e", kind="Sweep")).markdown()  # read in bulk
+    whole = build_table(client, TableSpec("e", "e", kind="Sweep")).markdown()  # read in bulk
     # through the client, page by page, as a server's store is read (a SQLite file is read in
     # bulk, without pages)
     monkeypatch.setattr(bulk_runs, "experiment_runs", lambda db, experiment_id: None)
     monkeypatch.setattr(client, "search_runs", counted)
     monkeypatch.setenv(paging.PAGE_SIZE_ENV, "2")
     pages.clear()
-    table = build_table(client, Study("e", "e", kind="Sweep"))
+    table = build_table(client, TableSpec("e", "e", kind="Sweep"))
     assert max(pages) == 2 and len(pages) > 3  # two runs a page: many pages were read
     assert {r.label: (r.seeds, r.baseline) for r in table.records} == {
         "0.01": (["0", "1", "2"], True), "0.005": (["0", "1", "2"], False)}
@@ -62,7 +62,7 @@ def test_a_table_over_more_runs_than_one_page_is_complete(tmp_path, monkeypatch)
     assert table.markdown() == whole  # one page or many: the same table
     monkeypatch.setenv(paging.PAGE_SIZE_ENV, "0")
     with pytest.raises(UserInputError, match="CIFAR_SWEEP_PAGE_SIZE=0 is invalid"):
-        build_table(client, Study("e", "e", kind="Sweep"))
+        build_table(client, TableSpec("e", "e", kind="Sweep"))
 
 
 def table(project, env=None) -> tuple[list[dict], str]:

@@ -25,7 +25,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
     from mlflow.exceptions import MlflowException
 
     from cifar_sweep.errors import UserInputError
-    from cifar_sweep.report.studies import Study
+    from cifar_sweep.report.studies import TableSpec
     from cifar_sweep.tracking import tags as t
     from cifar_sweep.tracking.paging import all_experiments
 
@@ -57,7 +57,7 @@ def _sweep_study(client, options: dict, overrides: list[str]):
                              None if sweep == "latest" else sweep, options["where"])
         return study, Path("reports") / (preset if name == experiment else f"{preset}-{str(sweep)[:8]}")
     # the folder is the sweep's own, known once the table has chosen it: see sweep_folder
-    return Study(name=experiment, experiment=experiment, baseline=options.get("baseline"),
+    return TableSpec(name=experiment, experiment=experiment, baseline=options.get("baseline"),
                  sweep=None if sweep == "latest" else sweep, where=options["where"], kind="Sweep",
                  hint="; run a sweep with `python src/train.py -m ...` first"), None
 

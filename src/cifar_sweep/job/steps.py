@@ -26,7 +26,8 @@ from cifar_sweep.errors import UserInputError, Yielded
 from cifar_sweep.job import endings, epoch_hooks, wrap_up
 from cifar_sweep.job.endings import Ended, Ending
 from cifar_sweep.plan import ahead
-from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, Identity, decide, identify
+from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, decide
+from cifar_sweep.plan.identity import Identity, identify
 from cifar_sweep.sweep.callback import parent_run_id
 from cifar_sweep.tracking import lifecycle, lineage, store
 from cifar_sweep.tracking import tags as t

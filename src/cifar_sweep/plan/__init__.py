@@ -1,1 +1,2 @@
-"""What a job is and will do before it runs: identity, code version, decision; sweeps planned in bulk."""
+"""What a job is and will do before it runs: identity, code version, decision; a sweep planned
+in bulk, and whether its files fit."""

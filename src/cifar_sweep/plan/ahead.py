@@ -19,19 +19,17 @@ from typing import cast
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.plan import code_version
+from cifar_sweep.plan import code_version, disk_space
 from cifar_sweep.plan.decision import (
     CONTINUE,
     ELSEWHERE,
     FINISHED,
     TRAIN,
     Decision,
-    Identity,
     choose_finished,
 )
-from cifar_sweep.plan.identity import hashes
+from cifar_sweep.plan.identity import Identity, hashes
 from cifar_sweep.plan.job_configs import JobConfigs
-from cifar_sweep.sweep import disk_space
 from cifar_sweep.tracking import bulk_runs, lifecycle
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.paging import all_runs

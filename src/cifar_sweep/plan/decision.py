@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from cifar_sweep.plan import code_version
-from cifar_sweep.plan.identity import config_hash, setting_hash
+from cifar_sweep.plan.identity import Identity
 from cifar_sweep.tracking import lifecycle
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.train import checkpoint
@@ -27,42 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cifar_sweep")
 
 FINISHED, ELSEWHERE, CONTINUE, TRAIN = "finished", "elsewhere", "continue", "train"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Which experiment a job is: its config and setting hashes and the code that decides it."""
-
-    config_hash: str
-    setting_hash: str
-    code: dict[str, str]
-
-    @property
-    def code_version(self) -> str:
-        return code_version.version(self.code)
-
-    def tags(self) -> dict[str, str]:
-        import torch
-
-        return {t.CONFIG_HASH: self.config_hash, t.SETTING_HASH: self.setting_hash,
-                t.CODE_VERSION: self.code_version, t.TORCH_VERSION: torch.__version__,
-                **{t.CODE_PART + part: value for part, value in self.code.items()}}
-
-
-def identify(cfg: DictConfig, fingerprint: str, device_type: str, precision: str) -> Identity:
-    return Identity(config_hash(cfg, fingerprint, device_type, precision),
-                    setting_hash(cfg, fingerprint, device_type, precision),
-                    code_version.parts(cfg))
-
-
-def identify_ahead(cfg: DictConfig, fingerprint: str) -> Identity:
-    """The identity a job of this config will have, from outside the job (the plan, the sweep's
-    free-space check): its device and precision resolved as the job will, taking no GPU slot."""
-    from cifar_sweep.train import runtime
-
-    device = runtime.resolve_device(str(cfg.trainer.device))
-    return identify(cfg, fingerprint, device.type,
-                    runtime.resolve_precision(str(cfg.trainer.precision), device))
 
 
 @dataclass

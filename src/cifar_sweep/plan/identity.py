@@ -1,4 +1,5 @@
-"""Run identity: the hash of everything in a job's config that can change its result.
+"""Run identity: the hash of everything in a job's config that can change its result, and a job's
+`Identity` (its config and setting hashes with the code version that decides it).
 
 Two jobs with one `config_hash` and one code version (`code_version.py`) are the same
 experiment: a finished one is not trained again and an interrupted one is continued (see
@@ -12,9 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
+
+from cifar_sweep.plan import code_version
+from cifar_sweep.tracking import tags as t
 
 # Settings that cannot change a run's result, left out of its hash. Keep this the one list.
 NOT_RESULT_KEYS = (
@@ -93,3 +98,39 @@ def hashes(tree: dict, data_fingerprint: str, device_type: str, precision: str) 
     config = _digest(tree)
     _drop(tree, SEED_KEY)
     return config, _digest(tree)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which experiment a job is: its config and setting hashes and the code that decides it."""
+
+    config_hash: str
+    setting_hash: str
+    code: dict[str, str]
+
+    @property
+    def code_version(self) -> str:
+        return code_version.version(self.code)
+
+    def tags(self) -> dict[str, str]:
+        import torch
+
+        return {t.CONFIG_HASH: self.config_hash, t.SETTING_HASH: self.setting_hash,
+                t.CODE_VERSION: self.code_version, t.TORCH_VERSION: torch.__version__,
+                **{t.CODE_PART + part: value for part, value in self.code.items()}}
+
+
+def identify(cfg: DictConfig, fingerprint: str, device_type: str, precision: str) -> Identity:
+    return Identity(config_hash(cfg, fingerprint, device_type, precision),
+                    setting_hash(cfg, fingerprint, device_type, precision),
+                    code_version.parts(cfg))
+
+
+def identify_ahead(cfg: DictConfig, fingerprint: str) -> Identity:
+    """The identity a job of this config will have, from outside the job (the plan, the sweep's
+    free-space check): its device and precision resolved as the job will, taking no GPU slot."""
+    from cifar_sweep.train import runtime
+
+    device = runtime.resolve_device(str(cfg.trainer.device))
+    return identify(cfg, fingerprint, device.type,
+                    runtime.resolve_precision(str(cfg.trainer.precision), device))

@@ -1,5 +1,5 @@
 """The preset studies of `conf/ablation/`, and of a user's own config folder (`--config-dir DIR`:
-`DIR/ablation/<name>.yaml`), as `Study` values: composed once with Hydra, so that the report, the
+`DIR/ablation/<name>.yaml`), as `TableSpec` values: composed once with Hydra, so that the report, the
 adaptive seed budget and a sweep's end read a preset the same way."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.config.config_dirs import CONF, SEARCH_PATH, user_dirs
-from cifar_sweep.report.studies import Study
+from cifar_sweep.report.studies import TableSpec
 
 STUDIES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hpo").glob("*.yaml"))
@@ -35,10 +35,10 @@ def compose_preset(group: str, name: str, overrides: list[str]) -> DictConfig:
 
 
 def study(name: str, overrides: list[str], baseline: str | None = None, sweep: str | None = None,
-          where: dict[str, str] | None = None) -> Study:
+          where: dict[str, str] | None = None) -> TableSpec:
     cfg = compose_preset("ablation", name, overrides)
     paper = cfg.study.get("paper")
-    return Study(name=name, experiment=str(cfg.tracking.experiment),
+    return TableSpec(name=name, experiment=str(cfg.tracking.experiment),
                  baseline=baseline or cfg.study.baseline,
                  paper=cast(dict, OmegaConf.to_container(paper)) if paper else None,
                  sweep=sweep, where=where or {},

@@ -11,53 +11,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.report import writers
+from cifar_sweep.report.cells import cells, csv_records, power_level
+from cifar_sweep.report.rows import ACCURACY, CHANCE_FACTOR, CHANCE_MARK, Record, data_of, records
 from cifar_sweep.report.selection import Selection, choose, describe_left_out
 from cifar_sweep.report.writers import plural
 from cifar_sweep.results import experiment_runs
-from cifar_sweep.statistics import ALPHA, MAX_SEEDS, Delta, judge, mean_std
 
 if TYPE_CHECKING:
     from cifar_sweep.report import study_figures
 
 
-@dataclass(frozen=True)
-class Column:
-    title: str
-    metric: str
-    scale: float
-    digits: int
-    higher_is_better: bool
-    varies_by_seed: bool = True  # else one value, no ± (a model's size does not vary by seed)
-
-
-COLUMNS = [
-    Column("Accuracy (%)", "test_accuracy", 100, 2, True),
-    Column("Precision", "test_precision_weighted", 1, 4, True),
-    Column("Recall", "test_recall_weighted", 1, 4, True),
-    Column("F1", "test_f1_weighted", 1, 4, True),
-    Column("Parameters", "parameters", 1, 0, False, varies_by_seed=False),
-    Column("Memory (MB)", "model_size_fp32_mb", 1, 3, False, varies_by_seed=False),
-    Column("Peak memory (MB)", "peak_memory_mb", 1, 0, False),
-    Column("Train time (min)", "train_seconds", 1 / 60, 2, False),
-]
-ACCURACY = COLUMNS[0]
-# a row at chance: its mean test accuracy below CHANCE_FACTOR / classes (a model that learned
-# nothing, e.g. an optimizer that diverged at another optimizer's rate): flagged, not hidden
-CHANCE_FACTOR = 1.2
-CHANCE_MARK = "†"
-STATS_ONLY = ["best_val_accuracy"]  # summarised per row but not a column: what chooses a model
-# runs logged before `peak_memory_mb` existed named it after what it measured
-OLDER_NAMES = {"peak_memory_mb": ("peak_rss_mb", "peak_gpu_memory_mb")}
-
-
 @dataclass
-class Study:
+class TableSpec:
     """What to tabulate: an experiment's runs, named; a preset adds the report's numbers."""
 
     name: str
@@ -77,198 +47,10 @@ class Study:
 
 
 @dataclass
-class Record:
-    """One line of a table: a row of the selection, its statistics, the report's numbers."""
-
-    label: str
-    setting: str
-    run_ids: list[str]
-    seeds: list[str]
-    epochs: list[str]
-    baseline: bool
-    stats: dict[str, tuple[float, float]]  # metric -> (mean, sample std)
-    delta: Delta | None                    # accuracy vs the baseline; None on the baseline row
-    paper: dict[str, float]
-
-
-class _BySeed:
-    """seed -> a metric, for the runs that logged it (under its name, else an older one): each
-    metric's column made numeric once for the whole frame, then each row's runs picked by
-    position. Row by row through pandas this was most of a big table's time (about 20 ms a row
-    for its 11 metrics, docs/speed.md)."""
-
-    def __init__(self, runs: pd.DataFrame, names: list[str]):
-        self.position = {run_id: i for i, run_id in enumerate(runs.index)}
-        self.seeds = runs.seed.astype(str).to_numpy()
-        self.values = {}
-        for name in names:
-            values = None
-            for key in (name, *OLDER_NAMES.get(name, ())):
-                if key in runs:
-                    column = pd.to_numeric(runs[key], errors="coerce").astype(float)
-                    values = column if values is None else values.fillna(column)
-            self.values[name] = None if values is None else values.to_numpy()
-
-    def __call__(self, run_ids: list[str], name: str) -> dict[str, float]:
-        values = self.values[name]
-        if values is None:
-            return {}
-        at = [self.position[run_id] for run_id in run_ids]
-        picked = values[at]
-        kept = ~np.isnan(picked)
-        return dict(zip(self.seeds[at][kept].tolist(), picked[kept].tolist()))
-
-
-def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None) -> list[Record]:
-    titles = {c.metric: c.title for c in COLUMNS}
-    paper_columns = {titles[m]: v for m, v in (paper or {}).get("columns", {}).items()}
-    runs = frame.set_index("run_id", drop=False)
-    metrics = [c.metric for c in COLUMNS] + STATS_ONLY
-    by_seed = _BySeed(runs, metrics)
-    epochs = (runs["trainer.epochs"].astype(str).tolist() if "trainer.epochs" in runs
-              else None)
-    base = selection.baseline
-    base_acc = by_seed(base.run_ids, ACCURACY.metric) if base else {}
-    compared = [row for row in selection.rows if base is not None and row is not base]
-    deltas = dict(zip([row.key for row in compared], judge(
-        [by_seed(row.run_ids, ACCURACY.metric) for row in compared], base_acc,
-        ACCURACY.scale)))
-    out = []
-    for row in selection.rows:
-        delta = deltas.get(row.key)
-        out.append(Record(
-            label=row.label, setting=" ".join(f"{k}={v}" for k, v in row.overrides.items()),
-            run_ids=row.run_ids, seeds=row.seeds, baseline=row.baseline,
-            epochs=(sorted({epochs[by_seed.position[run_id]] for run_id in row.run_ids})
-                    if epochs is not None else ["?"]),
-            stats={m: mean_std(list(by_seed(row.run_ids, m).values())) for m in metrics},
-            delta=delta,
-            paper={title: values[row.label] for title, values in paper_columns.items()
-                   if row.label in values}))
-    return out
-
-
-def _signed(value: float, digits: int) -> str:
-    return f"{value:+,.{digits}f}"
-
-
-def _p(p: float | None) -> str:
-    return "–" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def seeds_text(seeds: list[str]) -> str:
-    """`3: 0-2`, `5: 0-4`, `4: 0, 1, 2, 7`: how many seeds, and which."""
-    try:
-        numbers = sorted(int(s) for s in seeds)
-    except ValueError:
-        return f"{len(seeds)}: {', '.join(seeds)}"
-    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
-        return f"{len(numbers)}: {numbers[0]}-{numbers[-1]}"
-    return f"{len(numbers)}: {', '.join(map(str, numbers))}"
-
-
-def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
-          at_chance: frozenset[str] = frozenset()):
-    """(header, rows of cells, bold flags): ours, the difference to the baseline with its
-    interval and test, and the report's own numbers beside them; the rows labelled in
-    `at_chance` marked †."""
-    titles = {c.metric: c.title for c in COLUMNS}
-    paper_titles = [titles[m] for m in (paper or {}).get("columns", {})]
-    source = (paper or {}).get("source", "report")
-    header = ([axis_title] + [c.title for c in COLUMNS]
-              + ["Δ accuracy [95% CI]", "p (test)", "p (Holm)", "Seeds for 80% power"]
-              + [f"{source}: {t}" for t in paper_titles] + ["Epochs", "Seeds"])
-    base = next((r for r in recs if r.baseline), None)
-    best_mean = {}
-    for c in COLUMNS:
-        means = [r.stats[c.metric][0] for r in recs]
-        if len(recs) > 1 and len(set(means)) > 1:
-            best_mean[c.metric] = max(means) if c.higher_is_better else min(means)
-    table, bold = [], []
-    for rec in recs:
-        line = [rec.label + (f" {CHANCE_MARK}" if rec.label in at_chance else "")
-                + (" (baseline)" if rec.baseline else "")]
-        flags = [False]
-        for c in COLUMNS:
-            mean, std = rec.stats[c.metric]
-            text = f"{mean * c.scale:,.{c.digits}f}"
-            if len(rec.run_ids) > 1 and c.varies_by_seed:
-                text += f" ± {std * c.scale:,.{c.digits}f}"
-            diff = None if base is None else (mean - base.stats[c.metric][0]) * c.scale
-            # no "(+0)" where a setting does not change the column (parameters, memory)
-            if diff is not None and rec is not base and c is not ACCURACY and \
-                    round(diff, c.digits) != 0:
-                text += f" ({_signed(diff, c.digits)})"
-            line.append(text)
-            flags.append(best_mean.get(c.metric) == mean)
-        d = rec.delta
-        if d is None:
-            line += ["", "", "", ""]
-        else:
-            interval = (f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
-                        if d.low is not None and d.high is not None else "")
-            mark = {True: "", False: "≈ ", None: ""}[d.seeds_tell_apart]
-            needed = ("" if d.seeds_tell_apart is not False
-                      else str(d.seeds_needed) if d.seeds_needed else f"> {MAX_SEEDS}")
-            line += [f"{mark}{_signed(d.diff, 2)}{interval}",
-                     f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–",
-                     _p(d.p_holm), needed]
-        flags += [False] * 4
-        line += [_paper_cell(rec.paper.get(t)) for t in paper_titles]
-        flags += [False] * len(paper_titles)
-        line += [",".join(rec.epochs), seeds_text(rec.seeds)]
-        flags += [False, False]
-        table.append(line)
-        bold.append(flags)
-    return header, table, bold
-
-
-def power_level(comparisons: int) -> str:
-    """The level the seeds-for-power column uses, as the caption prints it: `5%`, `1.25%`."""
-    return f"{ALPHA / max(1, comparisons) * 100:.3g}%"
-
-
-def _paper_cell(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.2f}" if value > 1 else f"{value:.4f}"
-
-
-def csv_records(recs: list[Record], data: dict[str, str]) -> list[dict]:
-    out = []
-    for rec in recs:
-        d = rec.delta or Delta(float("nan"))
-        out.append({
-            "setting": rec.setting or rec.label, "baseline": rec.baseline, "runs": len(rec.run_ids),
-            "seeds": " ".join(rec.seeds), "epochs": " ".join(rec.epochs), **data,
-            **{f"{m}_{stat}": v for m, (mean, sd) in rec.stats.items()
-               for stat, v in (("mean", mean), ("std", sd))},
-            "delta_accuracy_points": d.diff, "delta_ci95_low": d.low, "delta_ci95_high": d.high,
-            "delta_p": d.p, "delta_test": d.test, "delta_p_holm": d.p_holm,
-            "seeds_for_80pct_power": d.seeds_needed,
-            **{f"report {t}": v for t, v in rec.paper.items()},
-            "run_ids": " ".join(rec.run_ids)})
-    # every record gets every column, so the CSV has one header for all
-    keys = list(dict.fromkeys(k for r in out for k in r))
-    return [{k: r.get(k, "") for k in keys} for r in out]
-
-
-def data_of(run: pd.Series) -> dict[str, str]:
-    """What a run trained on: the data's title (runs before `data.title` existed: its source and
-    folder) and its content fingerprint."""
-    title = run.get("data.title")
-    if not isinstance(title, str) or not title:
-        title = " ".join(str(x) for x in (run.get("data.name"), run.get("data.root"))
-                         if isinstance(x, str) and x != "None") or "?"
-    fingerprint = run.get("data_fingerprint")
-    return {"data": title, "data_fingerprint": fingerprint if isinstance(fingerprint, str) else "?"}
-
-
-@dataclass
 class Table:
     """A study's table, ready to print or write."""
 
-    study: Study
+    study: TableSpec
     frame: pd.DataFrame
     selection: Selection
     records: list[Record]
@@ -459,7 +241,7 @@ def _num(text: str):
         return float("inf")
 
 
-def build_table(client: MlflowClient, study: Study) -> Table:
+def build_table(client: MlflowClient, study: TableSpec) -> Table:
     """Read the experiment, choose the rows, compute the statistics. Raises UserInputError
     (one line) when there is nothing to tabulate."""
     frame, sweeps = experiment_runs(client, study.experiment)
@@ -481,30 +263,3 @@ def build_table(client: MlflowClient, study: Study) -> Table:
     return Table(study, frame, selection, recs, data_of(first))
 
 
-def terminal(table: Table) -> str:
-    """The table a sweep prints when it ends: a line per setting, aligned for a terminal."""
-    header = [table.axis_title, "accuracy %", "F1", "runs", "Δ accuracy [95% CI]", "p"]
-    lines = [header]
-    for rec in table.records:
-        acc, acc_sd = rec.stats[ACCURACY.metric]
-        f1 = rec.stats["test_f1_weighted"][0]
-        d = rec.delta
-        if d is None:
-            delta, p = ("(baseline)" if rec.baseline else ""), ""
-        else:
-            interval = (f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
-                        if d.low is not None and d.high is not None else "")
-            delta = f"{'≈ ' if d.seeds_tell_apart is False else ''}{_signed(d.diff, 2)}{interval}"
-            p = f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–"
-        spread = f" ± {acc_sd * 100:.2f}" if len(rec.run_ids) > 1 else ""
-        flag = f" {CHANCE_MARK}" if rec.label in table.at_chance else ""
-        lines.append([rec.label + flag, f"{acc * 100:.2f}{spread}", f"{f1:.4f}",
-                      str(len(rec.run_ids)),
-                      delta, p])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                      enumerate(zip(line, widths))).rstrip() for line in lines]
-    left = describe_left_out(table.selection)
-    chance = [f"  {table.chance_line().strip()}"] if table.at_chance else []
-    return "\n".join([f"{table.study.kind} {table.study.name}: {table.budget}", *text,
-                      *chance, *[f"  {line}" for line in left]])

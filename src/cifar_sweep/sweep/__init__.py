@@ -1,1 +1,1 @@
-"""A sweep as a whole: its callback and parent run, free disk space, the SLURM cluster check."""
+"""A sweep as a whole: its callback and parent run, its summary for the UI, the SLURM cluster check."""

@@ -30,9 +30,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cifar_sweep import faults
 from cifar_sweep.config.override_check import composition_error_line
 from cifar_sweep.errors import UserInputError, exit_on_user_error
-from cifar_sweep.plan import ahead
+from cifar_sweep.plan import ahead, disk_space
 from cifar_sweep.plan.identity import SEED_KEY
-from cifar_sweep.sweep import disk_space, slurm
+from cifar_sweep.sweep import slurm
 from cifar_sweep.tracking import lifecycle
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.experiments import open_experiment
@@ -259,11 +259,12 @@ class MlflowSweepCallback(Callback):
         parent run with each row's numbers and the figures (`parent_summary`), where the UI
         shows the sweep."""
         from cifar_sweep.report import studies
+        from cifar_sweep.report.cells import terminal
         from cifar_sweep.sweep import parent_summary
 
         paper = config.study.get("paper")
         experiment = str(config.tracking.experiment)
-        study = studies.Study(
+        study = studies.TableSpec(
             name=str(config.study.name or experiment), experiment=experiment,
             baseline=config.study.baseline, sweep=self.parent_id,
             axes=list(config.hydra.sweeper.get("params") or {}) if config.study.name else [],
@@ -272,7 +273,7 @@ class MlflowSweepCallback(Callback):
         client, parent = self._started()
         try:
             table = studies.build_table(client, study)
-            print("\n" + studies.terminal(table) + "\n", flush=True)
+            print("\n" + terminal(table) + "\n", flush=True)
             link = parent_summary.log_on_parent(client, parent, table,
                                                 bool(config.tracking.figures))
             uri = str(config.tracking.uri)

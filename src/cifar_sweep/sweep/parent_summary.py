@@ -17,7 +17,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.report import study_figures
-from cifar_sweep.report.studies import ACCURACY, Table
+from cifar_sweep.report.rows import ACCURACY
+from cifar_sweep.report.studies import Table
 
 # the row's numbers a parent carries: (metric of the table's statistics, suffix of the key)
 ROW_NUMBERS = [(ACCURACY.metric, "test_accuracy"), ("test_f1_weighted", "test_f1_weighted")]

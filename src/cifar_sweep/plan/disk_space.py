@@ -135,7 +135,8 @@ def check_writes(cfg: DictConfig, writes: list[tuple[int, int]], concurrent: int
 
 def _finished(job: PlannedJob, client) -> bool:
     """What the job's decision will say (decision.py): a finished run it reuses writes nothing."""
-    from cifar_sweep.plan.decision import finished_before, identify_ahead
+    from cifar_sweep.plan.decision import finished_before
+    from cifar_sweep.plan.identity import identify_ahead
 
     if job.cfg.trainer.rerun:
         return False
