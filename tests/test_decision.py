@@ -329,6 +329,18 @@ def test_choose_finished_lists_every_changed_part_sorted_a_part_not_recorded_inc
     assert note == "made by other code (augment, model, training): trainer.reuse_other_code=true"
 
 
+def test_choose_finished_names_a_part_no_longer_hashed():
+    """Every part of today's code agrees with the old run's, but the old run had one more: its
+    version differs, and the note says which part it was, not an empty list."""
+    identity = Identity("c", "s", CODE)
+    old = run_with("old", **{t.CODE_PART + k: v for k, v in CODE.items()},
+                   **{t.CODE_PART + "tokenizer": "x1", t.CONFIG_HASH: "c"})
+    run, note = decision.choose_finished(True, identity, None, old)
+    assert run is old
+    assert note == ("made by other code (a part no longer hashed: tokenizer): "
+                    "trainer.reuse_other_code=true")
+
+
 def test_choose_finished_prefers_this_codes_run_without_a_note():
     identity = Identity("c", "s", CODE)
     mine, other = run_with("mine"), run_with("other", **{t.CODE_PART + "model": "m0"})

@@ -261,7 +261,7 @@ def test_jobs_finished_before_are_not_counted(client, tmp_path, free):
     free.of[tmp_path] = 1
     line = error_line_sweep([done, todo], client)
     # only ModifiedNet's checkpoint (and its copy), not OriginNet's larger one
-    assert f"its 1 jobs to train write about {2 * job_writes(todo.cfg, 10)[1] / MB:.1f} MB" in line
+    assert f"its 1 job to train writes about {2 * job_writes(todo.cfg, 10)[1] / MB:.1f} MB" in line
 
 
 def test_a_sweep_whose_jobs_all_finished_before_checks_nothing(client, tmp_path, free):
@@ -275,7 +275,7 @@ def test_rerun_counts_a_job_that_finished_before(client, tmp_path, free):
     done = planned(tmp_path, "model=modified_net", "trainer.rerun=true")
     finish(client, done)
     free.of[tmp_path] = 1
-    assert "its 1 jobs to train" in error_line_sweep([done], client)
+    assert "its 1 job to train" in error_line_sweep([done], client)
 
 
 def test_a_search_counts_its_largest_corner_once_per_trial(client, tmp_path, free):

@@ -203,6 +203,15 @@ def test_omp_num_threads_overrides_the_share_of_the_cores(cores, monkeypatch):
     assert runtime.resolve(trainer("trainer.device=cpu"), concurrent=8).threads == 3
 
 
+@pytest.mark.parametrize("value, threads", [("4,2", 4), (" 6 ", 6), ("many", 2), ("", 2)])
+def test_omp_num_threads_as_openmp_allows_it_a_value_per_nesting_level(cores, monkeypatch,
+                                                                        value, threads):
+    """`4,2` is OpenMP's four threads here and two below; not a number: the cores decide (8
+    cores, 4 jobs side by side: 2 each)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert runtime.resolve(trainer("trainer.device=cpu"), concurrent=4).threads == threads
+
+
 def test_trainer_num_threads_overrides_everything(cores, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert runtime.resolve(trainer("trainer.device=cpu", "trainer.num_threads=5"),

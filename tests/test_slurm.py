@@ -157,7 +157,7 @@ def test_the_flags_are_those_submitit_writes_into_the_job_script(tmp_path):
 
 @pytest.mark.parametrize("changes, stderr, named", [
     ({}, "sbatch: error: Batch job submission failed: Invalid generic resource (gres) specification",
-     "hydra.launcher.gpus_per_node=1 hydra.launcher.gres=None"),
+     "hydra.launcher.gpus_per_node=1 hydra.launcher.gres=null"),
     ({"partition": "nowhere"},
      "sbatch: error: invalid partition specified: nowhere\n"
      "sbatch: error: Batch job submission failed: Invalid partition name specified",
@@ -183,9 +183,18 @@ def test_the_flags_are_those_submitit_writes_into_the_job_script(tmp_path):
      "invalid (missing or exceeds some limit)", "hydra.launcher.timeout_min=10000"),
     # words the table does not know: every setting that may be the cause
     ({}, "sbatch: error: Batch job submission failed: Unexpected message received",
-     "hydra.launcher.partition=None hydra.launcher.gpus_per_node=1 hydra.launcher.gres=None "
+     "hydra.launcher.partition=null hydra.launcher.gpus_per_node=1 hydra.launcher.gres=null "
      "hydra.launcher.mem_gb=16 hydra.launcher.cpus_per_task=4"),
-], ids=["gres", "partition", "memory", "cpus", "node", "qos", "feature", "time", "unknown"])
+    # SLURM's own words for a bad account name the partition too: the account is what to change
+    ({"account": "nobody"}, "sbatch: error: Batch job submission failed: Invalid account or "
+     "account/partition combination specified",
+     "hydra.launcher.account=nobody hydra.launcher.partition=null"),
+    # "accounting/QOS policy" is a QOS limit, not the account
+    ({"qos": "gold"}, "sbatch: error: QOSMaxSubmitJobPerUserLimit\n"
+     "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job "
+     "submit limit, user's size and/or time limits)", "hydra.launcher.qos=gold"),
+], ids=["gres", "partition", "memory", "cpus", "node", "qos", "feature", "time", "unknown",
+        "account", "qos-policy"])
 def test_a_refusal_names_the_settings_that_asked_for_it_with_sbatchs_words(
         bin_dir, changes, stderr, named):
     command(bin_dir, "sbatch", stderr=stderr, rc=1)

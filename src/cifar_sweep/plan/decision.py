@@ -103,8 +103,9 @@ def choose_finished(reuse_other_code: bool, identity: Identity, same_code, other
         return None, ""
     old = {k.removeprefix(t.CODE_PART): v for k, v in other.data.tags.items()
            if k.startswith(t.CODE_PART)}
-    parts = (", ".join(code_version.changed(old, identity.code)) if old
-             else "code versions not recorded then")
+    parts = ((", ".join(code_version.changed(old, identity.code))
+              or "a part no longer hashed: " + ", ".join(sorted(set(old) - set(identity.code))))
+             if old else "code versions not recorded then")
     if reuse_other_code:
         return other, f"made by other code ({parts}): trainer.reuse_other_code=true"
     return None, (f"this config finished before as run {other.info.run_id}, but other code made "

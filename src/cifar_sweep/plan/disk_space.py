@@ -55,6 +55,10 @@ class PlannedJob:
     classes: int
 
 
+def _jobs_write(count: int) -> str:
+    return "1 job to train writes" if count == 1 else f"{count} jobs to train write"
+
+
 def model_bytes(cfg: DictConfig, classes: int) -> int:
     """The size of the model's fp32 state (what best_weights.pt holds)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
@@ -125,11 +129,11 @@ def check_writes(cfg: DictConfig, writes: list[tuple[int, int]], concurrent: int
         if free < size:
             raise UserInputError(
                 f"not enough free space for this sweep: {names} has {_mb(free)} free, and its "
-                f"{len(todo)} jobs to train write about {_mb(size)} there; free space there, "
+                f"{_jobs_write(len(todo))} about {_mb(size)} there; free space there, "
                 f"point the folder elsewhere, or sweep fewer jobs")
         if free < NARROW * size:
             print(f"warning: narrow free space: {names} has {_mb(free)} free, and this sweep's "
-                  f"{len(todo)} jobs to train write about {_mb(size)} there; a full disk stops "
+                  f"{_jobs_write(len(todo))} about {_mb(size)} there; a full disk stops "
                   f"the sweep (the same command then continues it)", file=sys.stderr)
 
 

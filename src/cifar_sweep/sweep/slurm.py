@@ -4,6 +4,7 @@ waits for them (squeue, which answers without accounting; sacct only where it do
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -20,11 +21,21 @@ MIN_TRAIN_S = 60
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
           "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
           "RESV_DEL_HOLD", "SPECIAL_EXIT"}
-# sbatch's words for a request the cluster cannot meet -> the settings that asked for it
-REFUSALS = [("generic resource", "gpus_per_node, gres"), ("gres", "gpus_per_node, gres"),
-            ("partition", "partition"), ("memory", "mem_gb"), ("account", "account"),
-            ("qos", "qos"), ("feature", "constraint"), ("time limit", "timeout_min"),
-            ("cpu count", "cpus_per_task"), ("node configuration", "cpus_per_task, mem_gb, gpus_per_node")]
+# sbatch's words for a request the cluster cannot meet -> the settings that asked for it, the
+# first that matches: "Invalid account or account/partition combination specified" is the
+# account's, "Job violates accounting/QOS policy" the QOS's; whole words, so that "gres" is not
+# found in "progress"
+REFUSALS = [(r"generic resource|\bgres\b", "gpus_per_node, gres"),
+            (r"invalid account", "account, partition"), (r"\bqos\b", "qos"),
+            (r"partition", "partition"), (r"memory", "mem_gb"), (r"\baccount\b", "account"),
+            (r"feature", "constraint"), (r"time limit", "timeout_min"),
+            (r"cpu count", "cpus_per_task"),
+            (r"node configuration", "cpus_per_task, mem_gb, gpus_per_node")]
+
+
+def _as_written(value) -> str:
+    """A setting's value as a user writes it on the command line (None is `null`)."""
+    return "null" if value is None else str(value)
 
 
 def is_slurm_sweep(config: DictConfig) -> bool:
@@ -57,9 +68,10 @@ def check_preset(launcher: DictConfig) -> None:
         return
     error = " ".join(line.removeprefix("sbatch: error: ").strip()
                      for line in proc.stderr.splitlines() if "error" in line) or proc.stderr.strip()
-    settings = next((s for words, s in REFUSALS if words in error.lower()),
+    settings = next((s for words, s in REFUSALS if re.search(words, error.lower())),
                     "partition, gpus_per_node, gres, mem_gb, cpus_per_task")
-    asked = " ".join(f"hydra.launcher.{k}={launcher.get(k)}" for k in settings.split(", "))
+    asked = " ".join(f"hydra.launcher.{k}={_as_written(launcher.get(k))}"
+                     for k in settings.split(", "))
     raise UserInputError(f"{asked}: this cluster refuses it ({error}); see `sinfo -o '%P %c %m %G'` "
                          f"for its partitions, CPUs, memory (MB) and GPUs, or set it to null")
 

@@ -14,6 +14,13 @@ from cifar_sweep.errors import UserInputError
 from cifar_sweep.train import gpu_slots
 
 
+def _omp_threads() -> int:
+    """OMP_NUM_THREADS's threads for this level: `4` and `4,2` (a value per nesting level, as
+    OpenMP allows) are 4; unset or not a number, 0 (decide from the cores)."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",", 1)[0].strip()
+    return int(first) if first.isdigit() else 0
+
+
 def concurrent_jobs(device: str = "auto", jobs_per_gpu: int = 1) -> int:
     """Sweep jobs to run at once (the `parallel` launcher's n_jobs), for the sweep's
     `trainer.device`. On a CPU, small models scale poorly over threads, so one thread per job and
@@ -114,7 +121,7 @@ def resolve(trainer: DictConfig, concurrent: int = 1, job_num: int = 0) -> Runti
     # affinity is the whole node, and the allocation is only in the environment
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    threads = (trainer.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0)
+    threads = (trainer.num_threads or _omp_threads()
                or max(1, cores // max(1, concurrent)))
     torch.set_num_threads(threads)
     if device.type == "cuda":
