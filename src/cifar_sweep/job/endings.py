@@ -35,6 +35,7 @@ class Way:
     exit_code: int | None  # a job alone: the command's exit status; RAISED: its exception goes on
     stops_sweep: bool = False  # the sweep's later jobs are not started: they would end the same way
     left: str = ""      # where status is None: what becomes of the run
+    raised: str = ""    # where exit_code is RAISED: the status the exception ends the command with
 
 
 FINISHED, ELSEWHERE, PRUNED, NAN, CODE_ERROR = "finished", "elsewhere", "pruned", "nan", "code error"
@@ -52,15 +53,16 @@ WAYS: dict[str, Way] = {
     # the training loss became NaN or infinite
     NAN: Way("FAILED", REMOVED, "failed", 1),
     # an error in the code (the package's or a user's model): alone, its traceback
-    CODE_ERROR: Way("FAILED", REMOVED, "failed", RAISED),
+    CODE_ERROR: Way("FAILED", REMOVED, "failed", RAISED, raised="1, after its traceback"),
     # a bad value: one line. Found before the run is created (nearly always): no run
     BAD_VALUE: Way("FAILED", REMOVED, "failed", 2),
     # a full disk, a read-only folder, GPU memory: fix the machine, run the same command again
     ENVIRONMENT: Way("KILLED", KEPT, "stopped", faults.EXIT_STOPPED, stops_sweep=True),
     # SLURM's time limit with no requeue left (submitit's UncompletedJobError): continued later
     TIME_LIMIT: Way("KILLED", KEPT, "failed", 1),
-    # Ctrl-C, `kill`, scancel, a preemption: continued later (the process ends: no sweeper is told)
-    SIGNAL: Way("KILLED", KEPT, "-", RAISED),
+    # Ctrl-C, `kill`, scancel, a preemption: continued later (the process ends: no sweeper is
+    # told; with the basic launcher the sweep is that process, and ends with it)
+    SIGNAL: Way("KILLED", KEPT, "-", RAISED, raised="128 + the signal's number (SIGTERM: 143)"),
     # the tracking server stopped answering: nothing can be written
     LOST_SERVER: Way(None, KEPT, "stopped", 1, stops_sweep=True,
                      left="RUNNING: the next start on this host closes it KILLED (its process is gone)"),
@@ -105,6 +107,11 @@ class Ending:
         self.uri, self.folders, self.device, self.gpu_advice = uri, folders, device, gpu_advice
         self._seen: dict[int, Ended] = {}
 
+    def forget(self, exc: BaseException) -> None:
+        """Drop what was said of `exc` once it is acted on: its traceback holds the job's frames
+        (its model, its optimizer, GPU tensors), which a process running several jobs frees."""
+        self._seen.pop(id(exc), None)
+
     def of(self, exc: BaseException) -> Ended:
         known = self._seen.get(id(exc))
         if known is not None and known.exc is exc:
@@ -133,9 +140,3 @@ class Ending:
         reason = f"{type(exc).__name__}: {exc}"
         return Ended(NAN if isinstance(exc, NonFiniteLossError) else CODE_ERROR, exc,
                      reason[:5000])
-
-
-def for_store(uri: str) -> Ending:
-    """The classifier of a run that writes only to the store (a reference run)."""
-    folder = faults.store_folder(uri)
-    return Ending(uri, [("tracking.uri", folder)] if folder else [])

@@ -199,6 +199,7 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
     """What follows a job's end, by its row of endings.WAYS: its checkpoint, its line, the sweep's
     stop marker, what the sweeper is told and, alone, the exit status (or the error goes on)."""
     row, exc = ended.row, ended.exc
+    job.ending.forget(exc)
     path = job.checkpoint_path(run_id) if run_id else None
     if row.checkpoint == endings.REMOVED and path is not None:
         checkpoint.remove(path)
@@ -217,13 +218,17 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
         print(f"error: stopped by the environment: {ended.fault}; {_kept(run_id, path)}; "
               f"{ended.fault.advice if ended.fault else ''}", file=sys.stderr)
     elif ended.way == endings.LOST_SERVER:
-        print(f"error: {ended.line}", file=sys.stderr)
+        line = ended.line if run_id else ended.line.replace(store.CHECKPOINT_KEPT,
+                                                            "no run was created")
+        print(f"error: {line}", file=sys.stderr)
     elif ended.way == endings.TIME_LIMIT:
         print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
     elif job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
         log.error("run %s failed: %s", run_id, ended.reason)
         _log_sweep_progress(job, failed=True)
-    elif ended.way in (endings.NAN, endings.BAD_VALUE):
+    elif ended.way == endings.BAD_VALUE:  # as before a run, and the run it ended
+        print(f"error: {exc}" + (f" (run {run_id}: FAILED)" if run_id else ""), file=sys.stderr)
+    elif ended.way == endings.NAN:
         print(f"error: run {run_id} failed: {ended.reason}", file=sys.stderr)
     if row.stops_sweep and job.multirun and ended.fault is not None:
         faults.stop_sweep(job.hydra.sweep.dir, ended.fault, f"#{job.hydra.job.num}")

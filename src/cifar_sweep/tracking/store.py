@@ -195,8 +195,11 @@ class TrackingServerLost(Exception):
     checkpoint is kept, so the same command continues it once the server is back."""
 
 
+CHECKPOINT_KEPT = "the run's checkpoint is kept"
+
+
 def lost_server(uri: str, exc: BaseException,
-                kept: str = "the run's checkpoint is kept") -> TrackingServerLost | None:
+                kept: str = CHECKPOINT_KEPT) -> TrackingServerLost | None:
     """The error to report when `exc` came from a tracking server that no longer answers."""
     if not uri.startswith(("http://", "https://")):
         return None
