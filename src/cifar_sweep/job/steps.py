@@ -353,11 +353,14 @@ def _prefix_log_lines(prefix: str) -> None:
 
 def _log_sweep_progress(job: Job, failed: bool = False) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
-    (the jobs it launched: not those finished before). Only a sweep's job has a parent."""
-    assert job.parent is not None
+    (the jobs it launched: not those finished before), from the sweep folder's record, else
+    from the parent run's children."""
     progress = ahead.sweep_progress(str(job.hydra.sweep.dir), int(job.hydra.job.num), failed)
-    total, done, n_failed, elapsed = progress or sweep_progress(job.client, job.experiment_id,
-                                                                  job.parent)
+    if progress is None:
+        if job.parent is None:  # a sweep without its callback (hydra.callbacks replaced)
+            return
+        progress = sweep_progress(job.client, job.experiment_id, job.parent)
+    total, done, n_failed, elapsed = progress
     left = max(0, total - done - n_failed)
     eta = f", about {elapsed / (done + n_failed) * left / 60:.1f} min left" if done + n_failed else ""
     log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, n_failed, eta)

@@ -89,7 +89,7 @@ def tracked_run(client: MlflowClient, experiment_id: str, *, name: str, tags: di
         if FAILURE in client.get_run(run_id).data.tags:  # a reason set while it ran (a sweep
             client.delete_tag(run_id, FAILURE)           # that ended first) is no longer true
         client.set_terminated(run_id, "FINISHED")
-    except BaseException as exc:
+    except (Exception, KeyboardInterrupt, SystemExit) as exc:  # (not a generator's close)
         end = ending(exc)
         if end.status is not None:
             _close(client, run_id, end.status, end.reason, end.tags)
