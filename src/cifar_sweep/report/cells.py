@@ -1,24 +1,17 @@
 """A table's rows as text: the cells of the Markdown, LaTeX and CSV tables (means ± std, the
-difference to the baseline with its interval and tests, the report's own numbers), and the
-terminal's table a sweep prints when it ends."""
+difference to the baseline with its interval and tests, the report's own numbers)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cifar_sweep.report.rows import ACCURACY, CHANCE_MARK, COLUMNS, Record
-from cifar_sweep.report.selection import describe_left_out
 from cifar_sweep.statistics import ALPHA, MAX_SEEDS, Delta
 
-if TYPE_CHECKING:
-    from cifar_sweep.report.studies import Table
 
-
-def _signed(value: float, digits: int) -> str:
+def signed(value: float, digits: int) -> str:
     return f"{value:+,.{digits}f}"
 
 
-def _p(p: float | None) -> str:
+def p_text(p: float | None) -> str:
     return "–" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -64,21 +57,21 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
             # no "(+0)" where a setting does not change the column (parameters, memory)
             if diff is not None and rec is not base and c is not ACCURACY and \
                     round(diff, c.digits) != 0:
-                text += f" ({_signed(diff, c.digits)})"
+                text += f" ({signed(diff, c.digits)})"
             line.append(text)
             flags.append(best_mean.get(c.metric) == mean)
         d = rec.delta
         if d is None:
             line += ["", "", "", ""]
         else:
-            interval = (f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
+            interval = (f" [{signed(d.low, 2)}, {signed(d.high, 2)}]"
                         if d.low is not None and d.high is not None else "")
             mark = {True: "", False: "≈ ", None: ""}[d.seeds_tell_apart]
             needed = ("" if d.seeds_tell_apart is not False
                       else str(d.seeds_needed) if d.seeds_needed else f"> {MAX_SEEDS}")
-            line += [f"{mark}{_signed(d.diff, 2)}{interval}",
-                     f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–",
-                     _p(d.p_holm), needed]
+            line += [f"{mark}{signed(d.diff, 2)}{interval}",
+                     f"{p_text(d.p)} {d.test}".strip() if d.p is not None else "–",
+                     p_text(d.p_holm), needed]
         flags += [False] * 4
         line += [_paper_cell(rec.paper.get(t)) for t in paper_titles]
         flags += [False] * len(paper_titles)
@@ -117,33 +110,3 @@ def csv_records(recs: list[Record], data: dict[str, str]) -> list[dict]:
     # every record gets every column, so the CSV has one header for all
     keys = list(dict.fromkeys(k for r in out for k in r))
     return [{k: r.get(k, "") for k in keys} for r in out]
-
-
-def terminal(table: Table) -> str:
-    """The table a sweep prints when it ends: a line per setting, aligned for a terminal."""
-    header = [table.axis_title, "accuracy %", "F1", "runs", "Δ accuracy [95% CI]", "p"]
-    lines = [header]
-    for rec in table.records:
-        acc, acc_sd = rec.stats[ACCURACY.metric]
-        f1 = rec.stats["test_f1_weighted"][0]
-        d = rec.delta
-        if d is None:
-            delta, p = ("(baseline)" if rec.baseline else ""), ""
-        else:
-            interval = (f" [{_signed(d.low, 2)}, {_signed(d.high, 2)}]"
-                        if d.low is not None and d.high is not None else "")
-            delta = f"{'≈ ' if d.seeds_tell_apart is False else ''}{_signed(d.diff, 2)}{interval}"
-            p = f"{_p(d.p)} {d.test}".strip() if d.p is not None else "–"
-        spread = f" ± {acc_sd * 100:.2f}" if len(rec.run_ids) > 1 else ""
-        flag = f" {CHANCE_MARK}" if rec.label in table.at_chance else ""
-        lines.append([rec.label + flag, f"{acc * 100:.2f}{spread}", f"{f1:.4f}",
-                      str(len(rec.run_ids)),
-                      delta, p])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                      enumerate(zip(line, widths))).rstrip() for line in lines]
-    left = describe_left_out(table.selection)
-    chance = [f"  {table.chance_line().strip()}"] if table.at_chance else []
-    return "\n".join([f"{table.study.kind} {table.study.name}: {table.budget}", *text,
-                      *chance, *[f"  {line}" for line in left]])
-

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.report import writers
-from cifar_sweep.report.cells import cells, csv_records, power_level
+from cifar_sweep.report.cells import cells, csv_records, p_text, power_level, signed
 from cifar_sweep.report.rows import ACCURACY, CHANCE_FACTOR, CHANCE_MARK, Record, data_of, records
 from cifar_sweep.report.selection import Selection, choose, describe_left_out
 from cifar_sweep.report.writers import plural
@@ -263,3 +263,30 @@ def build_table(client: MlflowClient, study: TableSpec) -> Table:
     return Table(study, frame, selection, recs, data_of(first))
 
 
+def terminal(table: Table) -> str:
+    """The table a sweep prints when it ends: a line per setting, aligned for a terminal."""
+    header = [table.axis_title, "accuracy %", "F1", "runs", "Δ accuracy [95% CI]", "p"]
+    lines = [header]
+    for rec in table.records:
+        acc, acc_sd = rec.stats[ACCURACY.metric]
+        f1 = rec.stats["test_f1_weighted"][0]
+        d = rec.delta
+        if d is None:
+            delta, p = ("(baseline)" if rec.baseline else ""), ""
+        else:
+            interval = (f" [{signed(d.low, 2)}, {signed(d.high, 2)}]"
+                        if d.low is not None and d.high is not None else "")
+            delta = f"{'≈ ' if d.seeds_tell_apart is False else ''}{signed(d.diff, 2)}{interval}"
+            p = f"{p_text(d.p)} {d.test}".strip() if d.p is not None else "–"
+        spread = f" ± {acc_sd * 100:.2f}" if len(rec.run_ids) > 1 else ""
+        flag = f" {CHANCE_MARK}" if rec.label in table.at_chance else ""
+        lines.append([rec.label + flag, f"{acc * 100:.2f}{spread}", f"{f1:.4f}",
+                      str(len(rec.run_ids)),
+                      delta, p])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                      enumerate(zip(line, widths))).rstrip() for line in lines]
+    left = describe_left_out(table.selection)
+    chance = [f"  {table.chance_line().strip()}"] if table.at_chance else []
+    return "\n".join([f"{table.study.kind} {table.study.name}: {table.budget}", *text,
+                      *chance, *[f"  {line}" for line in left]])

@@ -259,7 +259,6 @@ class MlflowSweepCallback(Callback):
         parent run with each row's numbers and the figures (`parent_summary`), where the UI
         shows the sweep."""
         from cifar_sweep.report import studies
-        from cifar_sweep.report.cells import terminal
         from cifar_sweep.sweep import parent_summary
 
         paper = config.study.get("paper")
@@ -273,7 +272,7 @@ class MlflowSweepCallback(Callback):
         client, parent = self._started()
         try:
             table = studies.build_table(client, study)
-            print("\n" + terminal(table) + "\n", flush=True)
+            print("\n" + studies.terminal(table) + "\n", flush=True)
             link = parent_summary.log_on_parent(client, parent, table,
                                                 bool(config.tracking.figures))
             uri = str(config.tracking.uri)
