@@ -1,7 +1,8 @@
 """A study's table, from the store alone: its rows chosen by `selection.py` and summarised by
 `rows.py` (compared by `statistics.py`), written as Markdown, CSV and LaTeX (`cells.py`,
-`writers.py`) with a caption saying what they are made of, and its figures (`study_figures.py`). A preset study (`conf/ablation/`) and any sweep go through
-here alike: a preset is a sweep with a name, a baseline and the report's own numbers.
+`writers.py`) with a caption saying what they are made of, and its figures (`study_figures.py`).
+A preset study (`conf/ablation/`) and any sweep go through here alike: a preset is a sweep with a
+name, a baseline and the report's own numbers.
 """
 
 from __future__ import annotations
