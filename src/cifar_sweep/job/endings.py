@@ -84,7 +84,7 @@ class Ended:
     exc: BaseException
     reason: str = ""  # the run's failure_reason tag
     fault: faults.EnvironmentFault | None = None  # ENVIRONMENT, LOST_SERVER: the sweep's stop record
-    line: str = ""    # LOST_SERVER: what the user is told
+    problem: str = ""  # LOST_SERVER: why the server does not answer
     tags: dict[str, str] = field(default_factory=dict)  # set on the run as it is closed
 
     @property
@@ -131,9 +131,9 @@ class Ending:
             return Ended(BAD_VALUE, exc, f"{type(exc).__name__}: {exc}"[:5000])
         if out_of_time(exc):
             return Ended(TIME_LIMIT, exc, f"{INTERRUPTED}: {exc}"[:5000])
-        lost = store.lost_server(self.uri, exc)
-        if lost is not None:
-            return Ended(LOST_SERVER, exc, fault=faults.server_lost(self.uri), line=str(lost))
+        problem = store.lost_server(self.uri, exc)
+        if problem is not None:
+            return Ended(LOST_SERVER, exc, fault=faults.server_lost(self.uri), problem=problem)
         fault = faults.classify(exc, self.folders, self.device, self.gpu_advice)
         if fault is not None:
             return Ended(ENVIRONMENT, exc, f"{INTERRUPTED}: {fault}"[:5000], fault=fault)

@@ -218,9 +218,9 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
         print(f"error: stopped by the environment: {ended.fault}; {_kept(run_id, path)}; "
               f"{ended.fault.advice if ended.fault else ''}", file=sys.stderr)
     elif ended.way == endings.LOST_SERVER:
-        line = ended.line if run_id else ended.line.replace(store.CHECKPOINT_KEPT,
-                                                            "no run was created")
-        print(f"error: {line}", file=sys.stderr)
+        kept = "the run's checkpoint is kept" if run_id else "no run was created"
+        print(f"error: {store.lost_server_line(job.ending.uri, ended.problem, kept)}",
+              file=sys.stderr)
     elif ended.way == endings.TIME_LIMIT:
         print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
     elif job.multirun:  # the other jobs still run; the sweep's exit status reports the failure

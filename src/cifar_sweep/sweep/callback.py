@@ -38,7 +38,7 @@ from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.experiments import open_experiment
 from cifar_sweep.tracking.queries import sweep_children
 from cifar_sweep.tracking.runs import git_commit
-from cifar_sweep.tracking.store import lost_server
+from cifar_sweep.tracking.store import lost_server, lost_server_line
 from cifar_sweep.train import model_build
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
@@ -231,13 +231,13 @@ class MlflowSweepCallback(Callback):
         try:
             children = sweep_children(client, parent)
         except Exception as exc:
-            lost = lost_server(client.tracking_uri, exc,
-                                 kept="the jobs' checkpoints are kept")
-            if lost is None:
+            problem = lost_server(client.tracking_uri, exc)
+            if problem is None:
                 raise
             # the parent stays RUNNING: the next sweep's start closes it (its process is gone)
             self.parent_id = None
-            print(f"error: {lost}", file=sys.stderr)
+            line = lost_server_line(client.tracking_uri, problem, "the jobs' checkpoints are kept")
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(1)
         if self.search:  # pruned and failed trials are part of a search, and it goes on
             self._close("FINISHED")

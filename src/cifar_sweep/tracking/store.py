@@ -189,25 +189,19 @@ def who_asks(uri: str) -> str:
     return "the token in MLFLOW_TRACKING_TOKEN" if creds.token else "you"
 
 
-class TrackingServerLost(Exception):
-    """The tracking server stopped answering during a run. Its run stays RUNNING (the next start
-    on this host finds its process gone and marks it KILLED, see lifecycle.close_ghosts) and its
-    checkpoint is kept, so the same command continues it once the server is back."""
-
-
-CHECKPOINT_KEPT = "the run's checkpoint is kept"
-
-
-def lost_server(uri: str, exc: BaseException,
-                kept: str = CHECKPOINT_KEPT) -> TrackingServerLost | None:
-    """The error to report when `exc` came from a tracking server that no longer answers."""
+def lost_server(uri: str, exc: BaseException) -> str | None:
+    """Why the tracking server at `uri` no longer answers (a few words) where `exc` came from it
+    going away, or None (a local store, another error, or a server that answers: an ordinary
+    failure). A run it ends stays RUNNING: the next start on this host finds its process gone
+    and marks it KILLED (lifecycle.close_ghosts)."""
     if not uri.startswith(("http://", "https://")):
         return None
     if not isinstance(exc, (MlflowException, requests.RequestException)):
         return None
-    problem = server_problem(uri)
-    if problem is None:  # it answers: an ordinary failure
-        return None
-    return TrackingServerLost(f"lost the tracking server {uri}: {problem}; {kept}: run the same "
-                              "command again when the server is back")
+    return server_problem(uri)
 
+
+def lost_server_line(uri: str, problem: str, kept: str) -> str:
+    """What the user is told of a lost server: `kept` says what the same command continues."""
+    return (f"lost the tracking server {uri}: {problem}; {kept}: run the same command again "
+            "when the server is back")
