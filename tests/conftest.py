@@ -73,3 +73,36 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def hand_made_table(rows: dict[str, dict[str, dict[str, float]]], baseline: str,
+                    kind: str = "Ablation"):
+    """A table of hand-made runs of one sweep, without a store: `rows` is an lr.value label ->
+    seed -> the run's metrics; `baseline` the label compared against. The runs start a second
+    apart, in this order."""
+    import pandas as pd
+
+    from cifar_sweep.report.rows import records
+    from cifar_sweep.report.selection import choose
+    from cifar_sweep.report.studies import Table, TableSpec
+    from cifar_sweep.results import _frame
+
+    start = pd.Timestamp("2026-01-01")
+    runs = []
+    for job, (label, by_seed) in enumerate(rows.items()):
+        for seed, metrics in by_seed.items():
+            runs.append({
+                "run_id": f"{label}-{seed}", "status": "FINISHED", "sweeps": "A", "seed": seed,
+                "start_time": start + pd.Timedelta(seconds=len(runs)), "role": "job",
+                "setting_hash": f"s-{label}", "code_version": "c1", "git_commit": "0" * 40,
+                "code.model": "m1", "data_fingerprint": "fp", "precision": "fp32",
+                "device": "cpu", "job_num": str(job),
+                "overrides": f"lr.value={label} trainer.seed={seed}", "lr.value": label,
+                "trainer.seed": seed, "tracking.uri": "mlruns", **metrics})
+    metric_names = {name for by_seed in rows.values() for m in by_seed.values() for name in m}
+    jobs = _frame(runs, {"lr.value", "trainer.seed", "tracking.uri"}, metric_names)
+    sweeps = pd.DataFrame([{"run_id": "A", "start_time": start,
+                            "varying": "lr.value trainer.seed"}])
+    selection = choose(jobs, sweeps, baseline=f"lr.value={baseline}")
+    return Table(TableSpec("hand-made", "hand-made", kind=kind), jobs, selection,
+                 records(jobs, selection), {"data": "hand-made", "data_fingerprint": "-"})

@@ -15,15 +15,11 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.report import study_figures
-from cifar_sweep.report.rows import records
-from cifar_sweep.report.selection import choose
-from cifar_sweep.report.studies import Table, TableSpec
-from cifar_sweep.results import _frame
+from cifar_sweep.report.studies import Table
 from cifar_sweep.sweep.parent_summary import (
     MAX_VIEW_CHARS,
     SHARED_VIEW,
@@ -33,9 +29,8 @@ from cifar_sweep.sweep.parent_summary import (
     row_key,
     row_metrics,
 )
+from conftest import hand_made_table
 
-T0 = pd.Timestamp("2026-01-01")
-METRICS = {"test_accuracy", "test_f1_weighted", "test_accuracy_0", "test_accuracy_1"}
 # label -> seed -> (test accuracy, weighted F1); two classes, so chance is 1.2 x 1/2 = 0.6
 ROWS = {
     "0.005": {"0": (0.90, 0.88), "1": (0.94, 0.90)},  # the baseline, two seeds
@@ -46,23 +41,10 @@ ROWS = {
 
 def table_of(rows: dict[str, dict[str, tuple[float, float]]]) -> Table:
     """A table of hand-made runs of one sweep, rows named by lr.value; `0.005` the baseline."""
-    runs = []
-    for job, (label, by_seed) in enumerate(rows.items()):
-        for seed, (acc, f1) in by_seed.items():
-            runs.append({
-                "run_id": f"{label}-{seed}", "status": "FINISHED", "sweeps": "A", "seed": seed,
-                "start_time": T0 + pd.Timedelta(seconds=len(runs)), "role": "job",
-                "setting_hash": f"s-{label}", "code_version": "c1", "git_commit": "0" * 40,
-                "code.model": "m1", "data_fingerprint": "fp", "precision": "fp32",
-                "device": "cpu", "job_num": str(job),
-                "overrides": f"lr.value={label} trainer.seed={seed}", "lr.value": label,
-                "trainer.seed": seed, "tracking.uri": "mlruns", "test_accuracy": acc,
-                "test_f1_weighted": f1, "test_accuracy_0": acc, "test_accuracy_1": acc})
-    jobs = _frame(runs, {"lr.value", "trainer.seed", "tracking.uri"}, METRICS)
-    sweeps = pd.DataFrame([{"run_id": "A", "start_time": T0, "varying": "lr.value trainer.seed"}])
-    selection = choose(jobs, sweeps, baseline="lr.value=0.005")
-    return Table(TableSpec("hand-made", "hand-made", kind="Sweep"), jobs, selection,
-                 records(jobs, selection), {"data": "hand-made", "data_fingerprint": "-"})
+    return hand_made_table(
+        {label: {seed: {"test_accuracy": acc, "test_f1_weighted": f1, "test_accuracy_0": acc,
+                        "test_accuracy_1": acc} for seed, (acc, f1) in by_seed.items()}
+         for label, by_seed in rows.items()}, "0.005", kind="Sweep")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -28,37 +28,19 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 from cifar_sweep import results
 from cifar_sweep.report.adaptive_seeds import second_round
 from cifar_sweep.report.cells import cells
-from cifar_sweep.report.rows import records
-from cifar_sweep.report.selection import choose
-from cifar_sweep.report.studies import Table, TableSpec
-from cifar_sweep.results import _frame
+from cifar_sweep.report.studies import Table
+from conftest import hand_made_table
 
 RNG_SEED = 20251202
 TABLES = 15
-T0 = pd.Timestamp("2026-01-01")
 BASE = "base"
-CONFIG = {"lr.value", "trainer.seed", "tracking.uri"}
 
 
 def table_of(rows: dict[str, dict[str, float]]) -> Table:
     """A table of hand-made runs: `rows` is label -> seed -> test accuracy (0-1); `base` is the
     baseline. One sweep holds them all, in this order."""
-    runs = []
-    for job, (label, by_seed) in enumerate(rows.items()):
-        for seed, acc in by_seed.items():
-            runs.append({
-                "run_id": f"{label}-{seed}", "status": "FINISHED", "sweeps": "A", "seed": seed,
-                "start_time": T0 + pd.Timedelta(seconds=len(runs)), "role": "job",
-                "setting_hash": f"s-{label}", "code_version": "c1", "git_commit": "0" * 40,
-                "code.model": "m1", "data_fingerprint": "fp", "precision": "fp32",
-                "device": "cpu", "job_num": str(job),
-                "overrides": f"lr.value={label} trainer.seed={seed}", "lr.value": label,
-                "trainer.seed": seed, "tracking.uri": "mlruns", "test_accuracy": acc})
-    jobs = _frame(runs, CONFIG, {"test_accuracy"})
-    sweeps = pd.DataFrame([{"run_id": "A", "start_time": T0, "varying": "lr.value trainer.seed"}])
-    selection = choose(jobs, sweeps, baseline=f"lr.value={BASE}")
-    return Table(TableSpec("hand-made", "hand-made"), jobs, selection, records(jobs, selection),
-                 {"data": "hand-made", "data_fingerprint": "-"})
+    return hand_made_table({label: {seed: {"test_accuracy": acc} for seed, acc in by_seed.items()}
+                            for label, by_seed in rows.items()}, BASE)
 
 
 def expected_row(row: dict[str, float], base: dict[str, float]) -> dict:
