@@ -113,6 +113,12 @@ endif
 tables:  ## regenerate every table and figure from the MLflow store, without training
 	$(PYTHON) src/report.py $(CONFIG_ARG) all $(STORE_ARGS)
 
+# The project's published store: the studies' runs, shipped with the repository (docs/reproducing.md)
+PUBLISHED_STORE ?= reports/store
+.PHONY: publish-store
+publish-store:  ## copy a working store (STORE=<folder>, default mlruns) into the published store, naming no path or host
+	$(PYTHON) src/publish_store.py $(or $(STORE),mlruns) $(PUBLISHED_STORE)
+
 .PHONY: register
 register:  ## register a study's best setting in MLflow's Model Registry: STUDY=lr ARGS='tracking.uri=...'
 	$(PYTHON) src/register_model.py ablation=$(STUDY) $(STORE_ARGS)

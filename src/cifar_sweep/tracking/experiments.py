@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.tracking import store
+from cifar_sweep.tracking import publish, store
 from cifar_sweep.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 
 
@@ -42,10 +42,20 @@ def store_locations(uri: str) -> tuple[str, str | None]:
 
 
 def open_store(tracking: DictConfig) -> MlflowClient:
-    return MlflowClient(tracking_uri=store_locations(str(tracking.uri))[0])
+    """A client to read the store; a published store (`make publish-store`) is read through a
+    temporary copy of it (`publish.working_copy`), so that reading never writes into the repo."""
+    uri = str(tracking.uri)
+    if "://" not in uri and publish.is_published(Path(uri).expanduser()):
+        uri = str(publish.working_copy(Path(uri).expanduser()))
+    return MlflowClient(tracking_uri=store_locations(uri)[0])
 
 
 def open_experiment(tracking: DictConfig) -> tuple[MlflowClient, str]:
+    if "://" not in str(tracking.uri) and publish.is_published(Path(str(tracking.uri)).expanduser()):
+        raise UserInputError(
+            f"tracking.uri={tracking.uri} is a published store (make publish-store): it is read "
+            f"(make tables, report.py), not trained into; train into your working store and "
+            f"publish it again")
     uri, artifact_location = store_locations(str(tracking.uri))
     client = MlflowClient(tracking_uri=uri)
     name = str(tracking.experiment)

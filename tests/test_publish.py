@@ -1,0 +1,113 @@
+"""The published store (`make publish-store`): nothing in it names the machine that made it, it
+holds what the tables read and nothing else, reading it writes nothing into it, and a table made
+from it equals the table made from the working store."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+PUBLISH = ROOT / "src" / "publish_store.py"
+REPORT = ROOT / "src" / "report.py"
+
+
+def _table_csv(folder: Path) -> str:
+    found = sorted(folder.rglob("table.csv"))
+    assert len(found) == 1, found
+    return found[0].read_text()
+
+
+def _every_text(db: Path) -> list[str]:
+    """Every text value in every table: an independent read of the database."""
+    values = []
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                values += [v for v in row if isinstance(v, str)]
+    return values
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    from conftest import Project
+
+    work = tmp_path_factory.mktemp("publish")
+    project = Project(work)
+    store = (work / "working-store").resolve()
+    project.train("-m", "trainer.seed=0,1", f"tracking.uri={store}", "tracking.figures=false",
+                  "tracking.log_model=false", check=True)
+    dest = work / "repo" / "published"
+    proc = project.run(str(store), str(dest), script=PUBLISH, check=True)
+    return project, store, dest, proc
+
+
+def test_published_store_names_no_path_host_or_user(published):
+    _project, store, dest, proc = published
+    assert "published 3 runs" in proc.stdout, proc.stdout  # the sweep's parent and its 2 jobs
+    values = _every_text(dest / "mlflow.db")
+    host, user = socket.gethostname(), getpass.getuser()
+    assert not [v for v in values if str(store) in v or "file://" in v]
+    assert not [v for v in values if v.startswith("/") or " /" in v or "=/" in v]
+    assert not [v for v in values if host in v.split() or v == host]
+    assert user not in values
+    # nor in the bytes of the file (a freed page keeps an old string)
+    assert str(store).encode() not in (dest / "mlflow.db").read_bytes()
+    assert not list(dest.parent.glob("*.db-wal")) and not (dest / "mlflow.db-wal").exists()
+
+
+def test_published_store_keeps_what_tables_read_only(published):
+    _project, store, dest, _proc = published
+    kept = {f.name for f in (dest / "artifacts").rglob("*") if f.is_file()}
+    assert "evaluation.json" in kept
+    assert not kept & {"best_weights.pt", "config.yaml", "curves.png", "MLmodel", "model.pth"}
+    # every kept file is byte-equal to the working store's, at the same relative place
+    for f in (dest / "artifacts").rglob("*"):
+        if f.is_file():
+            assert f.read_bytes() == (store / f.relative_to(dest)).read_bytes()
+
+
+def test_a_table_from_the_published_store_equals_the_working_stores(published, tmp_path):
+    project, store, dest, _proc = published
+    before = _digest(dest)
+    for name, uri in (("from-working", store), ("from-published", dest)):
+        (tmp_path / name).mkdir()
+        proc = project.run("sweep=latest", f"tracking.uri={uri}", "tracking.figures=false",
+                           script=REPORT, check=True)
+        # report.py writes under its working folder; read what it wrote
+        for line in proc.stdout.splitlines():
+            if line.startswith("wrote "):
+                written = project.workdir / line.removeprefix("wrote ").strip().rstrip("/")
+        (tmp_path / name / "table.csv").write_text(_table_csv(written))
+    assert (tmp_path / "from-working" / "table.csv").read_text() == \
+        (tmp_path / "from-published" / "table.csv").read_text()
+    assert _digest(dest) == before  # reading it wrote nothing there: no lock, no journal
+
+
+def test_training_into_the_published_store_is_one_line(published):
+    project, _store, dest, _proc = published
+    before = _digest(dest)
+    proc = project.train(f"tracking.uri={dest}")
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "published store" in lines[0]
+    assert _digest(dest) == before
+
+
+def test_publishing_a_server_is_refused(tmp_path):
+    from conftest import Project
+
+    proc = Project(tmp_path).run("http://127.0.0.1:9", str(tmp_path / "out"), script=PUBLISH)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: STORE=http://127.0.0.1:9")
