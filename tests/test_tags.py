@@ -30,6 +30,7 @@ WRITTEN = {
     'SWEEP_LAUNCHED': 'sweep.launched',
     'AHEAD': 'cifar_sweep.ahead',
     'PEAK_MEMORY': 'peak_memory',
+    'PREDICTIONS': 'predictions',
     'FAILURE': 'failure_reason',
     'INTERRUPTED': 'interrupted',
     'OWNER_HOST': 'owner.host',

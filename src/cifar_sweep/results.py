@@ -29,7 +29,7 @@ TAG_COLUMNS = [
     ("precision", t.PRECISION), ("data_fingerprint", t.DATA_FINGERPRINT),
     ("overrides", t.JOB_OVERRIDES), ("job_num", t.JOB_NUM), ("trial", t.TRIAL),
     ("hpo_study", t.HPO_STUDY), ("hpo_study_uid", t.HPO_STUDY_UID), ("device", "device"),
-    ("git_commit", "git_commit"),
+    ("git_commit", "git_commit"), ("predictions", t.PREDICTIONS),
 ]
 BASE_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "sweeps", "seed",
                 *[c for c, _ in TAG_COLUMNS]]
@@ -171,6 +171,56 @@ def sweeps(experiment: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
 
     client = open_store(OmegaConf.create({"uri": tracking_uri}))
     return experiment_runs(client, experiment)[1]
+
+
+def predictions(run_id: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
+    """A run's test predictions, one row per test example in the test set's order: `index` (its
+    position in the full test set), `label`, `predicted`, and the class probabilities `p_0` ...
+    `p_<C-1>` (float16) unless the run kept none (`tracking.predictions_probabilities=false`);
+    `frame.attrs["classes"]` names the classes. A reference run (a finished config a later sweep
+    reused) gives its original's. Raises LookupError for a run that logged none (made before
+    predictions were kept, or not finished). Reads only this run and its artifact."""
+    from omegaconf import OmegaConf
+
+    from cifar_sweep.tracking import predictions as kept
+
+    client = open_store(OmegaConf.create({"uri": tracking_uri}))
+    columns = kept.read(client, run_id)
+    if columns is None:
+        raise LookupError(f"run {run_id}: no test predictions logged (a run made before they "
+                          "were kept, or one that did not finish)")
+    return kept.frame(columns)
+
+
+def evidence(runs: list[str], baseline: list[str], tracking_uri: str = "mlruns",
+             draws: int = 10_000):
+    """The per-example evidence (`cifar_sweep.evidence.Evidence`) of one setting's runs against
+    a baseline's, each a list of run ids (reference runs followed to their originals), as a
+    table computes it: the test set's noise, the seeds' ensemble accuracy and churn of `runs`,
+    and the two-level bootstrap interval of Δ, paired over the seeds (`trainer.seed`) the two
+    lists share where they share two or more. Raises LookupError naming the runs that logged
+    no predictions.
+
+        ev = results.evidence(adam_run_ids, sgd_run_ids, tracking_uri="mlruns")
+        ev.delta_boot_low, ev.delta_boot_high, ev.churn"""
+    from omegaconf import OmegaConf
+
+    from cifar_sweep import evidence as per_example
+    from cifar_sweep.tracking import predictions as kept
+
+    client = open_store(OmegaConf.create({"uri": tracking_uri}))
+    seeds: dict[str, str] = {}
+    loaded = {}
+    for run_id in dict.fromkeys([*runs, *baseline]):
+        run = kept.original_run(client, run_id)
+        seeds[run_id] = run.data.params.get(SEED_KEY, run_id)
+        loaded[run_id] = kept.read(client, run_id, run)
+    missing = [r for r, columns in loaded.items() if columns is None]
+    if missing:
+        raise LookupError(f"no test predictions logged for run(s) {', '.join(missing)}")
+    return per_example.compare(
+        {seeds[r]: per_example.Predictions.of(loaded[r]) for r in runs},
+        {seeds[r]: per_example.Predictions.of(loaded[r]) for r in baseline}, draws=draws)
 
 
 def compare(frame: pd.DataFrame, by: str, baseline: str, metric: str = "test_accuracy",

@@ -45,6 +45,7 @@ class Tracking:
     figures: bool = True
     system_metrics: bool = True
     log_model: bool = True
+    predictions_probabilities: bool = True
 
 
 @dataclass

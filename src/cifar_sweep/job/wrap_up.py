@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.data import Dataset
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
-from cifar_sweep.tracking import lineage
+from cifar_sweep.tracking import lineage, predictions
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.train import checkpoint
 from cifar_sweep.train.loop import Parts, Progress, evaluate
@@ -57,6 +57,11 @@ def test_and_log(cfg: DictConfig, parts: Parts, dataset: Dataset, result: Progre
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.tracking.figures:  # about 3 s a run on a CPU: searches turn them off
             _figures(result, report, test, dataset, run_id, out)
+        # every example's label, prediction and probabilities: the table's per-example evidence
+        # (index: the examples' positions in the full test set, None = all of it in order)
+        kept = predictions.arrays(test.logits, test.labels, dataset.classes, index=None,
+                                  probabilities=cfg.tracking.predictions_probabilities)
+        (out / predictions.ARTIFACT).write_bytes(predictions.to_bytes(kept))
         (out / "evaluation.json").write_text(json.dumps({
             "classes": dataset.classes, "confusion": report["confusion"],
             "per_class_accuracy": report["per_class_accuracy"], **report["scalars"]}, indent=1))
@@ -64,6 +69,7 @@ def test_and_log(cfg: DictConfig, parts: Parts, dataset: Dataset, result: Progre
         checkpoint.write_file(out / "best_weights.pt",
                               {k: v.cpu() for k, v in plain.state_dict().items()})
         client.log_artifacts(run_id, str(out))
+    client.set_tag(run_id, t.PREDICTIONS, predictions.ARTIFACT)  # once the file is there
     if cfg.tracking.log_model:  # the run's `model` (docs/mlflow.md); searches turn it off
         lineage.log_model(client, run_id, plain, cfg, dataset, cfg.trainer.epochs)
     return summary

@@ -36,6 +36,7 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
     source = (paper or {}).get("source", "report")
     header = ([axis_title] + [c.title for c in COLUMNS]
               + ["Δ accuracy [95% CI]", "p (test)", "p (Holm)", "Seeds for 80% power"]
+              + EVIDENCE_HEADER
               + [f"{source}: {t}" for t in paper_titles] + ["Epochs", "Seeds"])
     base = next((r for r in recs if r.baseline), None)
     best_mean = {}
@@ -73,6 +74,8 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
                      f"{p_text(d.p)} {d.test}".strip() if d.p is not None else "–",
                      p_text(d.p_holm), needed]
         flags += [False] * 4
+        line += evidence_cells(rec)
+        flags += [False] * len(EVIDENCE_HEADER)
         line += [_paper_cell(rec.paper.get(t)) for t in paper_titles]
         flags += [False] * len(paper_titles)
         line += [",".join(rec.epochs), seeds_text(rec.seeds)]
@@ -80,6 +83,31 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
         table.append(line)
         bold.append(flags)
     return header, table, bold
+
+
+# the per-example evidence a reader needs to judge a row (the CSV has all of it): the test set's
+# own noise on the row's accuracy, and Δ's interval over seeds and test images together
+EVIDENCE_HEADER = ["Test noise (±95%)", "Δ bootstrap [95%]"]
+
+
+def evidence_cells(rec: Record) -> list[str]:
+    """`±0.87` and `[+0.12, +1.60]` (points); empty where the row's runs kept no predictions."""
+    e = rec.evidence
+    if e is None:
+        return ["", ""]
+    interval = ("" if e.delta_boot_low is None or e.delta_boot_high is None
+                else f"[{signed(e.delta_boot_low, 2)}, {signed(e.delta_boot_high, 2)}]")
+    return [f"±{e.test_noise_95:.2f}", interval]
+
+
+def evidence_csv(rec: Record) -> dict:
+    """The CSV's per-example columns: points for the noise and the interval, fractions for the
+    ensemble's accuracy and churn (as test_accuracy_mean); empty where there are none."""
+    e = rec.evidence
+    names = ("test_noise_95", "ensemble_accuracy", "churn", "delta_boot_low", "delta_boot_high")
+    if e is None:
+        return dict.fromkeys(names, "")
+    return {name: "" if getattr(e, name) is None else getattr(e, name) for name in names}
 
 
 def power_level(comparisons: int) -> str:
@@ -104,7 +132,7 @@ def csv_records(recs: list[Record], data: dict[str, str]) -> list[dict]:
                for stat, v in (("mean", mean), ("std", sd))},
             "delta_accuracy_points": d.diff, "delta_ci95_low": d.low, "delta_ci95_high": d.high,
             "delta_p": d.p, "delta_test": d.test, "delta_p_holm": d.p_holm,
-            "seeds_for_80pct_power": d.seeds_needed,
+            "seeds_for_80pct_power": d.seeds_needed, **evidence_csv(rec),
             **{f"report {t}": v for t, v in rec.paper.items()},
             "run_ids": " ".join(rec.run_ids)})
     # every record gets every column, so the CSV has one header for all

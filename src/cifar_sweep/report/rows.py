@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cifar_sweep.evidence import Evidence
 from cifar_sweep.report.selection import Selection
 from cifar_sweep.statistics import Delta, judge, mean_std
 
@@ -65,6 +66,7 @@ class Record:
     stats: dict[str, tuple[float, float]]  # metric -> (mean, sample std)
     delta: Delta | None                    # accuracy vs the baseline; None on the baseline row
     paper: dict[str, float]
+    evidence: Evidence | None = None       # per-example numbers (report/per_example.py), if any
 
 
 class _BySeed:

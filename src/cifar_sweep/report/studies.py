@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.report import writers
+from cifar_sweep.report import per_example, writers
 from cifar_sweep.report.cells import cells, csv_records, p_text, power_level, signed
 from cifar_sweep.report.rows import ACCURACY, CHANCE_FACTOR, CHANCE_MARK, Record, data_of, records
 from cifar_sweep.report.selection import Selection, choose, describe_left_out
@@ -176,6 +176,7 @@ class Table:
         if self.study.baseline and sel.baseline is None:
             notes.append(f"The baseline `{self.study.baseline}` is not among these runs: no "
                          "differences shown.")
+        notes += per_example.notes(self.records)  # test noise, bootstrap, ensemble, churn
         return notes
 
     def markdown(self) -> str:
@@ -260,6 +261,7 @@ def build_table(client: MlflowClient, study: TableSpec) -> Table:
         raise UserInputError(f"{study.what}: no finished run shares the "
                              f"fixed settings of sweep {selection.reference_sweep}")
     recs = records(frame, selection, study.paper)
+    per_example.attach(client, frame, recs)  # each run's test predictions, read once
     first = frame[frame.run_id == selection.rows[0].run_ids[0]].iloc[0]
     return Table(study, frame, selection, recs, data_of(first))
 

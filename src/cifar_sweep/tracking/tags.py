@@ -28,6 +28,7 @@ SWEEP_TO_TRAIN = "sweep.to_train"   # the jobs a sweep launched (not finished be
 SWEEP_LAUNCHED = "sweep.launched"   # when it launched them (seconds since the epoch)
 AHEAD = "cifar_sweep.ahead"          # on a reference run the sweep wrote before launching
 PEAK_MEMORY = "peak_memory"     # what the peak_memory_mb metric measured: process_rss, gpu_allocated
+PREDICTIONS = "predictions"     # the run's test predictions artifact (tracking/predictions.py)
 FAILURE = "failure_reason"
 INTERRUPTED = "interrupted"      # the failure_reason (prefix) of a run that may be continued
 OWNER_HOST = "owner.host"

@@ -1,0 +1,215 @@
+"""Per-example evidence: what a setting's runs' test predictions say beyond their accuracies. A
+table's rows and a notebook (`cifar_sweep.results.evidence`) use the same functions.
+
+- `noise_half_width`: the test set's own sampling noise, the 95% half-width of an accuracy p
+  over N test images as a binomial proportion, 1.96 x sqrt(p(1-p)/N). It bounds one row's
+  accuracy; two rows are not compared by overlapping it (their difference is paired: below).
+- `ensemble_accuracy`: the accuracy of the argmax of the seeds' mean class probabilities (the
+  stored float16 values averaged in float64; a tie goes to the lower class).
+- `churn`: over every pair of seeds, the fraction of test images whose predicted class differs,
+  averaged over the pairs.
+- `bootstrap_interval`: Δ's 95% percentile interval over seeds and test images together, a
+  paired two-level bootstrap. Each draw resamples, with replacement, the seeds the row shares
+  with the baseline and, independently, the test images; the same seeds and images for both
+  sides; Δ of a draw = the mean over the drawn seeds and images of (row correct - baseline
+  correct), in points. With fewer than two shared seeds each side's seeds are resampled on
+  their own (the images still shared). `images_only=True` keeps every seed (each seed's pair)
+  and resamples the images alone: where that interval holds 0, more seeds cannot settle the
+  difference beyond this test set.
+
+How the bootstrap is vectorised: a draw's Δ depends on the images only through how many times it
+drew each *pattern* of (row, baseline) correctness across the seeds, a column of 0/1 (or -1/0/1
+paired) values; there are at most 3^S of them and usually a few dozen. A draw of N images with
+replacement is a multinomial draw of N over the patterns (weighted by how many images have each),
+so `draws` x patterns binomials replace `draws` x N x S index look-ups: exactly the same
+distribution (tests/test_evidence.py holds it to a loop over drawn indices), 10,000 draws in
+milliseconds. The generator's seed is fixed (BOOTSTRAP_SEED): a table made twice is the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+Z95 = 1.96
+DRAWS = 10_000
+BOOTSTRAP_SEED = 20240  # fixed: the same runs give the same interval in every table
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One run's test predictions (see tracking/predictions.py): aligned by `index`."""
+
+    index: np.ndarray                 # int64, each example's position in the full test set
+    label: np.ndarray                 # int, its class
+    predicted: np.ndarray             # int, the predicted class
+    probabilities: np.ndarray | None  # float16, N x C; None where the run kept none
+
+    @classmethod
+    def of(cls, columns) -> Predictions:
+        """From the artifact's columns (a dict of arrays) or `results.predictions`' DataFrame."""
+        if hasattr(columns, "columns"):  # a DataFrame: p_0 ... p_<C-1>
+            names = [c for c in columns.columns if str(c).startswith("p_")]
+            probabilities = columns[names].to_numpy() if names else None
+            return cls(columns["index"].to_numpy(), columns["label"].to_numpy(),
+                       columns["predicted"].to_numpy(), probabilities)
+        return cls(columns["index"], columns["label"], columns["predicted"],
+                   columns.get("probabilities"))
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.label
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def aligned(runs: list[Predictions]) -> list[Predictions]:
+    """The runs on the test examples they all hold, in one order: as they are where their
+    indices agree (one test set), else their common examples ordered by index."""
+    if all(np.array_equal(runs[0].index, r.index) for r in runs[1:]):
+        return runs
+    common = runs[0].index
+    for run in runs[1:]:
+        common = np.intersect1d(common, run.index)
+    out = []
+    for run in runs:
+        at = np.flatnonzero(np.isin(run.index, common))
+        at = at[np.argsort(run.index[at], kind="stable")]
+        out.append(Predictions(run.index[at], run.label[at], run.predicted[at],
+                               None if run.probabilities is None else run.probabilities[at]))
+    return out
+
+
+def noise_half_width(accuracy: float, images: int) -> float:
+    """The 95% half-width of an accuracy (a fraction) over `images` test images, in points."""
+    return 100 * Z95 * math.sqrt(accuracy * (1 - accuracy) / images)
+
+
+def ensemble_accuracy(runs: list[Predictions]) -> float | None:
+    """The accuracy (a fraction) of the argmax of the runs' mean probabilities; None with fewer
+    than two runs that kept probabilities."""
+    kept = aligned([r for r in runs if r.probabilities is not None])
+    if len(kept) < 2:
+        return None
+    total = np.zeros(kept[0].probabilities.shape, dtype=np.float64)  # type: ignore[union-attr]
+    for run in kept:
+        total += run.probabilities
+    # argmax takes the first of equal values: a tie goes to the lower class
+    return float(np.mean(total.argmax(1) == kept[0].label))
+
+
+def churn(runs: list[Predictions]) -> float | None:
+    """The fraction of test images whose predicted class differs between two runs, averaged
+    over every pair; None with fewer than two runs."""
+    if len(runs) < 2:
+        return None
+    runs = aligned(runs)
+    return float(np.mean([np.mean(a.predicted != b.predicted)
+                          for a, b in itertools.combinations(runs, 2)]))
+
+
+def _patterns(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct columns of a K x N matrix, P x K; how many columns each is, P)."""
+    unique, counts = np.unique(columns.T, axis=0, return_counts=True)
+    return unique.astype(np.float64), counts
+
+
+def bootstrap_interval(row: dict[str, Predictions], baseline: dict[str, Predictions],
+                       draws: int = DRAWS, seed: int = BOOTSTRAP_SEED,
+                       images_only: bool = False) -> tuple[float, float] | None:
+    """Δ's 95% percentile interval in points (see the module): `row`, `baseline`: seed -> a
+    run's predictions. Paired over the shared seeds where there are two or more, else each
+    side's seeds on their own. None where a side has no run."""
+    if not row or not baseline:
+        return None
+    deltas = bootstrap_deltas(row, baseline, draws, seed, images_only)
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def bootstrap_deltas(row: dict[str, Predictions], baseline: dict[str, Predictions],
+                     draws: int = DRAWS, seed: int = BOOTSTRAP_SEED,
+                     images_only: bool = False) -> np.ndarray:
+    """The `draws` bootstrap values of Δ (points) behind `bootstrap_interval`."""
+    rng = np.random.default_rng(seed)
+    shared = [s for s in row if s in baseline]
+    if len(shared) >= 2:  # paired: one seed draw for both sides, on their differences
+        runs = aligned([row[s] for s in shared] + [baseline[s] for s in shared])
+        k = len(shared)
+        both = np.stack([r.correct for r in runs]).astype(np.int8)
+        differences = both[:k] - both[k:]
+        weights = _seed_weights(rng, k, draws, images_only)
+    else:  # each side's seeds drawn on their own
+        runs = aligned(list(row.values()) + list(baseline.values()))
+        k = len(row)
+        differences = np.stack([r.correct for r in runs]).astype(np.int8)
+        weights = np.concatenate([_seed_weights(rng, k, draws, images_only),
+                                  -_seed_weights(rng, len(baseline), draws, images_only)], axis=1)
+    patterns, counts = _patterns(differences)
+    images = differences.shape[1]
+    drawn = rng.multinomial(images, counts / images, size=draws)  # draws x patterns
+    per_seed = drawn @ patterns  # draws x seeds: each seed's sum over the drawn images
+    return 100 * (per_seed * weights).sum(1) / images
+
+
+def _seed_weights(rng: np.random.Generator, seeds: int, draws: int,
+                  images_only: bool) -> np.ndarray:
+    """draws x seeds: how often each seed is drawn, over the number of seeds (each seed once
+    where `images_only`)."""
+    if images_only:
+        return np.full((draws, seeds), 1 / seeds)
+    return rng.multinomial(seeds, np.full(seeds, 1 / seeds), size=draws) / seeds
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A row's per-example numbers (None where they cannot be made)."""
+
+    images: int                          # test images the predictions cover
+    runs: int                            # the row's runs with predictions
+    accuracy: float                      # their mean test accuracy (a fraction)
+    test_noise_95: float                 # points
+    ensemble_accuracy: float | None      # a fraction
+    churn: float | None                  # a fraction
+    delta_boot_low: float | None = None  # points; None on the baseline row
+    delta_boot_high: float | None = None
+    images_only_low: float | None = None  # the interval over test images alone
+    images_only_high: float | None = None
+    paired_seeds: int = 0                # the shared seeds the bootstrap paired (0: unpaired)
+
+    @property
+    def seeds_cannot_settle(self) -> bool:
+        """The interval over test images alone holds 0: more seeds cannot settle Δ beyond this
+        test set."""
+        return (self.images_only_low is not None and self.images_only_high is not None
+                and self.images_only_low <= 0 <= self.images_only_high)
+
+
+def compare(row: dict[str, Predictions], baseline: dict[str, Predictions] | None = None,
+            draws: int = DRAWS, accuracy: float | None = None) -> Evidence | None:
+    """Every per-example number of a row (seed -> its run's predictions) against the baseline's
+    (None: the baseline row itself, no interval). `accuracy`: the row's mean test accuracy for
+    the noise, where the caller has it (a table: its runs' metric); else from the predictions.
+    None where the row has no predictions."""
+    if not row:
+        return None
+    runs = aligned(list(row.values()))
+    mean = float(np.mean([r.correct.mean() for r in runs])) if accuracy is None else accuracy
+    interval = images = None
+    if baseline and row is not baseline:
+        interval = bootstrap_interval(row, baseline, draws)
+        images = bootstrap_interval(row, baseline, draws, images_only=True)
+    shared = sum(s in (baseline or {}) for s in row)
+    return Evidence(
+        images=len(runs[0]), runs=len(runs), accuracy=mean,
+        test_noise_95=noise_half_width(mean, len(runs[0])),
+        ensemble_accuracy=ensemble_accuracy(runs), churn=churn(runs),
+        delta_boot_low=interval[0] if interval else None,
+        delta_boot_high=interval[1] if interval else None,
+        images_only_low=images[0] if images else None,
+        images_only_high=images[1] if images else None,
+        paired_seeds=shared if shared >= 2 and interval else 0)
