@@ -93,7 +93,9 @@ BASELINE_PARTS = {
     "optimizer": "2135da0e8b57",
     "augment": "3deb71e2e8b0",
     "data": "06e67007bc06",
-    "training": "4e0d257e292b",
+    # changed once, by issue 40 (early stopping): fit takes the stopping rule (EarlyStop) and
+    # Progress keeps its count for the checkpoint; was 4e0d257e292b (c22d081 to 6d457d9)
+    "training": "ae973beb5735",
     "evaluation": "1cca69c040a0",
     "torch": "2135da0e8b57"
 }

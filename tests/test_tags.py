@@ -20,6 +20,9 @@ WRITTEN = {
     'TORCH_VERSION': 'torch_version',
     'PRECISION': 'precision',
     'DATA_FINGERPRINT': 'data_fingerprint',
+    'STOP_REASON': 'stop_reason',
+    'STOPPED_EARLY': 'early_stop',
+    'REACHED_EPOCHS': 'epochs',
     'JOB_NUM': 'job.num',
     'JOB_OVERRIDES': 'job.overrides',
     'SWEEP_OVERRIDES': 'sweep.overrides',
@@ -57,5 +60,6 @@ def test_every_tag_name_is_the_one_runs_already_carry():
 
 def test_no_two_tags_share_a_name():
     names = [v for v in WRITTEN.values() if isinstance(v, str) and v not in (
-        tags.ROLE_JOB, tags.ROLE_SWEEP, tags.ROLE_REFERENCE, tags.MODEL_TRAINING)]
+        tags.ROLE_JOB, tags.ROLE_SWEEP, tags.ROLE_REFERENCE, tags.MODEL_TRAINING,
+        tags.STOPPED_EARLY, tags.REACHED_EPOCHS)]
     assert len(names) == len(set(names))

@@ -29,7 +29,7 @@ TAG_COLUMNS = [
     ("precision", t.PRECISION), ("data_fingerprint", t.DATA_FINGERPRINT),
     ("overrides", t.JOB_OVERRIDES), ("job_num", t.JOB_NUM), ("trial", t.TRIAL),
     ("hpo_study", t.HPO_STUDY), ("hpo_study_uid", t.HPO_STUDY_UID), ("device", "device"),
-    ("git_commit", "git_commit"), ("predictions", t.PREDICTIONS),
+    ("git_commit", "git_commit"), ("stop_reason", t.STOP_REASON), ("predictions", t.PREDICTIONS),
 ]
 BASE_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "sweeps", "seed",
                 *[c for c, _ in TAG_COLUMNS]]

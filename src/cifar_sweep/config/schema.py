@@ -9,6 +9,7 @@ which converts what it can (`"0.9"` -> 0.9) and refuses the rest. A `_target_` n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,12 @@ from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, Valid
 from cifar_sweep.errors import UserInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # trainer.precision's values (validate.py checks)
+
+
+@dataclass
+class EarlyStopping:
+    patience: int | None = None  # null: off
+    min_delta: float = 0.0
 
 
 @dataclass
@@ -36,6 +43,10 @@ class Trainer:
     jobs_per_gpu: int = 1
     rerun: bool = False
     reuse_other_code: bool = False
+    # a tuned study's trial (commands/tuned.py): validation only, the test set never evaluated;
+    # absent from conf/ (so from every other run's config hash), set as ++trainer.skip_test=true
+    skip_test: bool = False
+    early_stop: EarlyStopping = field(default_factory=EarlyStopping)
 
 
 @dataclass
@@ -55,11 +66,30 @@ class Checkpoint:
 
 
 @dataclass
+class Tune:
+    """`study.tune`: each arm of a study searched with the same budget before its seeds
+    (commands/tuned.py). The keys below `arm` are written by the command, for the table."""
+    space: Any = None          # key -> {type: float|int|categorical, low, high, log, choices}
+    trials: int = 20           # per arm
+    epochs: int | None = None  # a trial's epochs; null: the study's trainer.epochs
+    pruner: Any = None         # as hpo's hydra.sweeper.pruner; null: median
+    seed: int = 1000           # the trials' trainer.seed and the sampler's seed: not a study seed
+    storage: str | None = None  # the Optuna storage; null: sqlite:///hpo/tuned.db
+    arm: str | None = None     # the arm a trial or seed run belongs to
+    search: str | None = None  # its arm's search (the Optuna study's name)
+    tuned: str | None = None   # the values a seed run was trained with: `key=value ...`
+    best_trial: int | None = None
+    space_text: str | None = None  # the space as the table's caption says it
+    edges: str | None = None   # the line(s) saying a best value lies at an edge of its range
+
+
+@dataclass
 class Study:
     name: str | None = None
     baseline: str | None = None
     paper: Any = None
     seeds: str | None = None  # "auto": the study was run with an adaptive seed budget
+    tune: Tune | None = None  # each arm tuned on validation first (docs/tuned.md)
 
 
 @dataclass
@@ -225,10 +255,33 @@ def _problem(path: str, node: Any, schema: type) -> str | None:
     try:
         OmegaConf.merge(OmegaConf.structured(schema), node)
     except ConfigKeyError as exc:
+        *sections, _ = str(exc.full_key).split("[")[0].split(".")
+        for section in sections:  # a nested section's unknown key: that section's keys
+            inner = typing.get_type_hints(schema).get(section)
+            if not dataclasses.is_dataclass(inner):
+                break
+            path, schema = f"{path}.{section}", cast(type, inner)
         allowed = ", ".join(k for k in OmegaConf.structured(schema) if not k.startswith("_"))
         return f"{path}.{exc.key} is not a setting here; allowed: {allowed or 'none'}"
     except ValidationError as exc:
-        key = str(exc.full_key).split(".")[0].split("[")[0]
+        # down to the innermost section (trainer.early_stop.patience): its own key and type
+        *sections, key = str(exc.full_key).split("[")[0].split(".")
+        for section in sections:
+            inner = typing.get_type_hints(schema).get(section)
+            if not dataclasses.is_dataclass(inner):
+                key = section
+                break
+            path, schema = f"{path}.{section}", cast(type, inner)
+            node = node.get(section, {}) if isinstance(node, dict) else "?"
+        sections_here = {k: h for k, h in typing.get_type_hints(schema).items()
+                         if dataclasses.is_dataclass(h)}
+        given = node if isinstance(node, dict) else {}
+        if not key and (sub := next((k for k in sections_here if k in given
+                                     and not isinstance(given[k], dict)), None)):
+            # a value where a section belongs (trainer.early_stop=5): OmegaConf names no key
+            keys = ", ".join(f.name for f in dataclasses.fields(sections_here[sub]))
+            return f"{path}.{sub} is a section, not a value: set its keys ({keys}), e.g. " \
+                   f"{path}.{sub}.{dataclasses.fields(sections_here[sub])[0].name}=..."
         value = node.get(key, "?") if isinstance(node, dict) else "?"
         kind = str(typing.get_type_hints(schema).get(key, "another type")).replace("typing.", "")
         kind = {"<class 'int'>": "an integer", "<class 'float'>": "a number",

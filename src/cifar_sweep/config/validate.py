@@ -52,6 +52,10 @@ def check_config(cfg: DictConfig, tree: dict | None = None,
     require("trainer.seed", is_int, "must be an integer")
     require("trainer.num_threads", lambda v: v is None or (is_int(v) and v >= 1),
             "must be null (automatic) or an integer >= 1")
+    require("trainer.early_stop.patience", lambda v: v is None or (is_int(v) and v >= 1),
+            "must be null (off) or an integer >= 1 (epochs without improvement)")
+    require("trainer.early_stop.min_delta", lambda v: is_num(v) and 0 <= v < 1,
+            "must be a number >= 0 and < 1 (validation accuracy, 0-1)")
     require("trainer.precision", lambda v: v in PRECISIONS, f"allowed: {', '.join(PRECISIONS)}")
     require("trainer.device", lambda v: bool(DEVICE_PATTERN.match(str(v))),
             "allowed: auto, cpu, cuda, cuda:N, mps")

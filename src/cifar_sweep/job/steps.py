@@ -43,10 +43,20 @@ from cifar_sweep.tracking.runs import (
     yield_run,
 )
 from cifar_sweep.train import checkpoint, model_build, runtime
-from cifar_sweep.train.loop import Progress, build, fit, restore
+from cifar_sweep.train.loop import (
+    Progress,
+    build,
+    early_stop,
+    fit,
+    restore,
+    stop_reason,
+)
 from cifar_sweep.train.resources import reset_peak_rss
 
 log = logging.getLogger("cifar_sweep")
+# the run a signal stopped in this process (its id, name, whether a checkpoint was kept):
+# src/train.py's last lines name it (commands/interrupted.py)
+INTERRUPTED: dict = {}
 
 
 @dataclass
@@ -182,12 +192,17 @@ def _train(job: Job, decision: Decision) -> JobResult:
                         lock.release()
             log.info("run %s (%s) on %s, %d threads, data %s (%s), config %s%s", run_id, job.name,
                      job.rt.device, job.rt.threads, job.dataset.fingerprint, job.dataset.cache,
-                     job.identity.config_hash, _continuing(decision.state, cfg.trainer.epochs))
+                     job.identity.config_hash, _continuing(decision.state, cfg))
             with lineage.recorded(cfg, client, run_id, job.dataset,
                                   resumed=decision.state is not None):
                 summary = _fit_and_log(job, run_id, decision.state, reporter)
     except Exception as exc:  # (a signal's SystemExit goes on: the run is closed KILLED)
         return _ended(job, job.ending.of(exc), run_id)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, kill: train.py's last lines name the run
+        if run_id is not None:
+            INTERRUPTED.update(run_id=run_id, name=job.name,
+                               checkpoint=job.checkpoint_path(run_id).is_file())
+        raise
     if not cfg.checkpoint.keep:
         checkpoint.remove(job.checkpoint_path(run_id))
     if job.parent:
@@ -286,14 +301,32 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
                                    job.started),
         epoch_hooks.LogMetrics(client, run_id), shown,
         epoch_hooks.ReportToTrial(reporter) if reporter else None)
-    result = fit(parts, cfg.trainer.epochs, progress, after_epoch)
+    stop = early_stop(cfg.trainer)
+    result = fit(parts, cfg.trainer.epochs, progress, after_epoch, stop)
     shown.close()
-    summary = wrap_up.test_and_log(cfg, parts, job.dataset, result, client, run_id)
+    _log_stop(client, run_id, result, stop)
+    if cfg.trainer.get("skip_test"):  # a tuned study's trial: the test set stays unseen
+        summary = wrap_up.validation_only(cfg, parts, result, client, run_id)
+    else:
+        summary = wrap_up.test_and_log(cfg, parts, job.dataset, result, client, run_id)
+    summary["stopped_epoch"] = result.epoch
     summary["total_seconds"] = seconds_before + time.perf_counter() - job.started
     log_metrics(client, run_id, summary, cfg.trainer.epochs)
-    log.info("test accuracy %.4f  (best epoch %d, %.1f s, %.0f images/s)", summary["test_accuracy"],
+    tested = (f"test accuracy {summary['test_accuracy']:.4f}" if "test_accuracy" in summary
+              else f"validation accuracy {summary['best_val_accuracy']:.4f} (test set not used)")
+    log.info("%s  (best epoch %d, %.1f s, %.0f images/s)", tested,
              result.best_epoch, summary["total_seconds"], summary["train_images_per_second"])
     return summary
+
+
+def _log_stop(client, run_id: str, result: Progress, stop) -> None:
+    """Why training ended (the `stop_reason` tag; the epoch: the `stopped_epoch` metric)."""
+    reason = stop_reason(result, stop)
+    client.set_tag(run_id, t.STOP_REASON, reason)
+    if reason != t.REACHED_EPOCHS:
+        log.info("early-stopped after epoch %d: validation accuracy not above %.4f + %g for %d "
+                 "epochs (best %.4f at epoch %d)", result.epoch, result.stop_reference,
+                 stop.min_delta, stop.patience, result.best_val_accuracy, result.best_epoch)
 
 
 def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:
@@ -306,11 +339,12 @@ def _log_missing_epochs(client, run_id: str, progress: Progress) -> None:
                           epoch)
 
 
-def _continuing(state: dict | None, epochs: int) -> str:
+def _continuing(state: dict | None, cfg: DictConfig) -> str:
     if state is None:
         return ""
-    done = state["progress"]["epoch"]
-    if done >= epochs:  # its results could not be written (a full disk): they are now
+    done, stop = state["progress"]["epoch"], early_stop(cfg.trainer)
+    # its results could not be written (a full disk): they are now
+    if done >= cfg.trainer.epochs or (stop is not None and stop.reached(Progress(**state["progress"]))):
         return f", trained ({done} epochs): evaluating and logging it from its checkpoint"
     return f", continuing from epoch {done + 1}"
 

@@ -43,6 +43,22 @@ NOT_RESULT_KEYS = (
 )
 
 
+# Sections that decide a result only when switched on, left out of the hash while their switch
+# is null (off, the default): adding them changed no finished config's hash.
+OFF_WHEN_NULL = {"trainer.early_stop": "patience"}
+
+
+def _drop_switched_off(tree: dict) -> None:
+    for section, switch in OFF_WHEN_NULL.items():
+        *parents, leaf = section.split(".")
+        node = tree
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), dict) \
+                and node[leaf].get(switch) is None:
+            del node[leaf]
+
+
 def _drop(tree: dict, dotted: str) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
@@ -69,6 +85,7 @@ def result_tree(tree: dict, data_fingerprint: str, device_type: str, precision: 
     """result_config from the resolved config as a plain dict (changed in place)."""
     for key in NOT_RESULT_KEYS:
         _drop(tree, key)
+    _drop_switched_off(tree)
     tree["trainer"]["precision"] = precision
     tree["data_fingerprint"] = data_fingerprint
     tree["device_type"] = device_type

@@ -3,6 +3,7 @@ difference to the baseline with its interval and tests, the report's own numbers
 
 from __future__ import annotations
 
+from cifar_sweep.report import epochs_run
 from cifar_sweep.report.rows import ACCURACY, CHANCE_MARK, COLUMNS, Record
 from cifar_sweep.statistics import ALPHA, MAX_SEEDS, Delta
 
@@ -78,7 +79,8 @@ def cells(recs: list[Record], axis_title: str, paper: dict | None = None,
         flags += [False] * len(EVIDENCE_HEADER)
         line += [_paper_cell(rec.paper.get(t)) for t in paper_titles]
         flags += [False] * len(paper_titles)
-        line += [",".join(rec.epochs), seeds_text(rec.seeds)]
+        line += [epochs_run.cell(rec.length) if rec.length else ",".join(rec.epochs),
+                 seeds_text(rec.seeds)]
         flags += [False, False]
         table.append(line)
         bold.append(flags)
@@ -128,6 +130,8 @@ def csv_records(recs: list[Record], data: dict[str, str]) -> list[dict]:
         out.append({
             "setting": rec.setting or rec.label, "baseline": rec.baseline, "runs": len(rec.run_ids),
             "seeds": " ".join(rec.seeds), "epochs": " ".join(rec.epochs), **data,
+            **({"epochs_run": " ".join(map(str, rec.length.ran))}
+               if rec.length and rec.length.early else {}),
             **{f"{m}_{stat}": v for m, (mean, sd) in rec.stats.items()
                for stat, v in (("mean", mean), ("std", sd))},
             "delta_accuracy_points": d.diff, "delta_ci95_low": d.low, "delta_ci95_high": d.high,

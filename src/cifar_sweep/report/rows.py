@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from cifar_sweep.evidence import Evidence
+from cifar_sweep.report import epochs_run
+from cifar_sweep.report.epochs_run import Length
 from cifar_sweep.report.selection import Selection
 from cifar_sweep.statistics import Delta, judge, mean_std
 
@@ -66,6 +68,7 @@ class Record:
     stats: dict[str, tuple[float, float]]  # metric -> (mean, sample std)
     delta: Delta | None                    # accuracy vs the baseline; None on the baseline row
     paper: dict[str, float]
+    length: Length | None = None           # the epochs its runs trained (early stopping)
     evidence: Evidence | None = None       # per-example numbers (report/per_example.py), if any
 
 
@@ -122,7 +125,8 @@ def records(frame: pd.DataFrame, selection: Selection, paper: dict | None = None
             stats={m: mean_std(list(by_seed(row.run_ids, m).values())) for m in metrics},
             delta=delta,
             paper={title: values[row.label] for title, values in paper_columns.items()
-                   if row.label in values}))
+                   if row.label in values},
+            length=epochs_run.of_runs(runs.loc[row.run_ids])))
     return out
 
 

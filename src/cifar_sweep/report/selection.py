@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cifar_sweep.plan.identity import NOT_RESULT_KEYS, SEED_KEY
+from cifar_sweep.plan.identity import NOT_RESULT_KEYS, OFF_WHEN_NULL, SEED_KEY
 
 # what decides a result besides the config keys: these columns of the frame, and the code's
 # parts (code.model, code.training, ...: a part that differs between rows, such as the model in
@@ -74,6 +74,11 @@ def _values(frame: pd.DataFrame) -> pd.DataFrame:
     if "trainer.precision" in values and "precision" in frame:
         resolved = frame["precision"].notna()
         values.loc[resolved, "trainer.precision"] = frame.loc[resolved, "precision"].astype(str)
+    for section, switch in OFF_WHEN_NULL.items():  # off: as absent, as in the config hash
+        if f"{section}.{switch}" in values:
+            off = values[f"{section}.{switch}"].isin(["None", MISSING])
+            for key in [k for k in values if k.startswith(section + ".")]:
+                values.loc[off, key] = MISSING
     if "device_type" not in frame and "device" in frame:  # `cuda:1` and `cuda` are one type
         values["device_type"] = frame["device"].fillna(MISSING).astype(str).str.split(":").str[0]
     return values

@@ -7,6 +7,7 @@ name, a baseline and the report's own numbers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,8 +17,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.report import per_example, writers
-from cifar_sweep.report.cells import cells, csv_records, p_text, power_level, signed
+from cifar_sweep.report import epochs_run, paper_table, per_example, writers
+from cifar_sweep.report.cells import cells, csv_records, p_text, power_level, seeds_text, signed
+from cifar_sweep.report.epochs_run import Length
 from cifar_sweep.report.rows import ACCURACY, CHANCE_FACTOR, CHANCE_MARK, Record, data_of, records
 from cifar_sweep.report.selection import Selection, choose, describe_left_out
 from cifar_sweep.report.writers import plural
@@ -25,6 +27,7 @@ from cifar_sweep.results import experiment_runs
 
 if TYPE_CHECKING:
     from cifar_sweep.report import study_figures
+    from cifar_sweep.report.tuning import Tuning
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Table:
     selection: Selection
     records: list[Record]
     data: dict[str, str]
+    tuning: Tuning | None = None  # a tuned study's searches (report/tuning.py)
 
     @property
     def axis_title(self) -> str:
@@ -63,15 +67,19 @@ class Table:
         return axes[0] if len(axes) == 1 else "Setting"
 
     @property
+    def length(self) -> str:
+        """How long the runs trained: `30 epochs per run`, `early-stopped (patience 10) within
+        100 epochs` (report/epochs_run.py)."""
+        return epochs_run.budget([r.length or Length(r.epochs) for r in self.records])
+
+    @property
     def budget(self) -> str:
-        epochs = sorted({e for r in self.records for e in r.epochs})
         seeds = sorted({s for r in self.records for s in r.seeds}, key=_num)
         counts = sorted({len(r.seeds) for r in self.records})
         per_row = (f"{plural(counts[0], 'seed')} ({', '.join(seeds)})" if len(counts) == 1
                    else f"{counts[0]}-{counts[-1]} seeds per row")
-        epoch_word = "epoch" if epochs == ["1"] else "epochs"
         return (f"{self.data['data']} (fingerprint `{self.data['data_fingerprint']}`), "
-                f"{'/'.join(epochs)} {epoch_word} per run, {per_row}")
+                f"{self.length}, {per_row}")
 
     @cached_property  # a table is read many times (caption, cells, figures), never changed
     def classes(self) -> int:
@@ -101,29 +109,83 @@ class Table:
                 f"{', '.join(sorted(self.at_chance))}.")
 
     def caption(self) -> str:
+        """The table's caption, two sentences (what a paper prints under `table.tex`): the
+        study, its data, budget and seeds; what Δ and its interval are. Everything else a
+        reader needs is a note (`caption_notes`)."""
         s = self.study
-        text = (f"{s.kind} `{s.name}` on {self.budget}. Test-set metrics of the "
-                "best-on-validation weights; precision, recall and F1 weighted, as the report's "
-                "Table VII; mean ± sample std over seeds; bold: the best of each column; in "
-                "brackets: the difference to the baseline. Δ accuracy: in points, with its 95% "
-                "confidence interval; p (test): a paired t-test over the seeds a row shares with "
-                "the baseline where it shares two or more (same seed = same initialisation and "
-                "data order; Δ is then the mean of the paired differences, the baseline's other "
-                "seeds count in its mean ± std only), else Welch's over all seeds; p (Holm): "
-                f"adjusted for the table's {self.comparisons} comparison(s); ≈ marks a difference "
-                "the seeds cannot tell apart (Holm p ≥ 0.05), and for it the seeds per row that "
-                "would tell it apart with 80% power in a two-sided test at the "
+        seeds = sorted({s for r in self.records for s in r.seeds}, key=_num)
+        counts = sorted({len(r.seeds) for r in self.records})
+        per_row = (f"{plural(counts[0], 'seed')} per setting" if len(counts) == 1
+                   else f"{counts[0]}-{counts[-1]} seeds per setting")
+        spread = ", mean ± std over seeds" if counts[-1] > 1 else ""
+        first = (f"{s.kind} `{s.name}` on {self.data['data']}, "
+                 f"{self.length}, {per_row} ({seeds_text(seeds)}): test accuracy of the best-on-validation "
+                 f"weights{spread}.")
+        if self.tuning:  # a tuned study: its protocol, one sentence
+            first += self.tuning.sentence()
+        if self.at_chance:  # the mark in the table needs its word under it
+            first = (first[:-1] + f"; {CHANCE_MARK}: at chance (below "
+                     f"{100 / self.classes * CHANCE_FACTOR:.2f}%).")
+        base = next((r for r in self.records if r.baseline), None)
+        if base is None:
+            return first
+        kinds = self.interval_kinds()
+        interval = ("no interval or test with one seed" if not kinds
+                    else f"its 95% {INTERVALS['boot']}" if kinds == {"boot"}
+                    else f"its 95% {INTERVALS['t']}" if kinds == {"t"}
+                    else f"its 95% {INTERVALS['boot']} ({MIXED_MARK}: the {INTERVALS['t']})")
+        second = (f"Δ: the difference to the baseline ({base.label}) in points, with {interval}"
+                  + (f"; p: Holm-adjusted over {plural(self.comparisons, 'comparison')}"
+                     if self.comparisons else "")
+                  + (f"; Report: the report's {s.paper.get('source', 'own number')}"
+                     if s.paper else "") + ".")
+        return f"{first} {second}"
+
+    def caption_notes(self) -> list[str]:
+        """What the caption leaves out, one note each (method, protocol, marks): the Markdown's
+        notes and notes.md. A note of another feature is one more item here."""
+        notes = [
+            "Test-set metrics of the best-on-validation weights; precision, recall and F1 "
+            "weighted, as the report's Table VII; mean ± sample std over seeds; bold: the best "
+            "of each column; in brackets: the difference to the baseline.",
+            f"Data: {self.budget}.",
+        ]
+        if self.comparisons:
+            notes.append(
+                "Δ accuracy: in points, with its 95% confidence interval; p (test): a paired "
+                "t-test over the seeds a row shares with the baseline where it shares two or "
+                "more (same seed = same initialisation and data order; Δ is then the mean of the "
+                "paired differences, the baseline's other seeds count in its mean ± std only), "
+                "else Welch's over all seeds; p (Holm): adjusted for the table's "
+                f"{plural(self.comparisons, 'comparison')}; ≈ marks a difference the seeds "
+                "cannot tell apart (Holm p ≥ 0.05), and for it the seeds per row that would "
+                "tell it apart with 80% power in a two-sided test at the "
                 f"{power_level(self.comparisons)} level (5% over the comparisons: Holm's first "
                 "step, so that it is told apart after the adjustment too), from the measured "
                 "spread.")
-        text += self.chance_line()
+        if self.at_chance:
+            notes.append(self.chance_line().strip())
         if self.adaptive:
-            text += (" Seed budget: adaptive (`SEEDS=auto`): 3 seeds per row, then more only for "
-                     "rows the seeds could not yet tell from the baseline.")
-        if s.paper:
-            text += (f" `{s.paper.get('source', 'report')}:` columns: the report's own numbers "
-                     "(one run each, 300 epochs, its own code).")
-        return text
+            notes.append("Seed budget: adaptive (`SEEDS=auto`): 3 seeds per row, then more "
+                         "only for rows the seeds could not yet tell from the baseline.")
+        if self.study.paper:
+            notes.append(f"`{self.study.paper.get('source', 'report')}:` columns: the report's "
+                         "own numbers (one run each, 300 epochs, its own code).")
+        if self.tuning:
+            notes += self.tuning.notes()
+        notes += per_example.notes(self.records)  # test noise, bootstrap, ensemble, churn
+        notes += epochs_run.notes([r.length for r in self.records if r.length])
+        return notes
+
+    def interval_kinds(self) -> set[str]:
+        """Which intervals the rows' Δ have: `boot` (over the test examples) and/or `t`."""
+        kinds = set()
+        for rec, row in zip(self.records, csv_records(self.records, self.data)):
+            if rec.delta is not None and _has_boot(row):
+                kinds.add("boot")
+            elif rec.delta is not None and rec.delta.low is not None:
+                kinds.add("t")
+        return kinds
 
     @property
     def comparisons(self) -> int:
@@ -176,18 +238,71 @@ class Table:
         if self.study.baseline and sel.baseline is None:
             notes.append(f"The baseline `{self.study.baseline}` is not among these runs: no "
                          "differences shown.")
-        notes += per_example.notes(self.records)  # test noise, bootstrap, ensemble, churn
         return notes
 
     def markdown(self) -> str:
         header, rows, bold = cells(self.records, self.axis_title, self.study.paper,
                                    self.at_chance)
+        if self.tuning:
+            header, rows, bold = self.tuning.cells(header, rows, bold,
+                                                   [r.label for r in self.records])
         runs = ["| Setting | Runs |", "|---|---|"] + [
             f"| {r.setting or r.label} | {' '.join(r.run_ids)} |" for r in self.records]
         return (f"# {self.study.kind}: {self.study.name} ({self.budget})\n\n{self.made_by()}\n\n"
                 + writers.markdown(header, rows, bold, self.caption()) + "\n"
-                + "\n\n".join(self.notes()) + "\n\n## Runs behind each row\n\n" + "\n".join(runs)
-                + "\n")
+                + self.notes_list() + "\n\n" + "\n\n".join(self.notes())
+                + "\n\n## Runs behind each row\n\n" + "\n".join(runs) + "\n")
+
+    def notes_list(self) -> str:
+        """The caption's notes as a Markdown list, under a heading."""
+        return "Notes:\n\n" + "\n".join(f"- {note}" for note in self.caption_notes())
+
+    def notes_file(self, columns: tuple[str, ...] = paper_table.DEFAULT) -> str:
+        """notes.md, beside table.tex: the caption, what the notes say, which runs."""
+        more = "" if not self.latex(columns)[1] else (
+            " The other columns: `table_more.tex` (`report.columns=` chooses table.tex's).")
+        return (f"# Notes to table.tex: {self.study.kind.lower()} {self.study.name}\n\n"
+                f"Caption: {self.caption()}{more}\n\n{self.made_by()}\n\n"
+                + self.notes_list() + "\n\n" + "\n\n".join(self.notes()) + "\n")
+
+    def latex(self, columns: tuple[str, ...] = paper_table.DEFAULT) -> tuple[str, str]:
+        """(table.tex, table_more.tex): the chosen columns (`paper_table.DEFAULT`: what a paper
+        prints), and the rest ('' when none is left). Δ's interval is the bootstrap interval
+        where a row has one, else the t interval (marked where the two are mixed). Raises
+        UserInputError for a column name the table does not have."""
+        header, rows, bold = cells(self.records, self.axis_title, self.study.paper,
+                                   self.at_chance)
+        if self.tuning:
+            header, rows, bold = self.tuning.cells(header, rows, bold,
+                                                   [r.label for r in self.records])
+        source = (self.study.paper or {}).get("source", "report") if self.study.paper else None
+        found = paper_table.columns_of(header, source)
+        try:
+            main, rest = paper_table.choose(found, columns)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
+        delta = next((c.index for c in found if c.name == "delta"), None)
+        mixed = len(self.interval_kinds()) > 1
+        for rec, row, record in zip(self.records, rows, csv_records(self.records, self.data)):
+            row[0] = row[0].removesuffix(" (baseline)")
+            if delta is None:
+                continue
+            if rec.baseline:
+                row[delta] = "baseline"
+            elif rec.delta is not None and _has_boot(record):
+                d = rec.delta
+                mark = "≈ " if d.seeds_tell_apart is False else ""
+                row[delta] = (f"{mark}{signed(d.diff, 2)} [{signed(record['delta_boot_low'], 2)}, "
+                              f"{signed(record['delta_boot_high'], 2)}]")
+            elif mixed and rec.delta is not None and rec.delta.low is not None:
+                row[delta] += MIXED_MARK
+        label = f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', self.study.name)}"
+        first = paper_table.tex(main, rows, bold, self.caption(), label)
+        if len(rest) == 1:
+            return first, ""
+        return first, paper_table.tex(
+            rest, rows, bold, f"{self.study.kind} `{self.study.name}`: the other columns of "
+            f"{paper_table.REF}.", f"{label}-more", ref=label)
 
     def write_tables(self, out: Path) -> str:
         """table.md and table.csv into `out` (what a sweep logs on its parent run); returns the
@@ -195,35 +310,69 @@ class Table:
         out.mkdir(parents=True, exist_ok=True)
         md = self.markdown()
         (out / "table.md").write_text(md)
-        (out / "table.csv").write_text(writers.csv_text(csv_records(self.records, self.data)))
+        csv = csv_records(self.records, self.data)
+        if self.tuning:
+            csv = self.tuning.csv(csv, [r.label for r in self.records])
+        (out / "table.csv").write_text(writers.csv_text(csv))
         return md
 
-    def write(self, out: Path, client: MlflowClient, figures: bool = True) -> str:
-        """Markdown, CSV, LaTeX and (unless not `figures`) the figures into `out`; returns the
-        Markdown."""
+    def write(self, out: Path, client: MlflowClient | None, figures: bool = True,
+              columns: tuple[str, ...] = paper_table.DEFAULT) -> str:
+        """Markdown, CSV, LaTeX (table.tex, table_more.tex and their notes.md) and (unless not
+        `figures`) the figures into `out`; returns the Markdown."""
+        first, more = self.latex(columns)  # a bad column name: before any file is written
         md = self.write_tables(out)
-        header, rows, bold = cells(self.records, self.axis_title, self.study.paper,
-                                   self.at_chance)
-        (out / "table.tex").write_text(writers.latex(header, rows, bold, self.caption()))
-        if figures:  # the 300-dpi figures are most of a report's time
+        (out / "table.tex").write_text(first)
+        (out / "notes.md").write_text(self.notes_file(columns))
+        if more:
+            (out / "table_more.tex").write_text(more)
+        else:
+            (out / "table_more.tex").unlink(missing_ok=True)
+        if figures and client is not None:  # the 300-dpi figures are most of a report's time
             from cifar_sweep.report import study_figures  # matplotlib and torch: only to draw
 
-            study_figures.write_all(client, self.figure_rows(), out, self.figure_title())
+            study_figures.write_all(client, self.figure_rows(), out, self.figure_title(),
+                                    setting=self.setting())
+            if self.tuning:
+                self.tuning.figure(out, self.figure_title())
         return md
 
     def figure_rows(self) -> list[study_figures.FigureRow]:
         from cifar_sweep.report import study_figures
 
-        return [study_figures.FigureRow(r.label, r.run_ids, r.label in self.at_chance,
-                                        r.stats[ACCURACY.metric], r.baseline, number)
+        source = (self.study.paper or {}).get("source", "report")
+        return [study_figures.FigureRow(
+                    r.label, r.run_ids, r.label in self.at_chance, r.stats[ACCURACY.metric],
+                    r.baseline, number,
+                    (source, r.paper[ACCURACY.title] / ACCURACY.scale)
+                    if ACCURACY.title in r.paper else None)
                 for number, r in enumerate(self.records, 1)]
 
+    def setting(self) -> str:
+        """The one setting the rows vary (`lr.value`), as figures name it; '' where the rows
+        differ in several (their labels name them)."""
+        axes = self.selection.axes
+        if len(axes) != 1:
+            return ""
+        return axes[0] if all(r.setting in ("", f"{axes[0]}={r.label}")
+                              for r in self.records) else ""
+
     def figure_title(self) -> str:
-        epochs = sorted({e for r in self.records for e in r.epochs})
         seeds = max(len(r.seeds) for r in self.records)
-        return (f"{self.study.name}, {self.data['data']}, "
-                f"{'/'.join(epochs)} {'epoch' if epochs == ['1'] else 'epochs'}, "
+        return (f"{self.study.name}, {self.data['data']}, {self.length.removesuffix(' per run')}, "
                 f"{plural(seeds, 'seed')}")
+
+
+# Δ's intervals, as the caption names them; MIXED_MARK: a t interval among bootstrap ones
+INTERVALS = {"boot": "bootstrap interval over the test examples",
+             "t": "t interval over seeds (paired where the seeds are shared, else Welch's)"}
+MIXED_MARK = "*"
+
+
+def _has_boot(record: dict) -> bool:
+    """Whether a CSV record holds a bootstrap interval of Δ (`delta_boot_low`/`_high`)."""
+    low, high = record.get("delta_boot_low"), record.get("delta_boot_high")
+    return all(isinstance(v, (int, float)) and v == v for v in (low, high))
 
 
 # the fixed settings a table's note names (the rest are in the runs' params)
@@ -260,10 +409,14 @@ def build_table(client: MlflowClient, study: TableSpec) -> Table:
     if not selection.rows:
         raise UserInputError(f"{study.what}: no finished run shares the "
                              f"fixed settings of sweep {selection.reference_sweep}")
+    from cifar_sweep.report import tuning
+
+    tuning.keep_current(frame, selection)  # a tuned study: its arms' current bests only
     recs = records(frame, selection, study.paper)
     per_example.attach(client, frame, recs)  # each run's test predictions, read once
     first = frame[frame.run_id == selection.rows[0].run_ids[0]].iloc[0]
-    return Table(study, frame, selection, recs, data_of(first))
+    return Table(study, frame, selection, recs, data_of(first), tuning.summarise(
+        client, frame, study.experiment, [(r.label, r.run_ids) for r in recs]))
 
 
 def terminal(table: Table) -> str:
@@ -291,5 +444,6 @@ def terminal(table: Table) -> str:
                       enumerate(zip(line, widths))).rstrip() for line in lines]
     left = describe_left_out(table.selection)
     chance = [f"  {table.chance_line().strip()}"] if table.at_chance else []
+    tuned = table.tuning.terminal_lines() if table.tuning else []
     return "\n".join([f"{table.study.kind} {table.study.name}: {table.budget}", *text,
-                      *chance, *[f"  {line}" for line in left]])
+                      *tuned, *chance, *[f"  {line}" for line in left]])

@@ -18,6 +18,7 @@ from torch import nn
 from cifar_sweep.batches import Loader, Normalize
 from cifar_sweep.data import Dataset, split_train_val
 from cifar_sweep.errors import NonFiniteLossError
+from cifar_sweep.tracking import tags as t
 from cifar_sweep.train.runtime import Runtime
 
 
@@ -133,6 +134,43 @@ class Progress:
     fit_seconds: float = 0.0    # training and validation: the run's `train_seconds` metric
     images_seen: int = 0
     history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    # early stopping's count, kept by the checkpoint so that a continued run stops where an
+    # uninterrupted one does: the validation accuracy an improvement is measured against, and
+    # the epochs since the last improvement by more than min_delta (EarlyStop)
+    stop_reference: float = -1.0
+    epochs_without_improvement: int = 0
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop once validation accuracy has not risen by more than `min_delta` over the reference
+    for `patience` epochs in a row (the rule of Keras' and Lightning's EarlyStopping on a
+    maximised metric). The weights kept are still the best on validation, whatever the margin."""
+
+    patience: int
+    min_delta: float = 0.0
+
+    def update(self, done: Progress, val_accuracy: float) -> None:
+        if val_accuracy - self.min_delta > done.stop_reference:
+            done.stop_reference, done.epochs_without_improvement = val_accuracy, 0
+        else:
+            done.epochs_without_improvement += 1
+
+    def reached(self, done: Progress) -> bool:
+        return done.epochs_without_improvement >= self.patience
+
+
+def early_stop(trainer: DictConfig) -> EarlyStop | None:
+    """The run's stopping rule, from `trainer.early_stop`; None where its patience is null (off)."""
+    settings = trainer.get("early_stop") or {}
+    patience = settings.get("patience")
+    return None if patience is None else EarlyStop(int(patience),
+                                                   float(settings.get("min_delta") or 0.0))
+
+
+def stop_reason(done: Progress, stop: EarlyStop | None) -> str:
+    """Why training ended: the `stop_reason` tag's value (docs/runs.md)."""
+    return t.STOPPED_EARLY if stop is not None and stop.reached(done) else t.REACHED_EPOCHS
 
 
 def training_state(p: Parts, progress: Progress) -> dict:
@@ -169,11 +207,13 @@ def restore(p: Parts, state: dict) -> Progress:
 
 
 def fit(p: Parts, epochs: int, progress: Progress | None = None,
-        after_epoch: Callable[[Progress, dict], None] | None = None) -> Progress:
-    """Train up to `epochs` (from where `progress` stands), validate after each, and leave the
-    best-on-validation weights loaded."""
+        after_epoch: Callable[[Progress, dict], None] | None = None,
+        stop: EarlyStop | None = None) -> Progress:
+    """Train up to `epochs` (from where `progress` stands) or until `stop` says so, validate
+    after each, and leave the best-on-validation weights loaded."""
     done = progress or Progress()
-    for epoch in range(done.epoch + 1, epochs + 1):
+    while done.epoch < epochs and not (stop is not None and stop.reached(done)):
+        epoch = done.epoch + 1
         start = time.perf_counter()
         lr = p.optimizer.param_groups[0]["lr"]
         stats = train_epoch(p)
@@ -189,6 +229,8 @@ def fit(p: Parts, epochs: int, progress: Progress | None = None,
         if val.accuracy > done.best_val_accuracy:
             done.best_epoch, done.best_val_accuracy = epoch, val.accuracy
             done.best_state = copy.deepcopy(p.model.state_dict())
+        if stop is not None:  # before after_epoch: the checkpoint holds the count
+            stop.update(done, val.accuracy)
         if after_epoch is not None:
             after_epoch(done, row)
     p.model.load_state_dict(done.best_state)
