@@ -251,3 +251,37 @@ def test_killed_in_a_patience_window_the_same_command_stops_at_the_same_epoch(pr
     assert [m.step for m in project.client.get_metric_history(run.info.run_id, "val_accuracy")] \
         == list(range(1, expected + 1))
     assert run.data.metrics["test_accuracy"] == uninterrupted.data.metrics["test_accuracy"]
+
+
+# --- the tables: off is as absent -----------------------------------------------------------
+
+def test_a_table_mixes_runs_with_early_stopping_off_and_runs_from_before_it_only():
+    """Runs logged before the keys existed and runs with them off are one setting (as their
+    config hash says): a table of a newer sweep takes the older runs in; a run with a patience
+    is a row of its own, named by it."""
+    import pandas as pd
+
+    from cifar_sweep.report.selection import choose
+    from cifar_sweep.results import _frame
+
+    keys = {"lr.value", "trainer.seed", "trainer.early_stop.patience", "trainer.early_stop.min_delta"}
+
+    def job(run_id, seed, sweep, setting="s", **early):
+        return {"run_id": run_id, "status": "FINISHED", "sweeps": sweep, "seed": str(seed),
+                "start_time": pd.Timestamp("2026-01-01") + pd.Timedelta(seconds=seed),
+                "role": "job", "setting_hash": setting, "code_version": "c",
+                "data_fingerprint": "fp", "precision": "fp32", "device": "cpu",
+                "overrides": f"trainer.seed={seed}", "lr.value": "0.005", "trainer.seed": str(seed),
+                "test_accuracy": 0.5, **early}
+
+    off = {"trainer.early_stop.patience": "None", "trainer.early_stop.min_delta": "0.0"}
+    on = {**off, "trainer.early_stop.patience": "10"}
+    frame = _frame([job("old", 0, "B"), job("off1", 1, "A", **off), job("off2", 2, "A", **off),
+                    job("on", 3, "C", "s-on", **on)], keys, {"test_accuracy"})
+    sweeps = pd.DataFrame([{"run_id": s, "start_time": pd.Timestamp(f"2026-01-0{d}"),
+                            "varying": "trainer.seed"} for s, d in (("B", 1), ("A", 2), ("C", 1))])
+    selection = choose(frame, sweeps, sweep="A")
+    rows = {r.label: sorted(r.run_ids) for r in selection.rows}
+    assert sorted(rows.values()) == [["off1", "off2", "old"], ["on"]]
+    assert "trainer.early_stop.patience=10" in next(k for k, v in rows.items() if v == ["on"])
+    assert not selection.left_out
