@@ -9,8 +9,11 @@ CAP ?=
 CONFIG_DIR ?=
 CONFIG_ARG = $(if $(CONFIG_DIR),--config-dir $(abspath $(CONFIG_DIR)),)
 EPOCHS_ARG = $(if $(EPOCHS),trainer.epochs=$(EPOCHS),)
-# the report and clean-runs read the store only: of ARGS they take the tracking.* overrides
+# the report and clean-runs read the store only: of ARGS they take the tracking.* overrides;
+# report.* (report.columns=...: table.tex's columns) are the report's alone, never a run's
 STORE_ARGS = $(filter tracking.%,$(ARGS))
+REPORT_ARGS = $(filter report.%,$(ARGS))
+RUN_ARGS = $(filter-out report.%,$(ARGS))
 # one study per file of conf/ablation/ (and of $(CONFIG_DIR)/ablation/)
 STUDIES = $(sort $(basename $(notdir $(wildcard conf/ablation/*.yaml $(if $(CONFIG_DIR),$(CONFIG_DIR)/ablation/*.yaml,)))))
 
@@ -72,11 +75,19 @@ lint:  ## ruff, then mypy over src/ (pyproject.toml lists the modules not yet cl
 
 # MLflow 3's UI opens on its GenAI view unless the URL (or one click on "Model training") says
 # otherwise: the link below opens the runs tables. Its job runner is off, as for `make server`
-# (GenAI evaluation and prompt jobs, which this project does not use, and their processes).
-ui:  ## the MLflow UI on the local store: open the printed link (the runs tables)
-	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+# (GenAI evaluation and prompt jobs, which this project does not use, and their processes), and
+# it runs one worker, enough for one person: 2 processes and 568 MiB instead of 7 and 1470 MiB
+# (`benchmarks/ui_memory.py`). STORE= a store's folder (tracking.uri=<folder>) or a database URI;
+# a tracking server (http://...) serves its own UI.
+STORE ?= mlruns
+UI_BACKEND = $(if $(findstring ://,$(STORE)),$(STORE),sqlite:///$(abspath $(STORE))/mlflow.db)
+ui:  ## the MLflow UI on a store: STORE=<folder or URI> (default mlruns) PORT=5000; open the printed link
+	@case "$(STORE)" in http://*|https://*) echo "$(STORE) is a tracking server: it serves its own UI: open $(STORE)/#/experiments?workflowType=machine_learning"; exit 0;; esac; \
+	if [ "$(findstring ://,$(STORE))" = "" ] && [ ! -f "$(STORE)/mlflow.db" ]; then \
+		echo "error: STORE=$(STORE) holds no store (no $(STORE)/mlflow.db); allowed: a folder a run logged to (tracking.uri=<folder>) or a database URI (sqlite:///<file>.db)" >&2; exit 2; fi; \
+	echo "open http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning"; \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
-	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+	exec $(PYTHON) -m mlflow ui --backend-store-uri $(UI_BACKEND) --host 127.0.0.1 --port $(PORT) --workers 1
 
 # `make server`: plain `=`, not `?=`, so that a HOST in the environment (tcsh exports one: the
 # machine's name) never opens the server to the network; `make server HOST=0.0.0.0` does.
@@ -102,16 +113,23 @@ ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 
 # SEEDS=auto: 3 seeds per row, then more only where the seeds cannot yet tell a row from the
 # baseline (src/seeds.py; CAP= seeds per row at most, 8 by default)
-$(addprefix ablation-,$(STUDIES)): ablation-%:
+# a study with `study.tune` (docs/tuned.md): each arm searched on validation with the same budget,
+# each arm's best trained over the seeds, then the table (src/tune.py)
+TUNED = $(sort $(basename $(notdir $(shell grep -l '^  tune:' conf/ablation/*.yaml $(if $(CONFIG_DIR),$(CONFIG_DIR)/ablation/*.yaml,) 2>/dev/null))))
+$(addprefix ablation-,$(TUNED)): ablation-%:
+	$(PYTHON) src/tune.py $(CONFIG_ARG) ablation=$* $(EPOCHS_ARG) $(ARGS)
+
+$(addprefix ablation-,$(filter-out $(TUNED),$(STUDIES))): ablation-%:
 ifeq ($(SEEDS),auto)
 	$(PYTHON) src/seeds.py $(CONFIG_ARG) ablation=$* $(if $(CAP),cap=$(CAP),) $(EPOCHS_ARG) $(ARGS)
 else
-	@status=0; $(PYTHON) src/train.py $(CONFIG_ARG) -m ablation=$* $(EPOCHS_ARG) $(ARGS) || status=$$?; \
-	$(PYTHON) src/report.py $(CONFIG_ARG) ablation=$* $(STORE_ARGS) && exit $$status
+	@status=0; $(PYTHON) src/train.py $(CONFIG_ARG) -m ablation=$* $(EPOCHS_ARG) $(RUN_ARGS) || status=$$?; \
+	$(PYTHON) src/report.py $(CONFIG_ARG) ablation=$* $(STORE_ARGS) $(REPORT_ARGS) && exit $$status
 endif
 
-tables:  ## regenerate every table and figure from the MLflow store, without training
-	$(PYTHON) src/report.py $(CONFIG_ARG) all $(STORE_ARGS)
+# alone: the project's published tables (reports/, tracked); with a store or CONFIG_DIR: results/
+tables:  ## regenerate every table and figure from the MLflow store, without training (alone: into reports/)
+	$(PYTHON) src/report.py $(CONFIG_ARG) all $(if $(STORE_ARGS)$(CONFIG_DIR),,published) $(STORE_ARGS) $(REPORT_ARGS)
 
 # The project's published store: the studies' runs, shipped with the repository (docs/reproducing.md)
 PUBLISHED_STORE ?= reports/store

@@ -1,16 +1,24 @@
 """Regenerate tables and figures from the MLflow store, without training and without writing to it.
 
-    python src/report.py ablation=lr [tracking.uri=...]     a preset study -> reports/lr/
-    python src/report.py --config-dir DIR ablation=<name>   a preset of DIR/ablation/ -> reports/<name>/
+Every table goes to your folder, results/ (ignored by git), one folder per sweep:
+results/<study or experiment>/<sweep's start, UTC>_<sweep id>/, with LATEST and index.md in
+results/<study or experiment>/ naming the newest; the command prints the folder.
+
+    python src/report.py ablation=lr [tracking.uri=...]     a preset study -> results/lr/<start>_<id>/
+    python src/report.py --config-dir DIR ablation=<name>   a preset of DIR/ablation/ -> results/<name>/...
     python src/report.py sweep=latest                       the newest sweep in the store
     python src/report.py sweep=<parent run id>              that sweep
     python src/report.py experiment=<name>                  its newest sweep
-        -> reports/<experiment>/<sweep's start>_<id>/, one folder per sweep; LATEST and
-           index.md in reports/<experiment>/ name the newest (a preset's: reports/<study>/)
-    python src/report.py hpo=modifiednet [tracking.uri=...]  one search -> reports/hpo-modifiednet/
-    python src/report.py models                             Tables III, IV, VI -> reports/models.md
+        -> results/<experiment>/<start>_<id>/ (a preset's sweep: results/<study>/<start>_<id>/)
+    python src/report.py hpo=modifiednet [tracking.uri=...]  one search -> results/hpo-modifiednet/
+    python src/report.py models                             Tables III, IV, VI -> results/models.md
     python src/report.py all [tracking.uri=...]             all of these, for what the store holds
+    python src/report.py all published                      `make tables`: the project's published
+        tables -> reports/<study>/, reports/hpo-modifiednet/, reports/models.md (tracked by git)
 
+table.tex holds the columns a paper prints (setting, accuracy, Δ with its interval, p (Holm),
+the report's number), table_more.tex the others, notes.md what the caption leaves out;
+`report.columns=accuracy,f1,delta` chooses table.tex's columns (its error names the allowed ones).
 Any table: `baseline=<override>` (e.g. baseline=optimizer=adam) names the row the others are
 compared with; `where=<key>=<value>` (repeatable) takes the newest sweep whose runs have that
 fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` takes that sweep;

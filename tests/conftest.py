@@ -45,8 +45,9 @@ class Project:
         return MlflowClient(tracking_uri=f"sqlite:///{self.store / 'mlflow.db'}")
 
     def sweep_report(self, experiment: str = "cifar-sweep") -> Path:
-        """The newest sweep's folder that `src/report.py sweep=...` wrote for the experiment."""
-        base = self.workdir / "reports" / experiment
+        """The newest sweep's folder that `src/report.py` (or a sweep's end) wrote for the
+        experiment or preset study: results/<name>/<LATEST>, as a user finds it."""
+        base = self.workdir / "results" / experiment
         return base / (base / "LATEST").read_text().strip()
 
     def runs(self, experiment: str = "cifar-sweep"):

@@ -353,7 +353,7 @@ def test_sweep_and_report_through_a_tracking_server(project, tmp_path):
 
         # the study's tables, regenerated from the server alone
         project.run("ablation=lr", f"tracking.uri={uri}", script=REPORT, check=True)
-        table = (project.workdir / "reports" / "lr" / "table.csv").read_text()
+        table = (project.sweep_report("lr") / "table.csv").read_text()
         assert all(c.info.run_id in table for c in children)
         # the sweep's own table went through the server too; the report wrote nothing there
         logged = {a.path for a in client.list_artifacts(parent.info.run_id, "table")}

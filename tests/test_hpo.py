@@ -51,7 +51,7 @@ def test_study_prunes_survives_a_failed_trial_and_reports(project):
         a.path for a in project.client.list_artifacts(parent.info.run_id)}
 
     project.run("hpo=modifiednet", "hydra.sweeper.study_name=test", script=REPORT, check=True)
-    table = (project.workdir / "reports" / "hpo-modifiednet" / "table.md").read_text()
+    table = (project.workdir / "results" / "hpo-modifiednet" / "table.md").read_text()
     assert "| 2 |" in table and "pruned" in table and "failed" in table
 
     # the same command again: the study is complete, nothing trains
@@ -89,7 +89,7 @@ def test_trials_run_side_by_side_with_the_next_ones_queued(project):
     assert all(r.info.status == "FINISHED" and r.data.tags["num_threads"] == share for r in jobs)
     # the trial table names each trial's values, the schedule (a config group's option) included
     project.run("hpo=modifiednet", "hydra.sweeper.study_name=test", script=REPORT, check=True)
-    with open(project.workdir / "reports" / "hpo-modifiednet" / "table.csv") as f:
+    with open(project.workdir / "results" / "hpo-modifiednet" / "table.csv") as f:
         table = list(csv.DictReader(f))
     by_trial = {int(r.data.tags["hpo.trial"]): r for r in jobs}
     for row in table:

@@ -101,7 +101,7 @@ def test_the_own_model_page_followed_as_written(followed, project):
         assert re.search(r"^\|? *model\.width\s", text, re.M), text
         assert re.search(r"^\|? *8\s", text, re.M) and re.search(r"^\|? *16\s", text, re.M), text
     assert re.search(r"^\|? *16\b.*\(baseline\)", study_report, re.M), study_report
-    assert (project.workdir / "reports" / "width" / "table.md").is_file()
+    assert (project.sweep_report("width") / "table.md").is_file()
     # the user's code has a hash of its own, not the empty string's
     assert {r.data.tags["code.model"] for r in mine} - {"e3b0c44298fc"} == {
         r.data.tags["code.model"] for r in mine}

@@ -173,8 +173,8 @@ def test_figures_are_drawn_into_the_parents_figures_folder_when_asked(parent, mo
     table = table_of(ROWS)
     asked = {}
 
-    def draw(client_, rows, out, title, for_paper=True):
-        asked.update(rows=rows, title=title, for_paper=for_paper)
+    def draw(client_, rows, out, title, for_paper=True, setting=""):
+        asked.update(rows=rows, title=title, for_paper=for_paper, setting=setting)
         (out / "curves.png").write_bytes(b"png")
 
     monkeypatch.setattr(study_figures, "write_all", draw)
@@ -184,6 +184,7 @@ def test_figures_are_drawn_into_the_parents_figures_folder_when_asked(parent, mo
     assert [r.label for r in asked["rows"]] == list(ROWS)
     assert [r.at_chance for r in asked["rows"]] == [False, False, True]
     assert asked["title"] == table.figure_title() and asked["for_paper"] is False
+    assert asked["setting"] == "lr.value"  # the figures name the setting the rows vary
 
 
 def test_more_than_a_thousand_numbers_are_logged_in_batches(parent):

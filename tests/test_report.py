@@ -16,7 +16,7 @@ REPORT = ROOT / "src" / "report.py"
 def test_tiny_study_table_matches_the_logged_runs(project):
     project.train("-m", "ablation=lr", "lr.value=0.005,0.05", "trainer.seed=0,1", check=True)
     proc = project.run("ablation=lr", script=REPORT, check=True)
-    out = project.workdir / "reports" / "lr"
+    out = project.sweep_report("lr")
     md = (out / "table.md").read_text()
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [r["setting"] for r in rows] == ["lr.value=0.005", "lr.value=0.05"]
@@ -82,7 +82,7 @@ def test_report_without_runs_says_what_to_do(project):
 
 def test_model_tables(project):
     project.run("models", script=REPORT, check=True)
-    md = (project.workdir / "reports" / "models.md").read_text()
+    md = (project.workdir / "results" / "models.md").read_text()
     assert "| OriginNet | 132,402 | 0.530 | 48,252 |" in md
     assert "| ModifiedNet | 100,080 | 0.401 | 35,730 |" in md
     assert "| ResNet18 | 11,689,512 |" in md
@@ -123,7 +123,7 @@ def test_the_design_cards_sweep_ends_with_its_table_and_report_writes_the_same(p
         figure.unlink()
     project.run(f"sweep={parent.info.run_id}", "baseline=optimizer=adam", "tracking.figures=false",
                 script=REPORT, check=True)
-    [again] = [p for p in (project.workdir / "reports" / "cifar-sweep").iterdir()
+    [again] = [p for p in (project.workdir / "results" / "cifar-sweep").iterdir()
                if p.name.endswith("_" + parent.info.run_id[:8])]  # the same sweep's folder
     rows = list(csv.DictReader((again / "table.csv").open()))
     assert [r["baseline"] for r in rows] == ["False", "True", "False", "False"]
@@ -161,7 +161,7 @@ def test_a_mixed_store_reports_each_setting_once_in_a_folder_per_sweep(project):
     project.train("data.source.num_classes=20", quiet, check=True)
     project.train("optimizer=sgd", "optimizer.momentum=0.5", quiet, check=True)
     project.run("sweep=latest", script=REPORT, check=True)
-    base = project.workdir / "reports" / "cifar-sweep"
+    base = project.workdir / "results" / "cifar-sweep"
     [first] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
     folder = (base / "LATEST").read_text().strip()
     assert folder.endswith("_" + first.info.run_id[:8])
@@ -214,7 +214,7 @@ def test_paper_figures_and_a_parent_run_that_compares_its_rows(project):
         "figures/curves.png", "figures/confusion.png", "figures/per_class_accuracy.png"}
 
     project.run("sweep=latest", script=REPORT, check=True)
-    base = project.workdir / "reports" / "cifar-sweep"
+    base = project.workdir / "results" / "cifar-sweep"
     out = base / (base / "LATEST").read_text().strip()
     md, tex = (out / "table.md").read_text(), (out / "table.tex").read_text()
     assert "1 epoch per run, 1 seed (0)" in md and "1e-09 †" in md

@@ -106,7 +106,7 @@ def test_finished_sweep_again_trains_nothing_and_studies_share_their_baseline(pr
     assert again.stdout.count("already finished") == 2 and "epoch 1/1" not in again.stdout
     assert len(jobs(project, "ablation-lr")) == 2
     project.run("ablation=lr", script=REPORT, check=True)
-    table = (project.workdir / "reports" / "lr" / "table.csv").read_text()
+    table = (project.sweep_report("lr") / "table.csv").read_text()
     assert all(run_id in table for run_id in first.values())
 
     # the loss study's baseline is the lr study's lr.value=0.005 run: it trains once for both
@@ -114,7 +114,7 @@ def test_finished_sweep_again_trains_nothing_and_studies_share_their_baseline(pr
     assert f"already finished: run {first['0.005']}" in loss.stdout
     assert loss.stdout.count("epoch 1/1") == 1
     project.run("ablation=loss", script=REPORT, check=True)
-    table = (project.workdir / "reports" / "loss" / "table.csv").read_text()
+    table = (project.sweep_report("loss") / "table.csv").read_text()
     assert first["0.005"] in table and "loss=cross_entropy" in table
 
     # trainer.rerun=true trains it again

@@ -280,10 +280,12 @@ def test_the_caption_says_the_rule_and_the_level(tmp_path):
     rows = {BASE: {"0": 0.6, "1": 0.62, "2": 0.61}, "a": {"0": 0.61, "1": 0.625},
             "b": {"3": 0.6, "4": 0.64}}
     table = table_of(rows)
-    caption = table.caption()
+    caption = " ".join(table.caption_notes())  # the caption's notes: the Markdown's, notes.md's
     assert "paired t-test over the seeds a row shares with the baseline" in caption
-    assert "2 comparison(s)" in caption and "at the 2.5% level" in caption
+    assert "2 comparisons" in caption and "at the 2.5% level" in caption
+    assert "Holm-adjusted over 2 comparisons" in table.caption()
     md = table.markdown()
+    assert all(f"- {note}" in md for note in table.caption_notes())
     assert "Runs made by code version `c1` (git `000000000000`), the newest started 2026-01-01" in md
 
 

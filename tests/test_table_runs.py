@@ -67,7 +67,7 @@ def test_a_table_over_more_runs_than_one_page_is_complete(tmp_path, monkeypatch)
 
 def table(project, env=None) -> tuple[list[dict], str]:
     project.run("sweep=latest", script=REPORT, check=True, env=env)
-    out = project.workdir / "reports" / "cifar-sweep"
+    out = project.sweep_report()
     return list(csv.DictReader((out / "table.csv").open())), (out / "table.md").read_text()
 
 

@@ -15,7 +15,7 @@ QUICK = ["hydra/launcher=basic", "tracking.figures=false"]
 
 
 def table_rows(project, study="lr"):
-    return list(csv.DictReader((project.workdir / "reports" / study / "table.csv").open()))
+    return list(csv.DictReader((project.sweep_report(study) / "table.csv").open()))
 
 
 @pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
@@ -25,7 +25,7 @@ def test_seeds_join_their_row_and_another_batch_size_is_not_mixed_in(project):
     project.run("ablation=lr", script=REPORT, check=True)
     [row] = table_rows(project)
     assert row["seeds"] == "0 1 2 3 4" and row["runs"] == "5"
-    assert "5: 0-4" in (project.workdir / "reports" / "lr" / "table.md").read_text()
+    assert "5: 0-4" in (project.sweep_report("lr") / "table.md").read_text()
 
     # the same study at another batch size: its own table, the other runs named below it
     project.train("-m", "ablation=lr", "lr.value=0.005,0.05", "trainer.batch_size=256", *QUICK,
@@ -101,7 +101,7 @@ def test_changed_model_code_trains_again_and_an_unrelated_change_reuses(project,
 
 
 def trial_numbers(project):
-    table = (project.workdir / "reports" / "hpo-modifiednet" / "table.md").read_text()
+    table = (project.workdir / "results" / "hpo-modifiednet" / "table.md").read_text()
     return [m.group(1) for m in re.finditer(r"^\| \**(\d+)\** \|", table, re.M)]
 
 

@@ -20,10 +20,9 @@ BOLD = [[False, False, False], [False, True, True]]
 
 
 def tex_body(tex: str) -> list[str]:
-    """The tabular's lines between the header's rule and the closing rule."""
+    """The tabular's lines between the header's rule and the closing rule (booktabs')."""
     lines = tex.splitlines()
-    return lines[lines.index("\\hline", lines.index("\\hline") + 1) + 1:
-                 len(lines) - 1 - lines[::-1].index("\\hline")]
+    return lines[lines.index("\\midrule") + 1:lines.index("\\bottomrule")]
 
 
 # --- Markdown ----------------------------------------------------------------------------------
@@ -60,14 +59,27 @@ def test_markdown_puts_the_caption_above_the_table_with_a_blank_line():
 
 # --- LaTeX -------------------------------------------------------------------------------------
 
-def test_latex_is_a_table_with_one_left_and_right_columns():
+def test_latex_is_a_booktabs_table_with_one_left_and_right_columns():
     tex = latex(HEADER, ROWS)
     lines = tex.splitlines()
-    assert lines[:4] == ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{lrr}", "\\hline"]
-    assert lines[4] == "Setting & Accuracy & $\\Delta$ accuracy \\\\"
-    assert lines[-3:] == ["\\hline", "\\end{tabular}", "\\end{table}"]
+    assert lines[:4] == ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{@{}lrr@{}}",
+                         "\\toprule"]
+    assert lines[4:6] == ["Setting & Accuracy & $\\Delta$ accuracy \\\\", "\\midrule"]
+    assert lines[-3:] == ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     assert tex.endswith("\\end{table}\n")
-    assert "\\caption" not in tex  # no caption given: none written
+    assert "\\caption" not in tex and "\\hline" not in tex  # no caption given: none written
+
+
+def test_latex_header_lines_size_spacing_and_a_wide_table():
+    tex = latex([["Accuracy", "p"], ["(%)", "(Holm)"]], [["1.00", "-0.5"]], size="small",
+                tabcolsep=4, wide=True, label="tab:x")
+    lines = tex.splitlines()
+    assert lines[:4] == ["\\begin{table*}[t]", "\\centering", "\\small",
+                         "\\setlength{\\tabcolsep}{4pt}"]
+    assert "\\label{tab:x}" in lines and lines[-1] == "\\end{table*}"
+    head = lines[lines.index("\\toprule") + 1:lines.index("\\midrule")]
+    assert head == ["Accuracy & p \\\\", "(\\%) & (Holm) \\\\"]
+    assert tex_body(tex) == ["1.00 & $-$0.5 \\\\"]  # a number's minus: math, not a hyphen
 
 
 def test_latex_rows_are_the_same_cells_as_markdown():

@@ -1,13 +1,13 @@
 """`src/report.py` (`make tables`): which tables its arguments ask for (a preset study, a sweep,
-an experiment's newest sweep, a search, the model tables, all of them), each written to reports/
-from the store, without training and without writing to the store."""
+an experiment's newest sweep, a search, the model tables, all of them), each written from the
+store, without training and without writing to the store: to a user's folder `results/<study or
+experiment>/<sweep's start>_<id>/`, or with `published` (`make tables` alone) the project's
+published `reports/<study>/` (`report/folders.py`)."""
 
 
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cifar_sweep.config.config_dirs import config_dir_args
@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # mlflow is imported only where a table is made: a bad argume
     from mlflow.tracking import MlflowClient
 
 OPTIONS = ("sweep", "experiment", "baseline", "where")
+COLUMNS = "report.columns"  # table.tex's columns (report/paper_table.py): a report's setting only
+PUBLISHED = "published"     # `make tables` alone: the project's reports/, not the user's results/
 
 
 def _sweep_study(client, options: dict, overrides: list[str]):
@@ -38,7 +40,6 @@ def _sweep_study(client, options: dict, overrides: list[str]):
         if run.data.tags.get(t.ROLE) != t.ROLE_SWEEP:
             raise UserInputError(f"sweep={sweep}: this run is not a sweep's parent run")
         experiment = client.get_experiment(run.info.experiment_id).name
-        name = f"{experiment}-{sweep[:8]}"  # a preset's folder; a sweep's: one per sweep
     elif experiment is None:  # sweep=latest: the newest sweep of the whole store
         newest = client.search_runs(
             [e.experiment_id for e in all_experiments(client)],
@@ -48,42 +49,15 @@ def _sweep_study(client, options: dict, overrides: list[str]):
             raise UserInputError("sweep=latest: the store holds no sweep; run one with "
                                  "`python src/train.py -m ...` first")
         experiment = client.get_experiment(newest[0].info.experiment_id).name
-        name = experiment
-    else:
-        name = experiment
     preset = by_experiment(overrides).get(experiment)
     if preset is not None:
         study = preset_study(preset, overrides, options.get("baseline"),
                              None if sweep == "latest" else sweep, options["where"])
-        return study, Path("reports") / (preset if name == experiment else f"{preset}-{str(sweep)[:8]}")
-    # the folder is the sweep's own, known once the table has chosen it: see sweep_folder
+        return study, preset
+    # the folder is the sweep's own, known once the table has chosen it: see folders.py
     return TableSpec(name=experiment, experiment=experiment, baseline=options.get("baseline"),
                  sweep=None if sweep == "latest" else sweep, where=options["where"], kind="Sweep",
                  hint="; run a sweep with `python src/train.py -m ...` first"), None
-
-
-def sweep_folder(client, base: Path, sweep_id: str) -> Path:
-    """`<base>/<start, UTC>_<id>`: a folder per sweep, so that the next sweep of the same
-    experiment does not overwrite this one's files; named so that they sort by time."""
-    start = datetime.fromtimestamp(client.get_run(sweep_id).info.start_time / 1000, UTC)
-    return base / f"{start:%Y-%m-%d_%H-%M-%S}_{sweep_id[:8]}"
-
-
-def index_sweeps(base: Path) -> None:
-    """`<base>/LATEST` (the newest sweep's folder name, one line: `cat` it in a script) and
-    `<base>/index.md` (every sweep's folder, newest first). Plain files, not a `latest`
-    symlink: a symlink does not survive a zip, a Windows checkout or an artifact upload."""
-    folders = sorted((p.name for p in base.iterdir() if p.is_dir() and (p / "table.md").is_file()),
-                     reverse=True)
-    if not folders:
-        return
-    (base / "LATEST").write_text(folders[0] + "\n")
-    lines = [f"# Sweeps of experiment {base.name}, newest first", "",
-             f"Latest: [{folders[0]}]({folders[0]}/table.md)", ""]
-    for name in folders:
-        title = (base / name / "table.md").read_text().splitlines()[0].lstrip("# ")
-        lines.append(f"- [{name}]({name}/table.md): {title}")
-    (base / "index.md").write_text("\n".join(lines) + "\n")
 
 
 def _experiments_with_sweeps(client) -> list[str]:
@@ -116,10 +90,16 @@ def parse(argv: list[str]):
             options["where"][k] = v
         elif key in OPTIONS:
             options[key] = value
+        elif key == COLUMNS:
+            names = tuple(n.strip() for n in value.split(",") if n.strip())
+            if not names:
+                return (f"{COLUMNS}={value} is invalid: allowed: {COLUMNS}=<name>,<name>,... "
+                        "(accuracy, delta, p_holm, report, f1, ...; docs/reproducing.md)")
+            options["columns"] = names
         elif "=" in arg and not arg.startswith(("ablation=", "hpo=")):
             overrides.append(arg)
     known = {"ablation": studies(overrides), "hpo": SEARCHES}
-    unknown = ([w for w in words if w not in ("models", "all")]
+    unknown = ([w for w in words if w not in ("models", "all", PUBLISHED)]
                + [f"{g}={n}" for g, n in targets if n not in known[g]])
     if unknown or not (words or targets or "sweep" in options or "experiment" in options):
         return (f"report target {' '.join(unknown) or '(none)'} is unknown; allowed: "
@@ -140,7 +120,13 @@ def main(argv: list[str]) -> int:
         print(f"error: {parsed}", file=sys.stderr)
         return 2
     words, targets, options, overrides = parsed
-    out = Path("reports")
+    from cifar_sweep.report import folders
+    from cifar_sweep.report.paper_table import DEFAULT
+    from cifar_sweep.report.studies import WIDE
+
+    # published: only `make tables` alone, on the project's own store and presets
+    out = folders.PUBLISHED if PUBLISHED in words else folders.USER
+    columns = options.get("columns", DEFAULT)
     if "models" in words or "all" in words:
         from cifar_sweep.report.model_tables import models_report  # torchvision's models: only here
 
@@ -174,28 +160,36 @@ def main(argv: list[str]) -> int:
             if group == "ablation":
                 study = preset_study(what, overrides, options.get("baseline"),
                                      options.get("sweep"), options["where"])
-                folder = out / what
-                md = build_table(client, study).write(folder, client, figures)
-            elif group == "sweep":
-                study, folder = _sweep_study(client, what, overrides)
                 table = build_table(client, study)
-                if folder is None:
-                    base = out / study.experiment
-                    folder = sweep_folder(client, base, table.selection.reference_sweep)
-                md = table.write(folder, client, figures)
-                if folder.parent != out:
-                    index_sweeps(folder.parent)
+                folder = (out / what if out == folders.PUBLISHED else folders.user_folder(
+                    client, what, table.selection.reference_sweep))
+                md = table.write(folder, client, figures, columns)
+            elif group == "sweep":
+                study, preset = _sweep_study(client, what, overrides)
+                table = build_table(client, study)
+                folder = (out / preset if preset and out == folders.PUBLISHED
+                          else folders.user_folder(client, preset or study.experiment,
+                                                   table.selection.reference_sweep))
+                md = table.write(folder, client, figures, columns)
             else:
                 cfg = compose_preset("hpo", what, overrides)
-                folder = out / str(cfg.tracking.experiment)
+                folder = out / str(cfg.tracking.experiment)  # a search: its own folder
                 md = trials_report(client, str(cfg.tracking.experiment),
                                    str(cfg.hydra.sweeper.study_name),
                                    list(cfg.hydra.sweeper.space), str(cfg.hydra.sweeper.metric),
                                    folder)
         except UserInputError as exc:
+            if str(exc).startswith(COLUMNS):  # a bad column name: the user's input
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             print(f"{'note' if every else 'error'}: {exc}", file=sys.stderr)
             failed = failed or not every
             continue
+        if folder.parent.parent == folders.USER:  # a folder per sweep: LATEST and index.md
+            folders.index_sweeps(folder.parent)
         print(md)
         print(f"wrote {folder}/")
+        if WIDE in ((folder / "table.tex").read_text() if (folder / "table.tex").is_file() else ""):
+            print(f"note: {folder}/table.tex is a table* (both columns of a two-column paper): "
+                  f"its columns do not fit one; fewer with {COLUMNS}=... (notes.md)")
     return 1 if failed else 0

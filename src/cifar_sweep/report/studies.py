@@ -21,7 +21,7 @@ from cifar_sweep.report import epochs_run, paper_table, per_example, writers
 from cifar_sweep.report.cells import cells, csv_records, p_text, power_level, seeds_text, signed
 from cifar_sweep.report.epochs_run import Length
 from cifar_sweep.report.rows import ACCURACY, CHANCE_FACTOR, CHANCE_MARK, Record, data_of, records
-from cifar_sweep.report.selection import Selection, choose, describe_left_out
+from cifar_sweep.report.selection import Selection, choose, describe_left_out, parse_overrides
 from cifar_sweep.report.writers import plural
 from cifar_sweep.results import experiment_runs
 
@@ -259,8 +259,12 @@ class Table:
 
     def notes_file(self, columns: tuple[str, ...] = paper_table.DEFAULT) -> str:
         """notes.md, beside table.tex: the caption, what the notes say, which runs."""
-        more = "" if not self.latex(columns)[1] else (
+        first, second = self.latex(columns)
+        more = "" if not second else (
             " The other columns: `table_more.tex` (`report.columns=` chooses table.tex's).")
+        if WIDE in first:
+            more += (" table.tex spans both columns of a two-column paper (`table*`): its "
+                     "columns do not fit one; `report.columns=` with fewer makes it narrower.")
         return (f"# Notes to table.tex: {self.study.kind.lower()} {self.study.name}\n\n"
                 f"Caption: {self.caption()}{more}\n\n{self.made_by()}\n\n"
                 + self.notes_list() + "\n\n" + "\n\n".join(self.notes()) + "\n")
@@ -283,19 +287,28 @@ class Table:
             raise UserInputError(str(exc)) from None
         delta = next((c.index for c in found if c.name == "delta"), None)
         mixed = len(self.interval_kinds()) > 1
-        for rec, row, record in zip(self.records, rows, csv_records(self.records, self.data)):
+        intervals = {}  # row -> (low, high, is it the t interval): what table.tex prints
+        for rec, record in zip(self.records, csv_records(self.records, self.data)):
+            d = rec.delta
+            if d is not None and _has_boot(record):
+                intervals[rec.label] = (record["delta_boot_low"], record["delta_boot_high"], False)
+            elif d is not None and d.low is not None and d.high is not None:
+                intervals[rec.label] = (d.low, d.high, True)
+        # to 0.1 points where every interval is a point wide or more: the second digit is
+        # noise there, and it would cost the column its fit
+        digits = 1 if intervals and all(h - lo >= 1 for lo, h, _ in intervals.values()) else 2
+        for rec, row in zip(self.records, rows):
             row[0] = row[0].removesuffix(" (baseline)")
             if delta is None:
                 continue
             if rec.baseline:
                 row[delta] = "baseline"
-            elif rec.delta is not None and _has_boot(record):
-                d = rec.delta
-                mark = "≈ " if d.seeds_tell_apart is False else ""
-                row[delta] = (f"{mark}{signed(d.diff, 2)} [{signed(record['delta_boot_low'], 2)}, "
-                              f"{signed(record['delta_boot_high'], 2)}]")
-            elif mixed and rec.delta is not None and rec.delta.low is not None:
-                row[delta] += MIXED_MARK
+            elif rec.delta is not None:  # ≈ is the Markdown's: here the p column says it
+                row[delta] = signed(rec.delta.diff, digits)
+                if rec.label in intervals:
+                    low, high, t = intervals[rec.label]
+                    row[delta] += (f" [{signed(low, digits)}, {signed(high, digits)}]"
+                                   + (MIXED_MARK if mixed and t else ""))
         label = f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', self.study.name)}"
         first = paper_table.tex(main, rows, bold, self.caption(), label)
         if len(rest) == 1:
@@ -345,7 +358,8 @@ class Table:
                     r.label, r.run_ids, r.label in self.at_chance, r.stats[ACCURACY.metric],
                     r.baseline, number,
                     (source, r.paper[ACCURACY.title] / ACCURACY.scale)
-                    if ACCURACY.title in r.paper else None)
+                    if ACCURACY.title in r.paper else None,
+                    overrides=tuple(parse_overrides(r.setting).items()))
                 for number, r in enumerate(self.records, 1)]
 
     def setting(self) -> str:
@@ -367,6 +381,7 @@ class Table:
 INTERVALS = {"boot": "bootstrap interval over the test examples",
              "t": "t interval over seeds (paired where the seeds are shared, else Welch's)"}
 MIXED_MARK = "*"
+WIDE = "\\begin{table*}"  # a table.tex too wide for a paper's column
 
 
 def _has_boot(record: dict) -> bool:

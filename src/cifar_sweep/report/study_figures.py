@@ -57,6 +57,8 @@ class FigureRow:
     accuracy: tuple[float, float] | None = None  # the table's mean test accuracy and its std
     baseline: bool = False
     number: int = 0  # its row in the table, from 1 (0: its place among the rows drawn)
+    paper: tuple[str, float] | None = None  # the report's test accuracy: (its source, a share)
+    overrides: tuple[tuple[str, str], ...] = ()  # the settings that name it: (key, value) pairs
 
     @property
     def name(self) -> str:
@@ -71,6 +73,12 @@ def _save(fig, out: Path, stem: str, pdf: bool = True, dpi: int | None = None) -
     if pdf:  # without a creation date: `make tables` on the same store writes the same bytes
         fig.savefig(out / f"{stem}.pdf", metadata={"CreationDate": None})
     plt.close(fig)
+
+
+def spread_note(rows: list[FigureRow], what: str = "mean over seeds, error = ±1 std") -> str:
+    """What the points are: `what` where a row has several seeds, else `one seed` (no mean, no
+    error bars to speak of)."""
+    return what if any(len(r.run_ids) > 1 for r in rows) else "one seed per setting"
 
 
 def _histories(client: MlflowClient, run_ids: list[str], key: str) -> list[list[float]]:
@@ -90,7 +98,7 @@ def evaluations(client: MlflowClient, rows: list[FigureRow]) -> dict[str, dict]:
 
 
 def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
-           chance: float | None = None, pdf: bool = True) -> None:
+           chance: float | None = None, pdf: bool = True, setting: str = "") -> None:
     """Validation loss and accuracy per epoch, two panels across a page's width."""
     with plt.rc_context(PAPER_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(PAGE_IN, 2.6), layout="constrained")
@@ -134,8 +142,8 @@ def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
                 ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if handles:
             fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
-                       ncol=min(len(handles), 4), frameon=False)
-        fig.suptitle(f"{title}: mean over seeds, error = ±1 std")
+                       ncol=min(len(handles), 4), frameon=False, title=setting or None)
+        fig.suptitle(f"{title}: {spread_note(rows)}")
         _save(fig, out, "curves", pdf)
 
 
@@ -154,14 +162,16 @@ def summed_confusion(evals: dict[str, dict], row: FigureRow) -> tuple[list[list[
     return summed, classes
 
 
-def _confusion_title(row: FigureRow, width: int = 34) -> str:
-    """Wrapped to the panel, so that a long label is never cut at the figure's edge."""
-    return "\n".join(textwrap.wrap(f"{row.name}, {plural(len(row.run_ids), 'run')}", width,
+def _confusion_title(row: FigureRow, width: int = 34, setting: str = "") -> str:
+    """Wrapped to the panel, so that a long label is never cut at the figure's edge; the
+    setting named (`lr.value=0.001`) where one setting varies."""
+    name = f"{setting}={row.name}" if setting else row.name
+    return "\n".join(textwrap.wrap(f"{name}, {plural(len(row.run_ids), 'run')}", width,
                                     break_on_hyphens=False))
 
 
 def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str,
-              for_paper: bool = True) -> None:
+              for_paper: bool = True, setting: str = "") -> None:
     """A grid of the settings' matrices at a page's width (confusion.png), on one 0-100% scale
     with one colour bar; `for_paper`: also one figure per setting at a column's width
     (confusion/<nn>-<label>.png) and the grid as a PDF."""
@@ -171,7 +181,8 @@ def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         for number, row in enumerate(rows if for_paper else [], 1):
             matrix, classes = summed_confusion(evals, row)
             fig, ax = plt.subplots(figsize=(COLUMN_IN, COLUMN_IN * 0.95), layout="constrained")
-            image = run_figures.draw_confusion(ax, matrix, classes, _confusion_title(row))
+            image = run_figures.draw_confusion(ax, matrix, classes,
+                                               _confusion_title(row, setting=setting))
             fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class",
                          format=matplotlib.ticker.PercentFormatter(1.0))
             # numbered by the table's row: two labels never share a file
@@ -184,7 +195,8 @@ def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         image = None
         for ax, row in zip(axes.flat, rows):
             matrix, classes = summed_confusion(evals, row)
-            image = run_figures.draw_confusion(ax, matrix, classes, _confusion_title(row, 26),
+            image = run_figures.draw_confusion(ax, matrix, classes,
+                                               _confusion_title(row, 26, setting),
                                          numbers=len(classes) <= (12 if columns < 3 else 10))
         for ax in list(axes.flat)[len(rows):]:
             ax.axis("off")
@@ -195,7 +207,7 @@ def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
 
 
 def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: str,
-              pdf: bool = True) -> None:
+              pdf: bool = True, setting: str = "") -> None:
     """Each row's test accuracy per class: bars of the mean over its runs, error bars ±1 std
     over seeds, the chance line 1/classes."""
     classes = evals[rows[0].run_ids[0]]["classes"]
@@ -223,8 +235,8 @@ def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.grid(axis="y", alpha=0.3)
         fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
-                   ncol=min(len(handles), 4), frameon=False)
-        fig.suptitle(f"{title}: per-class accuracy, mean over seeds, error = ±1 std")
+                   ncol=min(len(handles), 4), frameon=False, title=setting or None)
+        fig.suptitle(f"{title}: per-class accuracy, {spread_note(rows)}")
         _save(fig, out, "per_class_accuracy", pdf)
 
 
@@ -241,7 +253,7 @@ def shown(rows: list[FigureRow]) -> list[FigureRow]:
 
 
 def ranking(rows: list[FigureRow], out: Path, title: str, chance: float | None,
-            pdf: bool = True) -> None:
+            pdf: bool = True, setting: str = "") -> None:
     """Every setting's mean test accuracy ± std over seeds, a dot each in the table's order, the
     baseline's as a line; settings at chance hollow. Labels on the axis up to 40 settings,
     else the setting's number in the table."""
@@ -251,11 +263,13 @@ def ranking(rows: list[FigureRow], out: Path, title: str, chance: float | None,
         for hollow in (False, True):
             part = [(i, r) for i, r in drawn if r.at_chance == hollow]
             if part:
+                spread = [r.accuracy[1] if len(r.run_ids) > 1 else 0.0 for _, r in part]
                 ax.errorbar([i for i, _ in part], [r.accuracy[0] for _, r in part],
-                            yerr=[r.accuracy[1] for _, r in part], fmt="o", markersize=2.5,
+                            yerr=spread if any(spread) else None, fmt="o", markersize=2.5,
                             elinewidth=0.6, capsize=0, color="C0",
                             markerfacecolor="none" if hollow else "C0",
-                            label=CHANCE_NOTE if hollow else "mean ± 1 std over seeds")
+                            label=CHANCE_NOTE if hollow else
+                            spread_note(rows, "mean ± 1 std over seeds"))
         base = next((r for r in rows if r.baseline), None)
         if base and base.accuracy:
             ax.axhline(base.accuracy[0], color="C1", linewidth=0.8,
@@ -266,9 +280,10 @@ def ranking(rows: list[FigureRow], out: Path, title: str, chance: float | None,
         if len(rows) <= 40:
             ax.set_xticks(range(1, len(rows) + 1),
                           [textwrap.shorten(r.label, 24) for r in rows], rotation=90)
+            ax.set_xlabel(setting or "setting")
         else:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_xlabel("setting (its row in the table)")
+            ax.set_xlabel(f"{setting or 'setting'} (its row in the table)")
         ax.set_xlim(0.3, len(rows) + 0.7)
         low, high = ax.get_ylim()
         if high - low < 0.05:  # equal numbers: a span of 5 points, not 0.8 points magnified
@@ -282,21 +297,200 @@ def ranking(rows: list[FigureRow], out: Path, title: str, chance: float | None,
         _save(fig, out, "ranking", pdf)
 
 
+def numeric(rows: list[FigureRow]) -> list[float] | None:
+    """The rows' labels as numbers, or None where one is not a number."""
+    try:
+        return [float(r.label) for r in rows]
+    except ValueError:
+        return None
+
+
+LOG_SPAN = 10  # values spanning more than this factor: a log axis
+
+
+def accuracy_vs(rows: list[FigureRow], out: Path, title: str, setting: str,
+                chance: float | None, pdf: bool = True) -> None:
+    """accuracy_vs_<setting>.png: test accuracy against a numeric setting's value, mean ± 1 std
+    over seeds (one seed: its point), on a log axis where the values span more than LOG_SPAN
+    times; the baseline ringed, the report's numbers as a second marker, the chance line."""
+    values = numeric(rows)
+    assert values is not None, "accuracy_vs needs numeric settings"
+    drawn = sorted((v, r) for v, r in zip(values, rows) if r.accuracy)
+    several = any(len(r.run_ids) > 1 for _, r in drawn)
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.6), layout="constrained")
+        handles = [ax.errorbar([v for v, _ in drawn], [r.accuracy[0] for _, r in drawn],
+                               yerr=[r.accuracy[1] if len(r.run_ids) > 1 else 0.0
+                                     for _, r in drawn] if several else None,
+                               fmt="-o", capsize=2, color="C0",
+                               label="ours, " + spread_note(rows, "mean ± 1 std over seeds"))]
+        base = [(v, r) for v, r in drawn if r.baseline]
+        if base:
+            handles += ax.plot([base[0][0]], [base[0][1].accuracy[0]], "o", markersize=9,
+                               markerfacecolor="none", markeredgecolor="C1",
+                               markeredgewidth=1.2, label=f"baseline ({setting}={base[0][1].label})")
+        paper = [(v, r.paper) for v, r in drawn if r.paper]
+        if paper:
+            handles += ax.plot([v for v, _ in paper], [p[1] for _, p in paper], "x", color="C3",
+                               label=f"report ({paper[0][1][0]})")
+        if chance is not None:
+            handles.append(ax.axhline(chance, color="grey", linestyle="--", linewidth=0.8,
+                                      label=f"chance ({chance:.0%})"))
+        positive = [v for v, _ in drawn if v > 0]
+        if len(positive) == len(drawn) and positive and max(positive) > LOG_SPAN * min(positive):
+            ax.set_xscale("log")
+        ax.set_xticks([v for v, _ in drawn], [r.label for _, r in drawn],
+                      rotation=45 if len(drawn) > 6 else 0)
+        ax.minorticks_off()
+        ax.set(xlabel=setting, ylabel="test accuracy")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.grid(alpha=0.3)
+        ax.legend(handles, [h.get_label() for h in handles], loc="best", frameon=False)
+        fig.suptitle(title)
+        _save(fig, out, f"accuracy_vs_{_slug(setting)}", pdf)
+
+
 def write_all(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
-              for_paper: bool = True) -> None:
+              for_paper: bool = True, setting: str = "") -> None:
     """Every figure of a study into `out`; without `for_paper` (a sweep's parent run, drawn as
     the sweep ends): the PNGs only, no PDFs and no figure per setting. Past MANY_ROWS settings:
-    the ranking of all, the others of the few `shown` picks."""
+    the ranking of all, the others of the few `shown` picks. `setting`: the one setting that
+    varies (`lr.value`), named in legends and axes; a numeric one also gets `accuracy_vs`."""
+    every = rows
     if len(rows) > MANY_ROWS:
         few = shown(rows)
         evals = evaluations(client, few)
         classes = evals[few[0].run_ids[0]]["classes"] if few and few[0].run_ids else []
-        ranking(rows, out, title, 1 / len(classes) if classes else None, for_paper)
+        ranking(rows, out, title, 1 / len(classes) if classes else None, for_paper, setting)
         rows, title = few, (f"{title}\n(the baseline and the {TOP_ROWS} best of "
                             f"{plural(len(rows), 'setting')})")  # two lines fit a page
     else:
         evals = evaluations(client, rows)
     classes = evals[rows[0].run_ids[0]]["classes"] if rows and rows[0].run_ids else []
-    curves(client, rows, out, title, 1 / len(classes) if classes else None, for_paper)
-    confusion(evals, rows, out, title, for_paper)
-    per_class(evals, rows, out, title, for_paper)
+    if setting and numeric(every) is not None and any(r.accuracy for r in every):
+        accuracy_vs(every, out, title.split("\n")[0], setting,
+                    1 / len(classes) if classes else None, for_paper)
+    curves(client, rows, out, title, 1 / len(classes) if classes else None, for_paper, setting)
+    confusion(evals, rows, out, title, for_paper, setting)
+    per_class(evals, rows, out, title, for_paper, setting)
+    grid(every, out, title.split("\n")[0], for_paper)  # a sweep of two settings: their grid
+
+
+def grid_cells(rows: list[FigureRow]):
+    """(the two settings, the first's values, the second's, mean test accuracy of each pair (NaN
+    where none), the column of each line's best) of a sweep of two settings; None where the rows
+    do not all name the same two settings, each with two values or more."""
+    keys = [k for k, _ in rows[0].overrides] if rows else []
+    cells = {tuple(v for _, v in r.overrides): r for r in rows if r.accuracy}
+    if len(keys) != 2 or any([k for k, _ in r.overrides] != keys for r in rows) or not cells:
+        return None
+    down = list(dict.fromkeys(v for v, _ in cells))
+    across = list(dict.fromkeys(v for _, v in cells))
+    if len(down) < 2 or len(across) < 2:
+        return None
+    means = [[cells[(a, b)].accuracy[0] if (a, b) in cells else float("nan") for b in across]
+             for a in down]
+    best = [max((j for j, m in enumerate(line) if m == m), key=lambda j, line=line: line[j])
+            for line in means]
+    return keys, down, across, means, best, cells
+
+
+def grid(rows: list[FigureRow], out: Path, title: str, pdf: bool = True) -> bool:
+    """A sweep of two settings (`-m optimizer=sgd,adam lr.value=0.001,0.01,0.1`): grid.png (and
+    PDF), a heatmap of the mean test accuracy of each pair (the first setting's values down, the
+    second's across, each cell annotated mean ± std over seeds) with the best cell of each value
+    of the first setting outlined (`grid_cells`). Returns whether it was drawn."""
+    from matplotlib.patches import Rectangle
+
+    found = grid_cells(rows)
+    if found is None:
+        return False
+    keys, down, across, means, bests, cells = found
+    with plt.rc_context(PAPER_STYLE):
+        width = min(PAGE_IN, max(COLUMN_IN, 1.0 + 1.1 * len(across)))
+        fig, ax = plt.subplots(figsize=(width, 0.9 + 0.45 * len(down)), layout="constrained")
+        image = ax.imshow(means, cmap="viridis", aspect="auto")
+        fig.colorbar(image, ax=ax, label="mean test accuracy",
+                     format=matplotlib.ticker.PercentFormatter(1.0))
+        finite = [m for line in means for m in line if m == m]
+        middle = (min(finite) + max(finite)) / 2
+        for i, (a, best) in enumerate(zip(down, bests)):
+            for j, b in enumerate(across):
+                row = cells.get((a, b))
+                if row is None:
+                    continue
+                mean, std = row.accuracy
+                text = f"{mean * 100:.1f}" + (f"\n± {std * 100:.1f}" if len(row.run_ids) > 1
+                                              else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=6,
+                        color="black" if mean > middle else "white",
+                        fontweight="bold" if j == best else "normal")
+            ax.add_patch(Rectangle((best - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
+                                   linewidth=1.5))
+        ax.set_xticks(range(len(across)), [textwrap.shorten(b, 14) for b in across])
+        ax.set_yticks(range(len(down)), [textwrap.shorten(a, 18) for a in down])
+        ax.set_xlabel(keys[1])
+        ax.set_ylabel(keys[0])
+        ax.set_title(f"{title}: mean test accuracy (%) ± std; outlined: the best {keys[1]} "
+                     f"for each {keys[0]}", fontsize=7)
+        _save(fig, out, "grid", pdf)
+    return True
+
+
+def trials(arms: list[tuple[str, list, object, list[str]]], out: Path, title: str,
+           pdf: bool = True) -> None:
+    """A tuned study's searches (trials.png and PDF): for each arm (a column) and each tuned
+    setting (a row), every trial's validation accuracy against its value (finished: dots;
+    pruned: crosses at their last epoch's), the chosen trial a star; a log axis where the
+    values span more than 10x. `arms`: (label, report.tuning.Trial list, its best, the keys)."""
+    keys = list(dict.fromkeys(k for _, _, _, ks in arms for k in ks))
+    if not arms or not keys:
+        return
+    with plt.rc_context(PAPER_STYLE):
+        fig, axes = plt.subplots(len(keys), len(arms), squeeze=False, sharey=True,
+                                 figsize=(min(PAGE_IN, 1.9 * len(arms) + 0.6),
+                                          1.7 * len(keys) + 0.6), layout="constrained")
+        for col, (label, arm_trials, best, _) in enumerate(arms):
+            for line, key in enumerate(keys):
+                ax = axes[line][col]
+                done = [(tr.values[key], tr.value) for tr in arm_trials
+                        if tr.state == "finished" and tr.value is not None and key in tr.values]
+                pruned = [(tr.values[key], tr.last_val) for tr in arm_trials
+                          if tr.state == "pruned" and tr.last_val is not None
+                          and key in tr.values]
+                numbers = _numbers([v for v, _ in done + pruned])
+                if numbers is None:  # categorical: the choices in the order first seen
+                    choices = list(dict.fromkeys(v for v, _ in done + pruned))
+                    place = {c: i for i, c in enumerate(choices)}
+                    ax.set_xticks(range(len(choices)), choices)
+                else:
+                    place = dict(zip([v for v, _ in done + pruned], numbers))
+                    positive = [n for n in numbers if n > 0]
+                    if positive and len(positive) == len(numbers) and \
+                            max(positive) > 10 * min(positive):
+                        ax.set_xscale("log")
+                ax.plot([place[v] for v, _ in done], [a for _, a in done], "o", color="C0",
+                        markersize=3, label="finished")
+                if pruned:
+                    ax.plot([place[v] for v, _ in pruned], [a for _, a in pruned], "x",
+                            color="grey", markersize=3, label="pruned (last epoch)")
+                if best is not None and key in best.values:
+                    ax.plot([place[best.values[key]]], [best.value], "*", color="C3",
+                            markersize=9, label="chosen")
+                ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+                ax.grid(alpha=0.3)
+                if line == 0:
+                    ax.set_title(label)
+                ax.set_xlabel(key)
+                if col == 0:
+                    ax.set_ylabel("validation accuracy")
+        axes[0][0].legend(loc="best", frameon=False)
+        fig.suptitle(f"{title}: each arm's trials")
+        _save(fig, out, "trials", pdf)
+
+
+def _numbers(values: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None

@@ -95,6 +95,6 @@ def log_on_parent(client: MlflowClient, parent_id: str, table: Table, figures: b
             out = Path(tmp) / "figures"
             out.mkdir()
             study_figures.write_all(client, table.figure_rows(), out, table.figure_title(),
-                                    for_paper=False)
+                                    for_paper=False, setting=table.setting())
             client.log_artifacts(parent_id, str(out), "figures")
     return link
