@@ -102,6 +102,8 @@ class Data:
     skip_corrupt: bool = False
     cache_dir: str | None = None
     split_seed: int = 0
+    subset: float | None = None       # training images: a count, or a fraction below 1
+    test_subset: float | None = None  # test images, likewise; null: the whole test set
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     source: Any = None

@@ -15,13 +15,12 @@ from typing import cast
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep import faults
 from cifar_sweep.config.validate import check_config
-from cifar_sweep.data import Dataset, load_dataset
+from cifar_sweep.data import Dataset, subsets
 from cifar_sweep.errors import UserInputError, Yielded
 from cifar_sweep.job import endings, epoch_hooks, wrap_up
 from cifar_sweep.job.endings import Ended, Ending
@@ -138,7 +137,7 @@ def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | Jo
         check_config(cfg)
         rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
                              int(hydra.job.num or 0) if multirun else 0)
-        dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
+        dataset = subsets.load(cfg.data)
         if not multirun:  # a sweep's preflight checked each model on its data, once
             model_build.check_job(cfg, dataset)
         client, experiment_id = open_experiment(cfg.tracking)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep.data import Dataset
+from cifar_sweep.data import Dataset, subsets
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
 from cifar_sweep.tracking import lineage, predictions
 from cifar_sweep.tracking import tags as t
@@ -59,7 +59,8 @@ def test_and_log(cfg: DictConfig, parts: Parts, dataset: Dataset, result: Progre
             _figures(result, report, test, dataset, run_id, out)
         # every example's label, prediction and probabilities: the table's per-example evidence
         # (index: the examples' positions in the full test set, None = all of it in order)
-        kept = predictions.arrays(test.logits, test.labels, dataset.classes, index=None,
+        kept = predictions.arrays(test.logits, test.labels, dataset.classes,
+                                  index=subsets.full_test_positions(dataset),
                                   probabilities=cfg.tracking.predictions_probabilities)
         (out / predictions.ARTIFACT).write_bytes(predictions.to_bytes(kept))
         (out / "evaluation.json").write_text(json.dumps({
@@ -85,3 +86,20 @@ def _figures(result: Progress, report: dict, test, dataset: Dataset, run_id: str
     images = dataset.test.images.float() / 255
     for correct, name in ((True, "correct.png"), (False, "wrong.png")):
         run_figures.prediction_grid(images, test.labels, probs, dataset.classes, correct, out / name)
+
+
+def validation_only(cfg: DictConfig, parts: Parts, result: Progress, client,
+                    run_id: str) -> dict[str, float]:
+    """A tuned study's trial (`trainer.skip_test`): the summary without the test set, which is
+    never evaluated, so that nothing a trial chooses by has seen it; its config as the artifact
+    (no weights, figures or model: a search is many short runs)."""
+    peak_mb, peak_kind = peak_memory(parts.runtime.device)
+    client.set_tag(run_id, t.PEAK_MEMORY, peak_kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        client.log_artifacts(run_id, tmp)
+    return {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+            "parameters": parameter_count(parts.model),
+            "model_size_fp32_mb": state_dict_fp32_mb(parts.model), "peak_memory_mb": peak_mb,
+            "train_seconds": result.fit_seconds,
+            "train_images_per_second": result.images_seen / result.train_seconds}

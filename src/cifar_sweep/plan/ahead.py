@@ -207,11 +207,10 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
     `error` line (the plan). `describe`: a Hydra composition error as one line. `configs`: one
     composing already (what it composed is kept)."""
     from hydra.errors import HydraException
-    from hydra.utils import instantiate
     from omegaconf.errors import OmegaConfBaseException
 
     from cifar_sweep.config.validate import check_config
-    from cifar_sweep.data import load_dataset
+    from cifar_sweep.data import subsets
     from cifar_sweep.train import model_build, runtime
 
     configs = configs or JobConfigs(compose, config_loader)
@@ -234,7 +233,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
                     tree = cast(dict, OmegaConf.to_container(cfg, resolve=True))
                 data_key = json.dumps(tree["data"], sort_keys=True, default=str)
                 if data_key not in datasets:
-                    dataset = load_dataset(instantiate(cfg.data.source), cfg.data.cache_dir)
+                    dataset = subsets.load(cfg.data)
                     datasets[data_key] = (dataset.fingerprint, len(dataset.classes),
                                           dataset.cache, tuple(dataset.train.images.shape[1:]))
                 job.fingerprint, classes, job.data_cache, shape = datasets[data_key]

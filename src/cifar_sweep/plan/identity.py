@@ -34,6 +34,8 @@ NOT_RESULT_KEYS = (
     "data.download",
     "data.source",              # the source's arguments: the fingerprint covers what they decode
     "data.skip_corrupt",        # what it skipped is in the fingerprint
+    "data.subset",              # a subset's fingerprint names it and its images (data/subsets.py)
+    "data.test_subset",
     "trainer.device",           # replaced by the device type the job resolved (cpu, cuda, mps)
     "trainer.num_threads",
     "trainer.jobs_per_gpu",

@@ -138,5 +138,26 @@ def data_of(run: pd.Series) -> dict[str, str]:
         title = " ".join(str(x) for x in (run.get("data.name"), run.get("data.root"))
                          if isinstance(x, str) and x != "None") or "?"
     fingerprint = run.get("data_fingerprint")
-    return {"data": title, "data_fingerprint": fingerprint if isinstance(fingerprint, str) else "?"}
+    return {"data": title + subset_words(run.get),
+            "data_fingerprint": fingerprint if isinstance(fingerprint, str) else "?"}
+
+
+def subset_words(param) -> str:
+    """`, subset: 1000 training images (stratified by class, split seed 0)` for a run trained
+    on part of the data (`data.subset`, `data.test_subset`: data/subsets.py), else ''.
+    `param`: a run's param by name."""
+    parts = []
+    for key, what in (("data.subset", "training"), ("data.test_subset", "test")):
+        value = param(key)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):  # absent, None: the whole split
+            continue
+        if number == number:  # not NaN (a frame's empty cell)
+            parts.append(f"{number:g} {what} images" if number >= 1
+                         else f"{number * 100:g}% of the {what} images")
+    if not parts:
+        return ""
+    return (f", subset: {', '.join(parts)} (stratified by class, split seed "
+            f"{param('data.split_seed')})")
 

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.report import writers
+from cifar_sweep.report.rows import subset_words
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.paging import all_runs
 
@@ -26,7 +27,8 @@ def _data_of(run) -> dict[str, str]:
     params, tags = run.data.params, run.data.tags
     title = params.get("data.title") or " ".join(
         x for x in (tags.get("data", "?"), params.get("data.root", "")) if x and x != "None")
-    return {"data": title, "data_fingerprint": tags.get(t.DATA_FINGERPRINT, "?")}
+    return {"data": title + subset_words(params.get),
+            "data_fingerprint": tags.get(t.DATA_FINGERPRINT, "?")}
 
 
 def trial_runs(client: MlflowClient, experiment: str, name: str):

@@ -39,7 +39,7 @@ from cifar_sweep.tracking.experiments import open_experiment
 from cifar_sweep.tracking.queries import sweep_children
 from cifar_sweep.tracking.runs import git_commit
 from cifar_sweep.tracking.store import lost_server, lost_server_line
-from cifar_sweep.train import model_build
+from cifar_sweep.train import checkpoint, model_build
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
 
@@ -73,10 +73,9 @@ def varying_keys(jobs: list[list[str]]) -> list[str]:
 def preflight(config: DictConfig, jobs: list[list[str]]) -> list[disk_space.PlannedJob]:
     """Check every job's values, and decode (or download) each data source once; each job's
     config and data, for the free-space check."""
-    from hydra.utils import instantiate
 
     from cifar_sweep.config.validate import check_config
-    from cifar_sweep.data import load_dataset
+    from cifar_sweep.data import subsets
 
     loader = GlobalHydra.instance().config_loader()
     sources, configs = {}, []
@@ -92,7 +91,7 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> list[disk_space.Plan
         configs.append(job_config)
     loaded, datasets = {}, {}
     for key, data in sources.items():
-        datasets[key] = load_dataset(instantiate(data.source), data.cache_dir)
+        datasets[key] = subsets.load(data)
         loaded[key] = (datasets[key].fingerprint, len(datasets[key].classes))
     for c in configs:  # a forward pass per distinct model and data shape (cached there)
         model_build.check_job(c, datasets[OmegaConf.to_yaml(c.data)])
@@ -100,6 +99,9 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> list[disk_space.Plan
 
 
 class MlflowSweepCallback(Callback):
+    # the sweep this process runs, once started: what a Ctrl-C interrupts (commands/interrupted.py)
+    running: MlflowSweepCallback | None = None
+
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
         self.parent_id: str | None = None
@@ -107,6 +109,7 @@ class MlflowSweepCallback(Callback):
         self.search = False
         self.varying: list[str] = []  # what the sweep varies but the seed: a table's rows
         self.plan: ahead.Plan | None = None
+        self.checkpoint_dir = "checkpoints"
 
     def _started(self) -> tuple[MlflowClient, str]:
         """The store and the parent run, which every step after the start writes to."""
@@ -130,6 +133,7 @@ class MlflowSweepCallback(Callback):
         self.search = "n_trials" in config.hydra.sweeper
         with exit_on_user_error():
             if slurm.is_slurm_sweep(config):  # what the cluster cannot run, before any run
+                slurm.check_installed()
                 slurm.check_preset(config.hydra.launcher)
             if self.search:  # its settings, and its space's edges composed as jobs would be
                 from cifar_sweep.search import optuna_study
@@ -173,6 +177,8 @@ class MlflowSweepCallback(Callback):
                   "mlflow.source.name": "src/train.py", **lifecycle.owner_tags()},
         )
         self.parent_id = run.info.run_id
+        self.checkpoint_dir = str(config.checkpoint.dir)
+        MlflowSweepCallback.running = self
         self.jobs = len(jobs)
         self.varying = [k for k in varying_keys(jobs) if k != SEED_KEY] if not self.search else []
         client.log_batch(run.info.run_id, params=[
@@ -255,10 +261,11 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _result_table(self, config: DictConfig) -> None:
-        """The sweep's table (one row per setting, seeds pooled): printed, and logged on the
-        parent run with each row's numbers and the figures (`parent_summary`), where the UI
-        shows the sweep."""
-        from cifar_sweep.report import studies
+        """The sweep's table (one row per setting, seeds pooled): printed, written to the user's
+        folder (`results/<study or experiment>/<start>_<id>/`, `report/folders.py`), and logged
+        on the parent run with each row's numbers and the figures (`parent_summary`), where the
+        UI shows the sweep."""
+        from cifar_sweep.report import folders, studies
         from cifar_sweep.sweep import parent_summary
 
         paper = config.study.get("paper")
@@ -275,14 +282,40 @@ class MlflowSweepCallback(Callback):
             print("\n" + studies.terminal(table) + "\n", flush=True)
             link = parent_summary.log_on_parent(client, parent, table,
                                                 bool(config.tracking.figures))
-            uri = str(config.tracking.uri)
-            where = (f"the MLflow UI: {uri.rstrip('/')}" if uri.startswith(("http://", "https://"))
-                     else "the MLflow UI (make ui): http://127.0.0.1:5000" if uri == "mlruns"
-                     else f"the MLflow UI on {uri}: http://127.0.0.1:5000")
-            print(f"compare its rows in {where}/{link}", flush=True)
+            folder = folders.user_folder(client, study.name, parent)
+            table.write(folder, None, figures=False)
+            folders.index_sweeps(folder.parent)
+            print(f"wrote {folder}/ (the tables; with the figures for a paper: python "
+                  f"src/report.py sweep={parent}{_store_arg(config)})", flush=True)
+            print(f"compare its rows in {ui_line(str(config.tracking.uri))}/{link}", flush=True)
         except Exception as exc:  # the table is a summary: it never fails the sweep
             print(f"warning: no table for this sweep: {type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)
+
+    def interrupted(self) -> str:
+        """Close the sweep KILLED now (a signal stopped it) and say what it had done: the jobs
+        finished and the runs stopped, whose checkpoints the same command continues from."""
+        if self.client is None or not self.parent_id:
+            return "the sweep (before its first job)"
+        client, parent = self.client, self.parent_id
+        try:
+            running = {c.info.run_id for c in sweep_children(client, parent, running=True)}
+            self._close("KILLED")
+            children = sweep_children(client, parent)
+        except Exception:  # the store is gone too: the next start closes its runs
+            return f"sweep {parent}"
+        finished = sum(c.info.status == "FINISHED" for c in children)
+        stopped = [c for c in children if c.info.run_id in running or
+                   c.info.status == "KILLED" and c.data.tags.get(t.FAILURE, "").startswith(
+                       t.INTERRUPTED)]
+        stopped.sort(key=lambda c: int(c.data.tags.get(t.JOB_NUM) or 0))
+        names = ", ".join(c.info.run_name.split(" ", 1)[0] for c in stopped[:8])
+        kept = sum(checkpoint.path_for(self.checkpoint_dir, c.data.tags.get(t.CONFIG_HASH, "-"),
+                                       c.info.run_id).is_file() for c in stopped)
+        saved = ("their checkpoints kept" if kept == len(stopped) else
+                 f"{kept} with a checkpoint, the others start over")
+        return (f"sweep {parent}: {finished} of {self.jobs} jobs finished"
+                + (f", {len(stopped)} stopped KILLED ({names}), {saved}" if stopped else ""))
 
     def _close(self, status: str) -> None:
         if self.client is None or not self.parent_id:  # not started, or its parent given up
@@ -302,6 +335,20 @@ class MlflowSweepCallback(Callback):
             # the runs stay RUNNING and the next sweep's start closes them; no second traceback
             print(f"warning: could not close the sweep's runs: {str(exc).splitlines()[0][:300]}",
                   file=sys.stderr)
+
+
+def ui_line(uri: str) -> str:
+    """Where the sweep's UI link opens, and the command that serves it: a server's own UI, or
+    `make ui` on the store's folder (`STORE=` where it is not the default `mlruns`)."""
+    if uri.startswith(("http://", "https://")):
+        return f"the MLflow UI: {uri.rstrip('/')}"
+    store = "" if uri in ("mlruns", "./mlruns", "mlruns/") else f" STORE={uri}"
+    return f"the MLflow UI (make ui{store}): http://127.0.0.1:5000"
+
+
+def _store_arg(config: DictConfig) -> str:
+    uri = str(config.tracking.uri)
+    return "" if uri == "mlruns" else f" tracking.uri={uri}"
 
 
 def parent_run_id(sweep_dir: str) -> str | None:
