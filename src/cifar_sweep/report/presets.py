@@ -38,11 +38,16 @@ def study(name: str, overrides: list[str], baseline: str | None = None, sweep: s
           where: dict[str, str] | None = None) -> TableSpec:
     cfg = compose_preset("ablation", name, overrides)
     paper = cfg.study.get("paper")
+    axes, baseline = list(cfg.hydra.sweeper.get("params") or {}), baseline or cfg.study.baseline
+    if cfg.study.get("tune"):  # its seed runs name their arm as +tuned_<axis>=<arm>
+        from cifar_sweep.report.tuning import arm_axes
+
+        axes, baseline = arm_axes(axes, baseline)
     return TableSpec(name=name, experiment=str(cfg.tracking.experiment),
-                 baseline=baseline or cfg.study.baseline,
+                 baseline=baseline,
                  paper=cast(dict, OmegaConf.to_container(paper)) if paper else None,
                  sweep=sweep, where=where or {},
-                 axes=list(cfg.hydra.sweeper.get("params") or {}),
+                 axes=axes,
                  hint=f"; run `make ablation-{name}` first"
                  + ("" if name in STUDIES else " (with CONFIG_DIR=<your config folder>)"))
 

@@ -59,6 +59,9 @@ class OptunaStudySweeperConf:
     heartbeat_interval: int = 60
     grace_period: int = 180
     max_retries: int = 2
+    # a study preset's grid (conf/ablation/), unused by a search: here so that a tuned study's
+    # arm composes its preset with this sweeper (commands/tuned.py sets it to null)
+    params: dict[str, Any] | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
