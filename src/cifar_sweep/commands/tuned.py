@@ -93,21 +93,19 @@ class Protocol:
                 *self._kept("trainer.seed", "trainer.epochs")]
 
     def seed_overrides(self, arms_dir: Path) -> list[str]:
-        from cifar_sweep.config.config_dirs import SEARCH_PATH
+        """The seed sweep's command line: the arms' generated options by `--config-dir` (a
+        folder Hydra searches from its start, so that the sweep's planner finds the group; a
+        user's own folder stays the `hydra.searchpath` override it came as)."""
         from cifar_sweep.report.tuning import arm_group
 
-        kept = [o for o in self._kept("trainer.seed") if not o.startswith(SEARCH_PATH)]
-        paths = [f"file://{arms_dir.resolve()}"] + [
-            p for o in self.fixed if o.startswith(SEARCH_PATH)
-            for p in o.removeprefix(SEARCH_PATH).strip("[]").split(",") if p]
         group = arm_group(self.axis)
         base = ([f"study.baseline={override_value(f'+{group}={self.baseline_arm}')}"]
                 if self.baseline_arm else [])
-        return [f"ablation={self.name}", "hydra.sweeper.params=null",
-                f"{SEARCH_PATH}[{','.join(paths)}]",
+        return ["--config-dir", str(arms_dir.resolve()), f"ablation={self.name}",
+                "hydra.sweeper.params=null",
                 f"+{group}={','.join(override_value(a) for a in self.arms)}",
                 f"trainer.seed={','.join(self.seeds)}", f"++study.tune.epochs={self.epochs}",
-                *base, *kept]
+                *base, *self._kept("trainer.seed")]
 
 
 def _sweep_values(override) -> list[str]:

@@ -209,12 +209,16 @@ class Tuning:
     pruner: str
     space: str
 
+    @property
+    def epoch_text(self) -> str:
+        return f"{self.epochs} epoch{'' if self.epochs == '1' else 's'}"
+
     def sentence(self) -> str:
         """The caption's sentence of the protocol."""
         spent = sorted({a.search.spent for a in self.arms.values()})
         trials = (f"{spent[0]}-trial" if len(spent) == 1 else f"{spent[0]}-{spent[-1]}-trial")
         return (f" Each row tuned by its own {trials} search over {self.space} (trials of "
-                f"{self.epochs} epochs, chosen on validation accuracy, the test set unseen), "
+                f"{self.epoch_text}, chosen on validation accuracy, the test set unseen), "
                 "then trained anew over the seeds and tested.")
 
     def notes(self) -> list[str]:
@@ -223,7 +227,7 @@ class Tuning:
         notes = [
             f"Tuning: each arm's own Optuna search (TPE, sampler seed {self.seed}, the same "
             f"trials, sampler and seed for every arm; {self.pruner} pruner; trials of "
-            f"{self.epochs} epochs with trainer.seed {self.seed}) over {self.space}; its best "
+            f"{self.epoch_text} with trainer.seed {self.seed}) over {self.space}; its best "
             "trial by validation accuracy (no trial evaluates the test set) trained anew at the "
             "study's epochs over its seeds. Best val. accuracy: the best trial's, optimistic "
             "(the maximum of many noisy scores on the data that chose it); the seeds' test "
