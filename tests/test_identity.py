@@ -62,6 +62,7 @@ def test_the_seed_changes_the_config_hash_only():
 
 @pytest.mark.parametrize("overrides", [
     ["tracking.uri=http://elsewhere:5000"], ["tracking.experiment=other"], ["tracking.figures=false"],
+    ["tracking.predictions_probabilities=false"],
     ["study.name=lr", "study.baseline='lr.value=0.005'", "study.seeds=auto"],
     ["checkpoint.dir=/tmp/elsewhere"], ["checkpoint.keep=true"], ["optuna_trial=7"],
     ["data.title=mine"], ["data.cache_dir=/tmp/cache"],
