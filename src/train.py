@@ -1,12 +1,13 @@
 """The single entrypoint: `python src/train.py [group=option ...] [key=value ...]`, or `-m` to sweep."""
 
 import importlib.util
-import signal
 import sys
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from cifar_sweep.commands import interrupted
 
 if TYPE_CHECKING:
     from cifar_sweep.job.steps import JobResult
@@ -20,9 +21,9 @@ def _concurrent_jobs(device: str = "auto", jobs_per_gpu: int = 1) -> int:
 
 # the `parallel` launcher's n_jobs (conf/hydra/launcher/parallel.yaml), from the sweep's device
 OmegaConf.register_new_resolver("concurrent_jobs", _concurrent_jobs, use_cache=True)
-# `kill` should end runs as KILLED, not leave them RUNNING: turn SIGTERM into a normal exit,
-# which runs the handlers that close the MLflow runs.
-signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+# Ctrl-C and `kill` end runs as KILLED, not leave them RUNNING: both signals become an exception,
+# which runs the handlers that close the MLflow runs (cifar_sweep/commands/interrupted.py).
+interrupted.install()
 
 
 # options whose plugin is an optional extra: without it Hydra only says it cannot load a config
@@ -48,9 +49,12 @@ def main(cfg: DictConfig) -> "JobResult":
 
 
 def _check_overrides(argv: list[str]) -> None:
-    from cifar_sweep.config.override_check import problem  # Hydra's mistakes, before Hydra composes
+    from cifar_sweep.config.override_check import (  # Hydra's mistakes, before Hydra composes
+        problem,
+        sweep_flag_problem,
+    )
 
-    line = problem(argv)
+    line = sweep_flag_problem(argv, f"python {sys.argv[0]}") or problem(argv)
     if line:
         print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
@@ -59,4 +63,11 @@ def _check_overrides(argv: list[str]) -> None:
 if __name__ == "__main__":
     _check_extras(sys.argv[1:])
     _check_overrides(sys.argv[1:])
-    main()
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit):
+        if not interrupted.received:  # an ordinary exit (a job's status, Hydra's --help)
+            raise
+        for line in interrupted.lines(sys.argv[1:], sys.argv[0]):
+            print(line, file=sys.stderr, flush=True)
+        sys.exit(interrupted.exit_status())

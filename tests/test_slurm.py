@@ -114,7 +114,7 @@ def test_a_limit_too_short_for_any_delay_says_the_least_time_limit_rounded_up(
 
 
 def test_the_shipped_preset_leaves_time_to_train_and_skips_sbatch_where_there_is_none(bin_dir):
-    # no sbatch on PATH: submitit's own error says so at submission, not this check
+    # no sbatch on PATH: check_installed (before this check) says so
     assert slurm.check_preset(preset()) is None
 
 

@@ -13,15 +13,27 @@ chosen: the config's own checks (schema.py) name those after composing.
 from __future__ import annotations
 
 from difflib import get_close_matches
+from functools import lru_cache
 from pathlib import Path
 from typing import cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Override
 from hydra.errors import HydraException  # the lexer raises it, the parser its subclass
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.config.config_dirs import CONF, config_dir_args, user_dirs
+
+
+@lru_cache(maxsize=512)
+def _parsed(path: Path, mtime: float) -> tuple[DictConfig, str]:
+    return cast(DictConfig, OmegaConf.load(path)), path.read_text(errors="replace")[:500]
+
+
+def _load(path: Path) -> DictConfig:
+    """A config file, parsed once per process while it is unchanged (a sweep's planner and the
+    tests ask for the same files many times); a copy, which the caller may change."""
+    return cast(DictConfig, OmegaConf.create(_parsed(path, path.stat().st_mtime)[0]))
 
 
 def groups(folders: list[Path]) -> dict[str, list[str]]:
@@ -105,7 +117,7 @@ def _sections(folders: list[Path]) -> dict:
     from cifar_sweep.config import schema
 
     sections = {str(k): v for k, v in cast(dict, OmegaConf.to_container(
-        OmegaConf.load(CONF / "config.yaml"))).items() if k != "defaults"}
+        _load(CONF / "config.yaml"))).items() if k != "defaults"}
     for name, keys in sections.items():
         typed = getattr(schema, name.capitalize(), None)
         if isinstance(keys, dict) and dataclasses.is_dataclass(typed):
@@ -113,8 +125,8 @@ def _sections(folders: list[Path]) -> dict:
                 keys.setdefault(f.name, None)
     for folder in folders:
         for option in folder.rglob("*.yaml"):
-            if "@package _global_" in option.read_text(errors="replace")[:500]:
-                for key in OmegaConf.load(option) or {}:
+            if _is_global(option):
+                for key in _load(option) or {}:
                     if key != "defaults":
                         sections.setdefault(str(key), None)
     return sections
@@ -135,21 +147,216 @@ def problem(argv: list[str]) -> str | None:
             return _grammar_error(arg, exc)
     options = groups(folders)
     sections = _sections(folders)
+    chosen = _chosen_options(parsed, options, folders)
     for override in parsed:
-        if override.is_add() or override.is_delete() or override.package:
+        if override.is_add() or override.is_force_add() or override.is_delete() or override.package:
             continue  # `+key=...` and `~key` say they know the config does not (or does) hold it
         key = override.key_or_group
-        if key in options:
+        if key in ("hydra/launcher", "hydra/sweeper"):
+            error = _group_error(override, _hydra_options(key, folders), [])
+        elif key in options:
             keys = sorted({str(k) for o in options[key] for f in folders
                            if (f / key / f"{o}.yaml").is_file()
-                           for k in (OmegaConf.load(f / key / f"{o}.yaml") or {})
-                           if k not in ("defaults", "_target_")})
+                           for k in (_load(f / key / f"{o}.yaml") or {})
+                           if k != "defaults" and not str(k).startswith("_")})
             error = _group_error(override, options[key], keys)
+        elif key.partition(".")[0] in options:
+            error = _option_key_error(key, chosen, options, folders, sections)
         else:
             error = _key_error(key, sections, set(options))
         if error:
             return error
     return None
+
+
+def _hydra_options(group: str, folders: list[Path]) -> list[str]:
+    """The launchers or sweepers there are: the plugins' own (Hydra's config store, filled as
+    it finds its plugins) and the option files of conf/ and the user's folders."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # registers the installed plugins' configs
+    node = ConfigStore.instance().repo.get("hydra", {}).get(group.split("/", 1)[1], {})
+    found = {str(name).removesuffix(".yaml") for name in node}
+    found |= {f.stem for folder in folders for f in (folder / group).glob("*.yaml")}
+    return sorted(found)
+
+
+# --- keys inside a group's option (`lr.vale`, `model.dropuot`, `data.imagesize`) --------------
+
+def _option_file(folders: list[Path], group: str, option: str) -> Path | None:
+    found = [f / group / f"{option}.yaml" for f in folders if (f / group / f"{option}.yaml").is_file()]
+    return found[-1] if found else None  # a user's folder comes later and wins, as in Hydra
+
+
+def _is_global(path: Path) -> bool:
+    return "@package _global_" in _parsed(path, path.stat().st_mtime)[1]
+
+
+def _option_tree(folders: list[Path], group: str, option: str, depth: int = 0) -> dict | None:
+    """An option's own config, the options it extends within its group (`data=cifar10_jpeg`'s
+    `defaults: [image_folder]`) merged under it; None where there is no such file."""
+    path = _option_file(folders, group, option)
+    if path is None or depth > 10:
+        return None
+    own = cast(dict, OmegaConf.to_container(_load(path))) or {}
+    tree: dict = {}
+    for entry in own.pop("defaults", None) or []:
+        if isinstance(entry, str) and entry != "_self_":
+            base = _option_tree(folders, group, entry, depth + 1)
+            if base is not None:
+                tree = cast(dict, OmegaConf.to_container(OmegaConf.merge(tree, base)))
+    return cast(dict, OmegaConf.to_container(OmegaConf.merge(tree, own)))
+
+
+def _preset_choices(folders: list[Path], group: str, option: str, choices: dict,
+                    extra: dict, depth: int = 0) -> None:
+    """What a global preset (`experiment=...`, `ablation=...`, `+preset_optimizer=...`) chooses:
+    the options its defaults override and its sweeper's `params` sweep (into `choices`), and the
+    keys it sets inside groups (into `extra`)."""
+    path = _option_file(folders, group, option)
+    if path is None or depth > 10 or not _is_global(path):
+        return
+    preset = cast(dict, OmegaConf.to_container(_load(path))) or {}
+    for entry in preset.get("defaults") or []:
+        if isinstance(entry, dict):
+            for name, value in entry.items():
+                target = str(name).removeprefix("override").strip().lstrip("/")
+                if value is not None:
+                    choices.setdefault(target, set()).add(str(value))
+                    _preset_choices(folders, target, str(value), choices, extra, depth + 1)
+    params = ((preset.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    for name, values in params.items():
+        target = str(name).lstrip("+")
+        for value in str(values).split(","):
+            if _option_file(folders, target, value.strip()) is not None:
+                choices.setdefault(target, set()).add(value.strip())
+                _preset_choices(folders, target, value.strip(), choices, extra, depth + 1)
+    for name, node in preset.items():
+        if name not in ("defaults", "hydra") and isinstance(node, dict):
+            extra[str(name)] = OmegaConf.to_container(OmegaConf.merge(extra.get(str(name), {}), node))
+
+
+def _chosen_options(parsed: list[Override], options: dict[str, list[str]],
+                    folders: list[Path]) -> tuple[dict[str, set[str]], dict]:
+    """Each group's options this command line can compose (the command line's own choice, else
+    its presets', else config.yaml's default), and the keys its presets set inside groups."""
+    defaults: dict[str, set[str]] = {}
+    for entry in OmegaConf.to_container(_load(CONF / "config.yaml").defaults) or []:
+        if isinstance(entry, dict):
+            for name, value in entry.items():
+                if value is not None and not str(name).startswith("override"):
+                    defaults[str(name)] = {str(value)}
+    given: dict[str, set[str]] = {}
+    for override in parsed:
+        group = override.key_or_group
+        if group in options and not override.is_delete() and not override.package:
+            given[group] = {str(v) for v in _values(override) if v is not None}
+    from_presets: dict[str, set[str]] = {}
+    extra: dict = {}
+    for group, chosen in {**defaults, **given}.items():
+        for option in chosen:
+            _preset_choices(folders, group, option, from_presets, extra)
+    return {**defaults, **from_presets, **given}, extra
+
+
+def _leaves(node: dict, prefix: str = "") -> list[str]:
+    """The settings a user types under a node: its leaves, without the internal keys
+    (`_target_`, `_partial_`) and those that only repeat another setting (`${data.root}`)."""
+    found = []
+    for key, value in node.items():
+        if str(key).startswith("_") or key == "defaults":
+            continue
+        if isinstance(value, dict) and value:
+            found += _leaves(value, f"{prefix}{key}.")
+        elif not (isinstance(value, str) and value.startswith("${")):
+            found.append(f"{prefix}{key}")
+    return found
+
+
+def _schema_fields(tree: dict, rest: str) -> list[str]:
+    """The settings the schema knows for the `_target_` nodes of an option's tree (at `rest`'s
+    level) that the option does not set: `+` adds them (`+optimizer.dampening=0.1`)."""
+    import dataclasses
+
+    from cifar_sweep.config import schema
+
+    fields = []
+    for prefix in ("", *(f"{k}." for k, v in tree.items() if isinstance(v, dict))):
+        node = tree if not prefix else tree[prefix[:-1]]
+        typed = schema.TARGETS.get(str(node.get("_target_")))
+        if typed is not None:
+            fields += [f"{prefix}{f.name}" for f in dataclasses.fields(typed)
+                       if not f.name.startswith("_") and f.name not in node]
+    return fields
+
+
+def _option_key_error(key: str, chosen: tuple[dict[str, set[str]], dict],
+                      options: dict[str, list[str]], folders: list[Path],
+                      sections: dict) -> str | None:
+    group, _, rest = key.partition(".")
+    picked, extra = chosen
+    if not rest:
+        return None
+    some = _option_file(folders, group, options[group][0])
+    if some is not None and _is_global(some):  # a preset's keys land in other sections
+        meant = rest if _key_error(rest, sections, set(options)) is None and \
+            rest.partition(".")[0] in sections else None
+        return (f"{key}: {group} is a group of presets ({', '.join(options[group])}), not a "
+                f"section: choose one with {group}=<name>"
+                + (f"; the setting you may mean: {meant}" if meant else ""))
+    for option in sorted(picked.get(group, ())):
+        tree = _option_tree(folders, group, option)
+        if tree is None:
+            continue  # an option that is not there: its own check says so
+        if group in extra:
+            tree = cast(dict, OmegaConf.to_container(OmegaConf.merge(tree, extra[group])))
+        node: object = tree
+        for part in rest.split("."):
+            if not isinstance(node, dict) or part.startswith("_") and part in node:
+                break  # a free-form value, or an internal key given on purpose
+            if part not in node:
+                line = _missing_key_line(key, group, option, tree, rest)
+                if "did you mean" in line or "add it with" in line:
+                    return line
+                return line + _elsewhere(group, rest, [o for o in options[group] if o != option],
+                                         folders)
+            node = node[part]
+    return None
+
+
+def _elsewhere(group: str, rest: str, others: list[str], folders: list[Path]) -> str:
+    """Where the group's other options have the setting meant: `data.image_size` is
+    data=image_folder's."""
+    having: dict[str, list[str]] = {}
+    for option in others:
+        tree = _option_tree(folders, group, option)
+        for setting in _nearest(rest, _leaves(tree) if tree else []):
+            having.setdefault(setting, []).append(option)
+    return "".join(f"; {group}.{setting} is a setting of {group}={', '.join(those)}"
+                   for setting, those in list(having.items())[:2])
+
+
+def _nearest(rest: str, settings: list[str]) -> list[str]:
+    """The setting nearest to `rest`, by its whole path or by its last name (`lr.gamma`:
+    `lr.schedule.gamma`); none where nothing is near."""
+    last = {s.rsplit(".", 1)[-1]: s for s in settings}
+    return get_close_matches(rest, settings, n=1) or [
+        last[m] for m in get_close_matches(rest.rsplit(".", 1)[-1], list(last), n=1)]
+
+
+def _missing_key_line(key: str, group: str, option: str, tree: dict, rest: str) -> str:
+    settings = _leaves(tree)
+    added = _schema_fields(tree, rest)
+    if rest in added:  # the schema knows it; this option leaves it at its default
+        return (f"{key}: {group}={option} does not set {rest}; add it with +{key}=<value>"
+                f"; {group}={option} sets: {', '.join(settings) or 'nothing'}")
+    near = _nearest(rest, settings + added)
+    hint = ""
+    if near:
+        hint = f" (did you mean {'+' if near[0] in added else ''}{group}.{near[0]}?)"
+    return (f"{key}: no such setting in {group}={option}{hint}; {group}={option} has: "
+            f"{', '.join(settings) or 'no settings'}")
 
 
 def composition_error_line(exc: Exception) -> str:
@@ -160,3 +367,68 @@ def composition_error_line(exc: Exception) -> str:
     if len(lines) > 1 and lines[1].endswith(":"):  # "Available options in 'lr':" and a list
         return f"{lines[0]}; {lines[1][:-1].lower()}: {', '.join(lines[2:])}"
     return "; ".join(lines)
+
+
+# --- train.py's flags: `-m` where argparse takes it, and a sweep written without it -----------
+
+MULTIRUN = ("-m", "--multirun")
+# Hydra's flags that take the next argument as their value
+FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                    "--experimental-rerun", "--cfg", "-c", "--package", "-p", "--info", "-i"}
+
+
+def _flags_and_overrides(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """(the flags with their values, the overrides, whether a flag stands between overrides):
+    argparse takes the overrides as one run of words, so `a=1 -m b=2` is refused."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    flag_after_override = refused = False
+    args = iter(argv)
+    for arg in args:
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in FLAGS_WITH_VALUE:
+                value = next(args, None)
+                if value is not None:
+                    flags.append(value)
+            flag_after_override = flag_after_override or bool(overrides)
+        else:
+            refused = refused or flag_after_override
+            overrides.append(arg)
+    return flags, overrides, refused
+
+
+def sweep_flag_problem(argv: list[str], command: str = "python src/train.py") -> str | None:
+    """`-m` after an override (argparse's usage block), a list of values without `-m` (Hydra's
+    "Ambiguous value" block), a study's preset without `-m` (it would train its baseline alone),
+    as one line with the command to type."""
+    flags, overrides, refused = _flags_and_overrides(argv)
+    fixed = " ".join([command, *flags, *overrides])
+    if refused:
+        late = next(f for f in flags if argv.index(f) > argv.index(overrides[0]))
+        return f"{late} goes before the overrides: {fixed}"
+    if any(f in MULTIRUN for f in flags):
+        return None
+    parser = OverridesParser.create()
+    with_m = " ".join([command, "-m", *flags, *overrides])
+    folders = [CONF, *(d for d in user_dirs(config_dir_args(argv)[1] + overrides) if d.is_dir())]
+    for arg in overrides:
+        try:
+            override = parser.parse_override(arg)
+        except HydraException:
+            return None  # problem() says what the grammar refuses
+        if override.is_sweep_override():
+            key, _, typed = arg.partition("=")
+            sweep = override.value()
+            plain = isinstance(sweep, ChoiceSweep) and sweep.simple_form
+            as_list = (f"; for one value that is a list write {key}=[{typed}]"
+                       if plain and key not in groups(folders) else "")
+            return f"{arg}: a list of values is a sweep: add -m to sweep them ({with_m}){as_list}"
+        group = override.key_or_group.lstrip("+")
+        chosen = override.value()
+        path = _option_file(folders, group, chosen) if isinstance(chosen, str) else None
+        if path is not None and _is_global(path):
+            params = ((_load(path).get("hydra") or {}).get("sweeper") or {})
+            if params.get("params") or params.get("n_trials"):
+                return (f"{arg} is a sweep of several runs: add -m to run it ({with_m})")
+    return None

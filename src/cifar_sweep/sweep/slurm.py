@@ -42,6 +42,17 @@ def is_slurm_sweep(config: DictConfig) -> bool:
     return str(config.hydra.launcher.get("_target_", "")) == LAUNCHER
 
 
+def check_installed() -> None:
+    """Refuse, in one line, a SLURM sweep on a machine without SLURM: submitit asks for `srun`
+    only as it submits, after the sweep's parent run, in a traceback."""
+    missing = [name for name in ("sbatch", "srun") if shutil.which(name) is None]
+    if missing:
+        raise UserInputError(
+            f"hydra/launcher=slurm: SLURM is not installed here ({' and '.join(missing)} not on "
+            f"PATH); run the sweep on the cluster's login node, or leave out hydra/launcher=slurm "
+            f"to run its jobs on this machine")
+
+
 def check_preset(launcher: DictConfig) -> None:
     """Refuse, in one line, a preset the cluster cannot run: a signal that leaves no time to
     train, or resources sbatch would refuse (`sbatch --test-only`: nothing is submitted)."""

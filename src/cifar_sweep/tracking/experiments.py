@@ -34,8 +34,14 @@ def store_locations(uri: str) -> tuple[str, str | None]:
             store.prepare_sqlite(db, uri, uri)
         return uri, None
     if "://" in uri:
+        store.check_uri(uri)
         return uri, None
     folder = Path(uri).expanduser().resolve()
+    if folder.is_file():  # a database given without its scheme, or any other file
+        refused = store.not_a_database(folder, uri)
+        raise refused or UserInputError(
+            f"tracking.uri={uri} is an SQLite file, not a store folder: write "
+            f"tracking.uri=sqlite:///{folder}")
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
     store.prepare_sqlite(folder / "mlflow.db", tracking_uri, uri)
     return tracking_uri, (folder / "artifacts").as_uri()

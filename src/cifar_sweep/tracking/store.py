@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import requests
 from filelock import FileLock
@@ -50,10 +52,72 @@ def claim_lock(uri: str) -> FileLock | None:
     return FileLock(f"{db}.claim.lock", timeout=LOCK_TIMEOUT_S) if db is not None else None
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# a database URI's default port, and the pip package of each Python driver SQLAlchemy asks for
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+DRIVERS = {"psycopg": "psycopg[binary] (pip install -e '.[server]')",
+           "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "pymysql",
+           "pyodbc": "pyodbc"}
+
+
+def not_a_database(db: Path, shown: str) -> UserInputError | None:
+    """A file at `db` that is not an SQLite database (a text file, a copy cut short), said
+    before MLflow opens it: SQLAlchemy's "file is not a database" is a 60-line traceback."""
+    try:
+        with db.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None  # missing (made below) or unreadable (the writable check says so)
+    if not head or head == SQLITE_HEADER:
+        return None
+    return UserInputError(f"tracking.uri={shown}: {db} is not an SQLite database (its first bytes "
+                          f"are {head[:8]!r}); point tracking.uri at a store: a folder (mlruns), "
+                          f"sqlite:///<file>.db or http://host:port")
+
+
+def check_uri(uri: str) -> None:
+    """A URI that is not a folder, SQLite or a server, refused in one line before MLflow opens
+    it: a scheme MLflow has no store for, MLflow's retired file store, a database server that
+    does not answer, or one whose Python driver is not installed."""
+    scheme = urlsplit(uri).scheme.lower()
+    dialect = scheme.split("+", 1)[0]
+    if scheme == "file":
+        folder = url2pathname(urlsplit(uri).path)
+        raise UserInputError(f"tracking.uri={uri}: MLflow's file store is retired; give the folder "
+                             f"itself (tracking.uri={folder}): an SQLite store is made inside it")
+    if dialect in ("databricks", "databricks-uc", "uc"):
+        return  # MLflow's hosted stores: their own credentials and checks
+    if dialect not in DATABASE_PORTS:
+        raise UserInputError(
+            f"tracking.uri={uri}: no store MLflow can open ({scheme}://); use a folder (mlruns), "
+            f"sqlite:///<file>.db, http(s)://host:port or a database URI (postgresql://, "
+            f"mysql://, mssql://)")
+    where = urlsplit(uri)
+    host, port = where.hostname or "localhost", where.port or DATABASE_PORTS[dialect]
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        why = "no answer within 5 s" if isinstance(exc, TimeoutError) else (
+            exc.strerror or str(exc)).lower()
+        raise UserInputError(f"tracking.uri={uri}: no {dialect} server answers at {host}:{port} "
+                             f"({why}); start it or check the host and port") from None
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(uri).dispose()  # imports the driver; connects to nothing
+    except ModuleNotFoundError as exc:
+        package = DRIVERS.get(str(exc.name), str(exc.name))
+        raise UserInputError(f"tracking.uri={uri}: its Python driver {exc.name} is not installed: "
+                             f"pip install {package}") from None
+
+
 def prepare_sqlite(db: Path, uri: str, shown: str) -> None:
     """Make sure `db` (opened by MLflow as `uri`) exists with MLflow's whole schema; `shown` is
     the user's `tracking.uri`, for the error message."""
     folder = db.parent
+    refused = not_a_database(db, shown)
+    if refused is not None:  # before the lock file is made beside it: nothing left behind
+        raise refused
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,0 +1,332 @@
+"""Daily use of the real command (issue 42): every mistake on the command line is one line, exit 2,
+before any training, with no run and no store left behind; Ctrl-C and `kill` end with two lines
+(what was interrupted, the command that continues it) and 128 + the signal's number, the runs
+KILLED with their checkpoints."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import FAST, ROOT, TRAIN
+
+CONF = ROOT / "conf"
+
+
+def one_line_refusal(project, *args: str) -> str:
+    """Run the real command; it must refuse in one line, exit 2, and leave no store."""
+    proc = project.run(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not project.store.exists()  # no store, so no run
+    assert not (project.workdir / "checkpoints").exists()
+    return lines[0]
+
+
+# --- keys inside a group's option, as a newcomer types them -----------------------------------
+
+@pytest.mark.parametrize("args, expected", [
+    (["lr.vale=0.01"], "error: lr.vale: no such setting in lr=constant (did you mean lr.value?); "
+                       "lr=constant has: value"),
+    (["model.dropuot=0.3"], "error: model.dropuot: no such setting in model=modified_net (did you "
+                            "mean model.dropout?); model=modified_net has: dropout"),
+    # a key of another option of the group: which options have it
+    (["data=cifar10", "data.imagesize=64"],
+     "error: data.imagesize: no such setting in data=cifar10; data=cifar10 has: name, title, root, "
+     "download, cache_dir, split_seed, "),
+    (["data=image_folder", "data.imagesize=64"],
+     "error: data.imagesize: no such setting in data=image_folder (did you mean data.image_size?)"),
+    # generated data: the schema knows its image size, which the option leaves at its default
+    (["data.imagesize=64"], "error: data.imagesize: no such setting in data=synthetic (did you "
+                            "mean +data.source.image_size?)"),
+    (["optimizer.momentun=0.5"], "error: optimizer.momentun: no such setting in optimizer=sgd (did "
+                                 "you mean optimizer.momentum?); optimizer=sgd has: momentum, "
+                                 "weight_decay, nesterov"),
+    (["optimizer=adam", "optimizer.momentum=0.9"],
+     "error: optimizer.momentum: no such setting in optimizer=adam; optimizer=adam has: "
+     "weight_decay; optimizer.momentum is a setting of optimizer=rmsprop, sgd"),
+    # the schema knows it, the option leaves it at its default: `+` adds it
+    (["optimizer.dampening=0.1"], "error: optimizer.dampening: optimizer=sgd does not set "
+                                  "dampening; add it with +optimizer.dampening=<value>"),
+    (["loss.label_smothing=0.1"], "error: loss.label_smothing: no such setting in "
+                                  "loss=cross_entropy (did you mean loss.label_smoothing?)"),
+    (["augment.hflp=false"], "error: augment.hflp: no such setting in augment=report (did you mean "
+                             "augment.hflip?)"),
+    # nested: by its whole name or by its last part
+    (["lr=step", "lr.gamma=0.5"], "error: lr.gamma: no such setting in lr=step (did you mean "
+                                  "lr.schedule.gamma?); lr=step has: value, schedule.milestones, "
+                                  "schedule.gamma"),
+    (["data.source.num_trian=100"], "error: data.source.num_trian: no such setting in "
+                                    "data=synthetic (did you mean data.source.num_train?)"),
+    (["model=origin_net", "model.dropout=0.3"],
+     "error: model.dropout: no such setting in model=origin_net; model=origin_net has: no "
+     "settings; model.dropout is a setting of model=modified_net, modified_net_ds"),
+    # what a preset chooses: the study's optimizers, one of which has no momentum
+    (["-m", "ablation=optimizer", "optimizer.momentum=0.5"],
+     "error: optimizer.momentum: no such setting in optimizer=adagrad"),
+    # a sweep's option without the key
+    (["-m", "model=modified_net,origin_net", "model.dropout=0.1"],
+     "error: model.dropout: no such setting in model=origin_net"),
+    # a preset group is not a section
+    (["experiment.trainer.epochs=3"], "error: experiment.trainer.epochs: experiment is a group of "
+                                      "presets (fast_modifiednet, fast_modifiednet_dropout05, "
+                                      "fast_originnet, fast_recipe), not a section: choose one "
+                                      "with experiment=<name>; the setting you may mean: "
+                                      "trainer.epochs"),
+    # internal keys are never listed
+    (["optimizer=0.001"], "error: optimizer=0.001: optimizer is a group of options (adagrad, adam, "
+                          "rmsprop, sgd), not a value; its settings: optimizer.momentum, "
+                          "optimizer.nesterov, optimizer.weight_decay"),
+    (["hydra/launcher=slurmm"], "error: hydra/launcher=slurmm: no such option (did you mean "
+                                "hydra/launcher=slurm?); allowed: basic, joblib, parallel, "),
+])
+def test_a_key_misspelled_inside_a_group_is_one_line_with_the_nearest_name(project, args, expected):
+    flags = [a for a in args if a.startswith("-")]
+    line = one_line_refusal(project, *flags, *FAST, *[a for a in args if not a.startswith("-")])
+    assert line.startswith(expected), line
+    if args[-1] == "data.imagesize=64" and "data=cifar10" in args:  # which options have it
+        assert line.endswith("; data.image_size is a setting of data=cifar10_jpeg, image_folder")
+    assert "_target_" not in line and "_partial_" not in line
+
+
+# --- -m: missing, or where argparse does not take it --------------------------------------------
+
+def test_a_list_of_values_without_m_says_add_m(project):
+    line = one_line_refusal(project, *FAST, "lr.value=0.01,0.02")
+    command = shlex.join(["python", str(TRAIN), "-m", *FAST, "lr.value=0.01,0.02"])
+    assert line == (f"error: lr.value=0.01,0.02: a list of values is a sweep: add -m to sweep them "
+                    f"({command}); for one value that is a list write lr.value=[0.01,0.02]")
+
+
+def test_a_study_without_m_says_add_m_rather_than_train_its_baseline_alone(project):
+    line = one_line_refusal(project, "ablation=lr", *FAST)
+    assert line.startswith("error: ablation=lr is a sweep of several runs: add -m to run it "
+                           f"(python {TRAIN} -m ablation=lr data=synthetic"), line
+
+
+def test_m_among_the_overrides_says_where_it_goes(project):
+    line = one_line_refusal(project, *FAST, "-m", "lr.value=0.01,0.02")
+    assert line == (f"error: -m goes before the overrides: python {TRAIN} -m "
+                    f"{' '.join(FAST)} lr.value=0.01,0.02")
+
+
+# --- stores that are not stores -----------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_file_that_is_no_database_is_refused_and_nothing_is_made_beside_it(project, tmp_path):
+    junk = tmp_path / "notes.db"
+    junk.write_text("not a database\n")
+    for uri in (f"sqlite:///{junk}", str(junk)):
+        line = one_line_refusal(project, *FAST, f"tracking.uri={uri}")
+        assert line.startswith(f"error: tracking.uri={uri}: {junk} is not an SQLite database"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in tmp_path.iterdir() if p.name != "notes.db.lock")
+    assert not Path(f"{junk}.lock").exists() and junk.read_text() == "not a database\n"
+
+
+def test_a_database_file_given_as_a_folder_says_to_write_its_scheme(project, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "runs.db"
+    sqlite3.connect(db).close()
+    db.write_bytes(b"SQLite format 3\x00" + bytes(84))  # a database's header
+    line = one_line_refusal(project, *FAST, f"tracking.uri={db}")
+    assert line == (f"error: tracking.uri={db} is an SQLite file, not a store folder: write "
+                    f"tracking.uri=sqlite:///{db}")
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("foo://bar", "error: tracking.uri=foo://bar: no store MLflow can open (foo://); use a folder"),
+    ("file:///tmp/some/folder", "error: tracking.uri=file:///tmp/some/folder: MLflow's file store "
+                                "is retired; give the folder itself (tracking.uri=/tmp/some/folder)"),
+])
+def test_a_uri_mlflow_has_no_store_for_is_one_line(project, uri, expected):
+    assert one_line_refusal(project, *FAST, f"tracking.uri={uri}").startswith(expected)
+
+
+def test_a_database_server_that_does_not_answer_is_one_line(project):
+    port = free_port()  # nothing listens there
+    uri = f"postgresql://user@127.0.0.1:{port}/mlflow"
+    line = one_line_refusal(project, *FAST, f"tracking.uri={uri}")
+    assert line == (f"error: tracking.uri={uri}: no postgresql server answers at 127.0.0.1:{port} "
+                    f"(connection refused); start it or check the host and port")
+
+
+@pytest.mark.parametrize("scheme, driver", [("postgresql", "psycopg"), ("mysql", "MySQLdb")])
+def test_a_database_whose_driver_is_not_installed_names_the_package(project, scheme, driver):
+    import importlib.util
+
+    if importlib.util.find_spec(driver) is not None:
+        pytest.skip(f"{driver} is installed here")
+    with socket.socket() as server:  # something answers on the port: the driver is what lacks
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        uri = f"{scheme}://user@127.0.0.1:{server.getsockname()[1]}/mlflow"
+        line = one_line_refusal(project, *FAST, f"tracking.uri={uri}")
+    assert line.startswith(f"error: tracking.uri={uri}: its Python driver {driver} is not "
+                           "installed: pip install "), line
+
+
+def test_a_slurm_sweep_without_slurm_is_one_line_before_any_run(project):
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}  # no sbatch, no srun
+    proc = project.run("-m", "hydra/launcher=slurm", *FAST, "lr.value=0.01,0.02", env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: hydra/launcher=slurm: SLURM is not installed here (sbatch and srun "
+                     "not on PATH); run the sweep on the cluster's login node, or leave out "
+                     "hydra/launcher=slurm to run its jobs on this machine"], proc.stderr
+    assert not project.store.exists()
+
+
+# --- the promise for every key of every group ---------------------------------------------------
+
+def every_option_key():
+    """(group, option, key) for every setting a user types in every option of conf/."""
+    from cifar_sweep.config.override_check import _is_global, _leaves, _option_tree, groups
+
+    for group, options in groups([CONF]).items():
+        for option in options:
+            if _is_global(CONF / group / f"{option}.yaml"):
+                continue
+            tree = _option_tree([CONF], group, option)
+            for key in _leaves(tree or {}):
+                yield group, option, key
+
+
+def as_typed(value) -> str:
+    """A value as a user types it on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ",".join(as_typed(v) for v in value) + "]"
+    return str(value)
+
+
+def misspelt(key: str) -> str:
+    """The key's last part with one letter dropped (a newcomer's typo)."""
+    head, _, last = key.rpartition(".")
+    cut = last[:len(last) // 2] + last[len(last) // 2 + 1:]
+    return f"{head}.{cut}" if head else cut
+
+
+def test_every_key_of_every_option_passes_and_its_typo_names_it():
+    """Each setting of each option of each group is accepted as typed, and with one letter
+    dropped is refused in one line that names it; internal keys are never listed."""
+    from cifar_sweep.config.override_check import problem
+
+    seen = 0
+    for group, option, key in every_option_key():
+        value = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(
+            OmegaConf.load(CONF / group / f"{option}.yaml"), key)}))["v"]
+        typed = f"{group}.{key}={as_typed(value)}"
+        assert problem([f"{group}={option}", typed]) is None, typed
+        wrong = f"{group}.{misspelt(key)}=1"
+        line = problem([f"{group}={option}", wrong])
+        assert line is not None and line.startswith(f"{group}.{misspelt(key)}: no such setting "
+                                                    f"in {group}={option}"), (wrong, line)
+        assert f"{group}.{key}" in line and "\n" not in line, (wrong, line)
+        assert "_target_" not in line and "_partial_" not in line
+        seen += 1
+    assert seen >= 60  # every group's options, each with its settings
+
+
+def test_every_key_the_check_passes_hydra_composes():
+    """The check refuses nothing Hydra takes: each option's settings, overridden, compose."""
+    from hydra import compose, initialize_config_dir
+
+    by_option: dict[tuple[str, str], list[str]] = {}
+    for group, option, key in every_option_key():
+        value = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(
+            OmegaConf.load(CONF / group / f"{option}.yaml"), key)}))["v"]
+        by_option.setdefault((group, option), []).append(f"{group}.{key}={as_typed(value)}")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for (group, option), settings in by_option.items():  # all of an option's at once
+            compose("config", overrides=[f"{group}={option}", *settings])
+
+
+# --- Ctrl-C and kill ----------------------------------------------------------------------------
+
+def start(project, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=project.workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+
+
+def interrupt(proc: subprocess.Popen, needle: str, signum: int, group: bool) -> tuple[str, str]:
+    """Wait for `needle` in the output, then send the signal: to the whole process group as a
+    terminal's Ctrl-C does, or to the command alone as `kill`. (the output before, after)"""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if needle in line:
+            break
+    else:
+        proc.wait()
+        raise AssertionError("".join(seen))
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    try:
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return "".join(seen), rest
+
+
+@pytest.mark.parametrize("signum, group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_run_interrupted_says_what_and_how_to_continue_in_two_lines(project, signum, group):
+    args = [*FAST[:1], "trainer.epochs=200", "trainer.num_threads=1"]
+    out, after = interrupt(start(project, *args), "epoch 1/200", signum, group)
+    [run] = project.runs()
+    assert run.info.status == "KILLED"
+    checkpoint = project.workdir / "checkpoints" / run.data.tags["config_hash"] / \
+        f"{run.info.run_id}.pt"
+    assert checkpoint.is_file()
+    lines = [line for line in after.splitlines() if line.strip() and " epoch " not in line]
+    name = signal.Signals(signum).name
+    assert lines == [
+        f"interrupted ({name}): run {run.info.run_id} ({run.info.run_name}) stopped KILLED, its "
+        f"checkpoint kept",
+        f"continue with the same command: {shlex.join(['python', str(TRAIN), *args])}"], after
+    assert "Traceback" not in out + after
+
+
+@pytest.mark.parametrize("signum, group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_parallel_sweep_interrupted_says_what_and_how_to_continue(project, signum, group):
+    args = ["-m", *FAST[:1], "trainer.epochs=200", "lr.value=0.001,0.002"]
+    proc = start(project, *args)
+    out, after = interrupt(proc, "epoch 2/200", signum, group)
+    assert proc.returncode == 128 + signum
+    runs = project.runs()
+    [parent] = [r for r in runs if r.data.tags["cifar_sweep.role"] == "sweep"]
+    jobs = [r for r in runs if r.data.tags["cifar_sweep.role"] == "job"]
+    assert parent.info.status == "KILLED" and jobs
+    assert all(r.info.status == "KILLED" for r in jobs)
+    lines = [line for line in after.splitlines() if line.strip() and " epoch " not in line]
+    name = signal.Signals(signum).name
+    assert len(lines) == 2, after
+    assert lines[0].startswith(f"interrupted ({name}): sweep {parent.info.run_id}: 0 of 2 jobs "
+                               f"finished, {len(jobs)} stopped KILLED ("), after
+    assert lines[1] == f"continue with the same command: {shlex.join(['python', str(TRAIN), *args])}"
+    assert "Traceback" not in out + after and "leaked semaphore" not in after
