@@ -19,10 +19,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep import faults
+from cifar_sweep.batches import Loader
 from cifar_sweep.config.validate import check_config
 from cifar_sweep.data import Dataset, subsets
 from cifar_sweep.errors import UserInputError, Yielded
 from cifar_sweep.job import endings, epoch_hooks, wrap_up
+from cifar_sweep.job.batch_progress import BatchProgress
 from cifar_sweep.job.endings import Ended, Ending
 from cifar_sweep.plan import ahead
 from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, decide
@@ -295,6 +297,9 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
     if job.rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(job.rt.device)
     shown = epoch_hooks.ShowProgress(cfg.trainer.epochs, progress.epoch if progress else 0)
+    # progress inside each epoch, from outside the (hashed) loop: it iterates parts.train
+    parts.train = cast(Loader, BatchProgress(parts.train, cfg.trainer.epochs,
+                                             progress.epoch if progress else 0))
     after_epoch = epoch_hooks.chain(
         epoch_hooks.SaveCheckpoint(job.checkpoint_path(run_id), parts, seconds_before,
                                    job.started),

@@ -1,0 +1,76 @@
+"""Progress inside an epoch: the training batches wrapped from the job's side, so that no
+definition a run's code version hashes changes (`fit` iterates `parts.train` as before).
+
+On a terminal, a tqdm bar under the epochs' bar: images done, images/s and the epoch's time left.
+Elsewhere (a SLURM log, a pipe, the tests), a log line every `interval` seconds (30 by default)
+and nothing for an epoch shorter than that. Per batch it costs a clock read and a counter, and on
+a terminal tqdm's update (docs/speed.md: measured against ModifiedNet's batches)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from tqdm import tqdm
+
+from cifar_sweep.batches import Loader
+
+log = logging.getLogger("cifar_sweep")
+
+INTERVAL_S = 30.0  # between two lines where the output is not a terminal (a SLURM log)
+
+
+class BatchProgress:
+    """A training `Loader` that shows its progress as `fit` draws its batches; anything else
+    (its generator, its length, its split) is the loader's own."""
+
+    def __init__(self, loader: Loader, epochs: int, done: int, terminal: bool | None = None,
+                 interval: float = INTERVAL_S):
+        self.loader, self.epochs, self.epoch = loader, epochs, done
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.interval = interval
+        # the images one pass yields: a final batch of one image is dropped (Loader)
+        n, size = len(loader.split), loader.batch_size
+        self.images = n - (1 if n % size == 1 else 0)
+
+    def __getattr__(self, name: str) -> Any:  # generator, split, batch_size, ...: the loader's
+        if name == "loader":  # not set yet (a copy being made): not the loader's to answer
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        self.epoch += 1
+        if self.terminal:
+            yield from self._bar()
+        else:
+            yield from self._lines()
+
+    def _bar(self) -> Iterator[tuple[Any, Any]]:
+        bar = tqdm(total=self.images, desc=f"epoch {self.epoch}/{self.epochs}", unit="img",
+                   unit_scale=True, leave=False, position=1, dynamic_ncols=True)
+        try:
+            for batch in self.loader:
+                yield batch
+                bar.update(len(batch[1]))
+        finally:
+            bar.close()
+
+    def _lines(self) -> Iterator[tuple[Any, Any]]:
+        start = last = time.monotonic()
+        seen = 0
+        for batch in self.loader:
+            yield batch
+            seen += len(batch[1])
+            now = time.monotonic()
+            if now - last >= self.interval and seen < self.images:
+                last = now
+                rate = seen / (now - start)
+                log.info("epoch %d/%d: %d of %d images, %.0f images/s, about %.0f s left in the "
+                         "epoch", self.epoch, self.epochs, seen, self.images, rate,
+                         (self.images - seen) / rate)

@@ -1,0 +1,81 @@
+"""job/batch_progress.py: progress inside an epoch. The wrapped loader yields the loader's own
+batches (training is unchanged, bit for bit); on a terminal a bar with images/s, elsewhere a
+line every `interval` seconds whose numbers are checked against a fake clock, and nothing for a
+short epoch."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from cifar_sweep.batches import Augment, Loader, Normalize
+from cifar_sweep.data.tensors import Split
+from cifar_sweep.job import batch_progress
+from cifar_sweep.job.batch_progress import BatchProgress
+
+CPU = torch.device("cpu")
+IMAGES = 201  # batches of 50: four, and a final one of one image, which the loader drops
+
+
+def loader(seed: int = 0) -> Loader:
+    images = torch.randint(0, 256, (IMAGES, 3, 8, 8), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(7))
+    split = Split(images, torch.arange(IMAGES) % 3)
+    return Loader(split, 50, Normalize([0.5] * 3, [0.5] * 3, CPU), Augment(),
+                  torch.Generator().manual_seed(seed))
+
+
+def test_the_batches_and_the_generator_are_the_loaders_own():
+    plain, wrapped = loader(), BatchProgress(loader(), 3, 0, terminal=False)
+    for _ in range(2):  # two epochs: the permutation and augmentation drawn as before
+        a, b = list(plain), list(wrapped)
+        assert len(a) == len(b) == 4
+        assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert torch.equal(plain.generator.get_state(), wrapped.generator.get_state())
+    assert len(wrapped) == len(plain) and wrapped.batch_size == 50 and wrapped.training
+
+
+class Clock:
+    """time.monotonic for the module: 0.5 s a call after the first."""
+
+    def __init__(self):
+        self.now = -0.5
+
+    def __call__(self) -> float:
+        self.now += 0.5
+        return self.now
+
+
+def test_off_a_terminal_a_line_every_interval_with_rate_and_time_left(monkeypatch, caplog):
+    monkeypatch.setattr(batch_progress.time, "monotonic", Clock())
+    wrapped = BatchProgress(loader(), 30, 11, terminal=False, interval=1.0)
+    with caplog.at_level(logging.INFO, logger="cifar_sweep"):
+        list(wrapped)
+    # batch k (50 images) ends at 0.5 k s: after batch 2, a second since the start: 100
+    # images at 100 images/s, 100 left; after batch 4 another second, but the epoch is done
+    # (its own line follows)
+    expected = ["epoch 12/30: 100 of 200 images, 100 images/s, about 1 s left in the epoch"]
+    assert [r.getMessage() for r in caplog.records] == expected
+
+
+def test_an_epoch_shorter_than_the_interval_says_nothing(caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="cifar_sweep"):
+        list(BatchProgress(loader(), 3, 0, terminal=False))
+    assert caplog.records == [] and capsys.readouterr() == ("", "")
+
+
+def test_on_a_terminal_a_bar_of_images_with_their_rate(capsys):
+    list(BatchProgress(loader(), 3, 1, terminal=True))
+    drawn = capsys.readouterr().err
+    assert "epoch 2/3" in drawn and "/200 " in drawn and "img/s" in drawn  # of 200 images
+
+
+@pytest.mark.parametrize("images, batch, expected", [(201, 50, 200), (200, 50, 200),
+                                                      (151, 50, 150), (7, 2, 6)])
+def test_the_images_an_epoch_yields(images, batch, expected):
+    split = Split(torch.zeros(images, 3, 2, 2, dtype=torch.uint8), torch.zeros(images).long())
+    train = Loader(split, batch, Normalize([0.5] * 3, [0.5] * 3, CPU),
+                   generator=torch.Generator().manual_seed(0))
+    assert BatchProgress(train, 1, 0).images == expected == sum(len(b[1]) for b in train)
