@@ -297,9 +297,12 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
     if job.rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(job.rt.device)
     shown = epoch_hooks.ShowProgress(cfg.trainer.epochs, progress.epoch if progress else 0)
-    # progress inside each epoch, from outside the (hashed) loop: it iterates parts.train
+    # progress inside each epoch, from outside the (hashed) loop: it iterates parts.train;
+    # jobs side by side on one terminal would draw over each other's bars: lines instead
+    side_by_side = job.multirun and int(job.hydra.launcher.get("n_jobs") or 1) > 1
     parts.train = cast(Loader, BatchProgress(parts.train, cfg.trainer.epochs,
-                                             progress.epoch if progress else 0))
+                                             progress.epoch if progress else 0,
+                                             terminal=False if side_by_side else None))
     after_epoch = epoch_hooks.chain(
         epoch_hooks.SaveCheckpoint(job.checkpoint_path(run_id), parts, seconds_before,
                                    job.started),
