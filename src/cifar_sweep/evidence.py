@@ -43,7 +43,7 @@ BOOTSTRAP_SEED = 20240  # fixed: the same runs give the same interval in every t
 class Predictions:
     """One run's test predictions (see tracking/predictions.py): aligned by `index`."""
 
-    index: np.ndarray                 # int64, each example's position in the full test set
+    index: np.ndarray                 # int, each example's position in the full test set
     label: np.ndarray                 # int, its class
     predicted: np.ndarray             # int, the predicted class
     probabilities: np.ndarray | None  # float16, N x C; None where the run kept none

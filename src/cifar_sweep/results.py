@@ -176,10 +176,11 @@ def sweeps(experiment: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
 def predictions(run_id: str, tracking_uri: str = "mlruns") -> pd.DataFrame:
     """A run's test predictions, one row per test example in the test set's order: `index` (its
     position in the full test set), `label`, `predicted`, and the class probabilities `p_0` ...
-    `p_<C-1>` (float16) unless the run kept none (`tracking.predictions_probabilities=false`);
-    `frame.attrs["classes"]` names the classes. A reference run (a finished config a later sweep
-    reused) gives its original's. Raises LookupError for a run that logged none (made before
-    predictions were kept, or not finished). Reads only this run and its artifact."""
+    `p_<C-1>` (the stored float16 values, as float32) unless the run kept none
+    (`tracking.predictions_probabilities=false`); `frame.attrs["classes"]` names the classes. A
+    reference run (a finished config a later sweep reused) gives its original's. Raises
+    LookupError for a run that logged none (made before predictions were kept, or not
+    finished). Reads only this run and its artifact."""
     from omegaconf import OmegaConf
 
     from cifar_sweep.tracking import predictions as kept

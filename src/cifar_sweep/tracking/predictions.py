@@ -5,15 +5,17 @@ run it stands for.
 The file is a plain NumPy archive, readable without this package (`numpy.load`), one entry per
 column, one row per test example in the test set's fixed order:
 
-- `index` (int64): the example's position in the full test set (also when a subset is tested);
-- `label`, `predicted` (int32): its class and the argmax of the logits (a tie: the lower class);
+- `index` (int32): the example's position in the full test set (also when a subset is tested);
+- `label`, `predicted` (int16; int32 beyond 32,767 classes): its class and the argmax of the
+  logits (a tie: the lower class);
 - `probabilities` (float16, N x C): the softmax of the logits, unless
   `tracking.predictions_probabilities=false` (a large class count), then absent;
 - `classes` (str, C): the class names.
 
-Why float16: 10 classes x 10,000 images is 200 KB, two significant digits more than a table
-uses (the ensemble averages them in float64). The run carries the tag `predictions` naming the
-artifact, so that a table knows which runs have one without asking the artifact store.
+Why float16: 10 classes x 10,000 images is 200 KB (the whole file 282 KB), two significant
+digits more than a table uses (the ensemble averages them in float64). The run carries the tag
+`predictions` naming the artifact, so that a table knows which runs have one without asking the
+artifact store.
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ def arrays(logits, labels, classes: list[str], index=None,
     """The artifact's columns from a test evaluation's logits (N x C, a tensor or an array) and
     labels (N). `index`: the examples' positions in the full test set (None: 0..N-1)."""
     logits = np.asarray(logits.float() if hasattr(logits, "float") else logits, dtype=np.float32)
-    labels = np.asarray(labels).astype(np.int32)
+    classes_type = np.int16 if len(classes) <= np.iinfo(np.int16).max else np.int32
+    labels = np.asarray(labels).astype(classes_type)
     n = len(labels)
-    positions = np.arange(n, dtype=np.int64) if index is None else \
-        np.asarray(index).astype(np.int64)
+    positions = np.arange(n, dtype=np.int32) if index is None else \
+        np.asarray(index).astype(np.int32)
     if positions.shape != (n,) or logits.shape[0] != n:
         raise ValueError(f"predictions: {n} labels, {logits.shape[0]} rows of logits and "
                          f"{positions.shape[0]} indices; all three must be one per test example")
     out = {"index": positions, "label": labels,
-           "predicted": logits.argmax(1).astype(np.int32),
+           "predicted": logits.argmax(1).astype(classes_type),
            "classes": np.asarray(classes, dtype=str)}
     if probabilities:
         shifted = logits - logits.max(1, keepdims=True)  # a stable softmax
@@ -106,13 +109,16 @@ def read_artifact(artifact_uri: str, artifact: str, tracking_uri: str) -> dict[s
 
 
 def frame(columns: dict[str, np.ndarray]):
-    """The columns as a DataFrame: index, label, predicted, and p_0 ... p_<C-1> where kept."""
+    """The columns as a DataFrame: index, label, predicted, and p_0 ... p_<C-1> where kept;
+    `attrs["classes"]`: the class names."""
     import pandas as pd
 
     out = pd.DataFrame({name: columns[name] for name in ("index", "label", "predicted")})
     probabilities = columns.get("probabilities")
     if probabilities is not None:
+        # the float16 values exactly, as float32: pandas warns of an overflow printing float16
         out = pd.concat([out, pd.DataFrame(
-            probabilities, columns=[f"p_{c}" for c in range(probabilities.shape[1])])], axis=1)
+            probabilities.astype(np.float32),
+            columns=[f"p_{c}" for c in range(probabilities.shape[1])])], axis=1)
     out.attrs["classes"] = [str(c) for c in columns.get("classes", [])]
     return out
