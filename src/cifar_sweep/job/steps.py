@@ -318,7 +318,7 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
         summary = wrap_up.test_and_log(cfg, parts, job.dataset, result, client, run_id)
     summary["stopped_epoch"] = result.epoch
     summary["total_seconds"] = seconds_before + time.perf_counter() - job.started
-    log_metrics(client, run_id, summary, cfg.trainer.epochs)
+    log_metrics(client, run_id, summary, result.epoch)  # the last epoch trained: early stopping
     tested = (f"test accuracy {summary['test_accuracy']:.4f}" if "test_accuracy" in summary
               else f"validation accuracy {summary['best_val_accuracy']:.4f} (test set not used)")
     log.info("%s  (best epoch %d, %.1f s, %.0f images/s)", tested,
