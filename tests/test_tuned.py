@@ -134,19 +134,25 @@ def test_tuned_study_end_to_end_then_again_trains_nothing(project):
     check_protocol(project, ["0", "1"], 2)
 
 
-def test_bad_protocols_are_one_line_before_any_run(project):
+def test_bad_protocols_are_one_line_before_any_run(project, capsys, monkeypatch):
+    """In-process (nothing it refuses reaches a subprocess): one `error:` line, exit 2, no run."""
+    from cifar_sweep.commands.tuned import main
+
+    monkeypatch.chdir(project.workdir)
+    argv = command(project)[2:]  # without the interpreter and the script
     for extra, said in (
             (["trainer.seed=0,1000"], "study.tune.seed=1000 is invalid"),
             (["trainer.batch_size=32,64"], "trainer.batch_size=32,64 is invalid here"),
             (["study.tune.trials=0"], "study.tune.trials=0 is invalid"),
             (["study.tune.space={lr.value:{type:float,low:0.5,high:0.1}}"],
              "study.tune.space.lr.value="),
-            (["optimzer=adam"], "optimzer")):
-        proc = run(project, *extra)
-        assert proc.returncode == 2, (extra, proc.stdout, proc.stderr)
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1 and said in errors[0], (extra, proc.stderr)
-    assert not (project.store / "mlflow.db").exists() or not runs(project)
+            (["optimzer=adam"], "optimzer"),
+            (["study.tune.trails=3"], "trails")):
+        assert main([*argv, *extra], ROOT / "src") == 2, extra
+        errors = [line for line in capsys.readouterr().err.splitlines()
+                  if line.startswith("error: ")]
+        assert len(errors) == 1 and said in errors[0], (extra, errors)
+    assert not (project.store / "mlflow.db").exists()
 
 
 def _killed_when(project, needle_after: str, needle: str, *extra: str) -> str:
@@ -199,6 +205,7 @@ def test_killed_while_tuning_and_while_training_seeds_loses_nothing(project):
         assert sorted(steps) == [1, 2, 3], (r.info.run_id, steps)
 
 
+@pytest.mark.slow  # two commands: about 2 minutes here
 def test_more_trials_retrain_only_an_arm_whose_best_changed(project):
     """study.tune.trials=3 after 2: each search continues by one trial; an arm's seeds train
     again only where its best changed (which the test reads from the trials themselves)."""
@@ -223,6 +230,7 @@ def test_more_trials_retrain_only_an_arm_whose_best_changed(project):
             assert len(now - before[arm]) == 1, arm
 
 
+@pytest.mark.slow  # a sweep and a report: test_grid_is_drawn_from_a_tables_rows draws it fast
 def test_two_setting_sweep_writes_its_grid(project):
     """A 2x2 sweep: grid.png and grid.pdf beside its table; the cells' means are the table's."""
     proc = project.run("-m", *TINY, "trainer.epochs=1", "optimizer=sgd,adam",
@@ -282,3 +290,16 @@ def test_edges_values_and_names():
                                  tuning.Trial(3, "d", "pruned", None, {}),
                                  tuning.Trial(4, "e", "interrupted", None, {})])
     assert search.best.number == 1 and search.spent == 4
+
+
+def test_grid_is_drawn_from_a_tables_rows(tmp_path):
+    """grid.png and grid.pdf from a 2x2 table's rows; nothing where the rows vary one setting."""
+    from cifar_sweep.report.study_figures import FigureRow, grid
+
+    rows = [FigureRow(f"{o} {lr}", ["a", "b"], accuracy=(m, 0.02),
+                      overrides=(("optimizer", o), ("lr.value", lr)))
+            for o, lr, m in (("sgd", "0.001", 0.3), ("sgd", "0.01", 0.5),
+                             ("adam", "0.001", 0.7), ("adam", "0.01", 0.2))]
+    assert grid(rows, tmp_path, "a 2x2 sweep")
+    assert (tmp_path / "grid.png").stat().st_size > 0 and (tmp_path / "grid.pdf").is_file()
+    assert not grid(rows[:2], tmp_path / "none", "one value down")
