@@ -219,11 +219,12 @@ class Tuning:
         trials = (f"{spent[0]}-trial" if len(spent) == 1 else f"{spent[0]}-{spent[-1]}-trial")
         return (f" Each row tuned by its own {trials} search over {self.space} (trials of "
                 f"{self.epoch_text}, chosen on validation accuracy, the test set unseen), "
-                "then trained anew over the seeds and tested.")
+                "then trained anew over the seeds and tested."
+                + "".join(f" {e}." for a in self.arms.values() for e in a.edges))
 
     def notes(self) -> list[str]:
-        """The notes: the protocol in full, why its best validation score is optimistic, the
-        edges of the range a best lies at, an arm whose seeds ran an earlier best."""
+        """The notes: the protocol in full, why its best validation score is optimistic, and
+        any arm whose seeds ran an earlier best."""
         notes = [
             f"Tuning: each arm's own Optuna search (TPE, sampler seed {self.seed}, the same "
             f"trials, sampler and seed for every arm; {self.pruner} pruner; trials of "
@@ -232,9 +233,6 @@ class Tuning:
             "study's epochs over its seeds. Best val. accuracy: the best trial's, optimistic "
             "(the maximum of many noisy scores on the data that chose it); the seeds' test "
             "accuracy is not (new runs, on data nothing was chosen by)."]
-        edges = [e for a in self.arms.values() for e in a.edges]
-        if edges:
-            notes.append("; ".join(edges) + ".")
         stale = [a.label for a in self.arms.values() if a.stale]
         if stale:
             notes.append(f"{', '.join(stale)}: its search has since found another best than its "
