@@ -133,7 +133,7 @@ def test_a_refusal_is_remembered_and_raised_again():
     ("+loss.smoothing=0.1", "loss.smoothing is not a setting here; allowed: label_smoothing, "
                             "class_weighted"),
     ("lr.value=fast", "lr.value=fast is invalid: must be a number"),
-    ("+study.nme=x", "study.nme is not a setting here; allowed: name, baseline, paper, seeds"),
+    ("+study.nme=x", "study.nme is not a setting here; allowed: name, baseline, paper, seeds, tune"),
     ("+checkpoint.kep=true", "checkpoint.kep is not a setting here; allowed: dir, keep"),
     ("data.split_seed=x", "data.split_seed=x is invalid: must be an integer"),
 ])
