@@ -100,6 +100,17 @@ def test_a_sweep_and_its_report_write_only_into_results_and_say_where(project):
     assert f"wrote {folder}/" in report.stdout  # the same sweep, the same folder: no second copy
     assert sorted(p.name for p in (project.workdir / "results").iterdir()) == ["cifar-sweep"]
     assert (out / "table_more.tex").is_file() and not (project.workdir / "reports").exists()
+    # table.tex's columns, by name: a wrong one is one line naming the allowed ones, exit 2
+    wrong = project.run("sweep=latest", f"tracking.uri={store}", "report.columns=accuracy,nope",
+                        script=REPORT)
+    assert wrong.returncode == 2 and wrong.stderr.startswith(
+        "error: report.columns: nope is not a column of this table; allowed: accuracy, "), wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    chosen = project.run("sweep=latest", f"tracking.uri={store}", "tracking.figures=false",
+                         "report.columns=accuracy,f1", script=REPORT, check=True)
+    assert f"wrote {folder}/" in chosen.stdout
+    tex = (out / "table.tex").read_text()
+    assert "optimizer & Accuracy & F1 \\\\" in tex and "Precision" in (out / "table_more.tex").read_text()
     # everything the sweep and its report wrote is ignored by the project's .gitignore
     assert git(project.workdir, "status", "--porcelain", "--untracked-files=all") == ""
 
@@ -183,3 +194,32 @@ def test_a_study_in_a_clean_clone_leaves_git_status_clean(tmp_path):
         assert got["experiment"]["name"] == "ablation-lr"
     finally:
         stop(server)
+
+
+def test_only_published_writes_into_reports(project):
+    """`make tables` alone (`report.py all published`) is the one writer of reports/; the same
+    command otherwise writes the user's results/."""
+    project.run("models", script=REPORT, check=True)
+    assert (project.workdir / "results" / "models.md").is_file()
+    assert not (project.workdir / "reports").exists()
+    proc = project.run("models", "published", script=REPORT, check=True)
+    assert "wrote reports/models.md" in proc.stdout
+    assert (project.workdir / "reports" / "models.md").read_text() == (
+        project.workdir / "results" / "models.md").read_text()
+
+
+def test_make_tables_publishes_only_alone():
+    def planned(*args: str) -> str:
+        return subprocess.run(["make", "-n", "-C", str(ROOT), "tables", *args], capture_output=True,
+                              text=True, check=True).stdout
+    assert "src/report.py  all published" in planned()
+    assert "published" not in planned("ARGS=tracking.uri=/elsewhere")
+    assert "published" not in planned("CONFIG_DIR=/tmp")
+    # a report's setting goes to the report alone, never to a run
+    study = subprocess.run(["make", "-n", "-C", str(ROOT), "ablation-lr",
+                            "ARGS=data=synthetic report.columns=accuracy,f1"],
+                           capture_output=True, text=True, check=True).stdout
+    [train] = [part for part in study.split(";") if "src/train.py" in part]
+    [report] = [part for part in study.split(";") if "src/report.py" in part]
+    assert "data=synthetic" in train and "report.columns" not in train
+    assert "report.columns=accuracy,f1" in report
