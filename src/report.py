@@ -25,9 +25,17 @@ fixed setting (e.g. where=trainer.batch_size=64); `sweep=<id>` with `ablation=` 
 `tracking.figures=false` writes the tables only (the figures are most of a report's time).
 """
 
+import os
 import sys
 
 from cifar_sweep.commands.report import main
 
+# a report reads runs' artifacts (predictions, figures): without a progress bar for each, which
+# would bury its one line of output or error
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):  # its usage and targets: this file's docstring
+        print(__doc__.strip())
+        sys.exit(0)
     sys.exit(main(sys.argv[1:]))

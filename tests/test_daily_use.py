@@ -330,3 +330,76 @@ def test_a_parallel_sweep_interrupted_says_what_and_how_to_continue(project, sig
                                f"finished, {len(jobs)} stopped KILLED ("), after
     assert lines[1] == f"continue with the same command: {shlex.join(['python', str(TRAIN), *args])}"
     assert "Traceback" not in out + after and "leaked semaphore" not in after
+
+
+# --- report.py: its usage, and arguments checked before the store is opened ---------------------
+
+REPORT = ROOT / "src" / "report.py"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A store with one finished sweep of two optimizers (1 epoch each)."""
+    from conftest import Project
+
+    project = Project(tmp_path_factory.mktemp("swept"))
+    project.train("-m", "optimizer=sgd,adam", "hydra/launcher=basic", check=True)
+    return project
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_report_help_prints_its_usage_and_targets(project, flag):
+    proc = project.run(flag, script=REPORT)
+    assert proc.returncode == 0 and proc.stderr == ""
+    for target in ("ablation=lr", "sweep=latest", "experiment=<name>", "hpo=modifiednet", "models",
+                   "baseline=", "where="):
+        assert target in proc.stdout
+    assert not project.store.exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["sweep="], "error: sweep= is empty; allowed: latest or a sweep's run id"),
+    (["experiment="], "error: experiment= is empty; allowed: an experiment's name"),
+    (["sweep=latest", "baseline=adam"], "error: baseline=adam is invalid: allowed: "
+                                        "baseline=<key>=<value>"),
+    (["sweep=latest", "trackng.uri=x"], "error: trackng.uri: no such setting (did you mean "
+                                        "tracking.uri?)"),
+    (["sweep=latest", "where=foo"], "error: where=foo is invalid: allowed: where=<key>=<value>"),
+    # a report reads a store; it makes none where there is none
+    (["sweep=latest", "tracking.uri=nothing/here"],
+     "error: tracking.uri=nothing/here: no store there (no nothing/here/mlflow.db)"),
+])
+def test_report_arguments_are_checked_before_the_store_is_opened(project, args, expected):
+    proc = project.run(*args, script=REPORT)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
+    assert sorted(p.name for p in project.workdir.iterdir()) == []  # no store, no results
+
+
+def test_report_baseline_matching_no_row_names_the_rows_and_writes_nothing(swept):
+    before = sorted(swept.workdir.rglob("*"))
+    proc = swept.run("sweep=latest", "baseline=optimizer=sgdd", script=REPORT)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("error: baseline=optimizer=sgdd matches no row of this table (did you "
+                           "mean baseline=optimizer=sgd?); its rows: optimizer=sgd, "
+                           "optimizer=adam\n")
+    assert sorted(swept.workdir.rglob("*")) == before  # nothing written
+    proc = swept.run("sweep=latest", "baseline=optimizer=adam", "tracking.figures=false",
+                     script=REPORT)
+    assert proc.returncode == 0, proc.stderr  # a baseline that is a row: the report
+
+
+def test_report_sweep_and_experiment_suggest_the_nearest_name(swept):
+    [parent] = [r for r in swept.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
+    cases = {
+        "sweep=lastest": "error: sweep=lastest: no such run in the store (did you mean "
+                         "sweep=latest?)\n",
+        f"sweep={parent.info.run_id[:8]}": f"error: sweep={parent.info.run_id[:8]}: no such run in "
+                                           f"the store (did you mean sweep={parent.info.run_id}?)\n",
+        "experiment=cifar-swep": "error: experiment=cifar-swep: no such experiment in the store "
+                                 "(did you mean experiment=cifar-sweep?); the store's experiments: ",
+    }
+    for arg, expected in cases.items():
+        proc = swept.run(arg, script=REPORT)
+        assert proc.returncode == 2 and proc.stderr.startswith(expected), proc.stderr
+        assert proc.stderr.count("\n") == 1

@@ -36,7 +36,8 @@ def _sweep_study(client, options: dict, overrides: list[str]):
         try:
             run = client.get_run(sweep)
         except MlflowException:
-            raise UserInputError(f"sweep={sweep}: no such run in the store") from None
+            raise BadArgument(f"sweep={sweep}: no such run in the store"
+                              + nearest_name(client, "sweep", sweep)) from None
         if run.data.tags.get(t.ROLE) != t.ROLE_SWEEP:
             raise UserInputError(f"sweep={sweep}: this run is not a sweep's parent run")
         experiment = client.get_experiment(run.info.experiment_id).name
@@ -49,6 +50,9 @@ def _sweep_study(client, options: dict, overrides: list[str]):
             raise UserInputError("sweep=latest: the store holds no sweep; run one with "
                                  "`python src/train.py -m ...` first")
         experiment = client.get_experiment(newest[0].info.experiment_id).name
+    elif client.get_experiment_by_name(experiment) is None:
+        raise BadArgument(f"experiment={experiment}: no such experiment in the store"
+                          + nearest_name(client, "experiment", experiment))
     preset = by_experiment(overrides).get(experiment)
     if preset is not None:
         study = preset_study(preset, overrides, options.get("baseline"),
@@ -108,6 +112,85 @@ def parse(argv: list[str]):
     return words, targets, options, overrides
 
 
+class BadArgument(Exception):
+    """An argument that names nothing in the store (a sweep, an experiment, a baseline row): one
+    line, exit 2, nothing written."""
+
+
+def syntax_problem(options: dict, overrides: list[str]) -> str | None:
+    """What is wrong with the arguments' form, before the store is opened: an empty sweep= or
+    experiment=, a baseline= that is no override, an override the config does not have (as
+    train.py says it)."""
+    from cifar_sweep.config.override_check import problem
+
+    for key in ("sweep", "experiment"):
+        if key in options and not options[key]:
+            allowed = "latest or a sweep's run id" if key == "sweep" else "an experiment's name"
+            return f"{key}= is empty; allowed: {allowed}"
+    baseline = options.get("baseline")
+    if baseline is not None and "=" not in baseline.strip("="):
+        return (f"baseline={baseline} is invalid: allowed: baseline=<key>=<value>, the override "
+                "of the row the others are compared with (e.g. baseline=optimizer=adam)")
+    return problem(overrides)
+
+
+def missing_store(tracking) -> str | None:
+    """A local store folder that holds no store: a report only reads, so it makes none."""
+    from pathlib import Path
+
+    uri = str(tracking.uri)
+    if "://" in uri:
+        return None
+    folder = Path(uri).expanduser()
+    if (folder / "mlflow.db").is_file():
+        return None
+    return (f"tracking.uri={uri}: no store there (no {folder / 'mlflow.db'}); give the folder "
+            "your runs were logged to (the same tracking.uri as train.py's)")
+
+
+def baseline_problem(table, baseline: str | None) -> str | None:
+    """A baseline= given on the command line that matches no row of the table: the rows it may
+    name, the nearest first."""
+    from difflib import get_close_matches
+
+    if not baseline or table.selection.baseline is not None:
+        return None
+    rows = [" ".join(f"{k}={v}" for k, v in r.overrides.items()) or r.label
+            for r in table.selection.rows]
+    single = [f"{k}={v}" for r in table.selection.rows for k, v in r.overrides.items()]
+    near = get_close_matches(baseline, single + rows, n=1)
+    return (f"baseline={baseline} matches no row of this table"
+            + (f" (did you mean baseline={near[0]}?)" if near else "")
+            + f"; its rows: {', '.join(rows)}")
+
+
+def nearest_name(client, key: str, value: str) -> str:
+    """` (did you mean sweep=latest?)` for a sweep= or experiment= that names nothing: the
+    nearest of the store's experiments with a sweep, or of `latest` and its sweeps' ids."""
+    from difflib import get_close_matches
+
+    from cifar_sweep.tracking import tags as t
+    from cifar_sweep.tracking.paging import all_experiments
+
+    try:
+        experiments = [e for e in all_experiments(client) if e.lifecycle_stage == "active"]
+        if key == "experiment":
+            names = [e.name for e in experiments]
+        else:
+            names = ["latest"] + [r.info.run_id for r in client.search_runs(
+                [e.experiment_id for e in experiments], f"tags.`{t.ROLE}` = '{t.ROLE_SWEEP}'",
+                max_results=1000)]
+    except Exception:  # a suggestion is a help: never an error of its own
+        return ""
+    near = get_close_matches(value, names, n=1, cutoff=0.5)
+    if not near and key == "sweep":  # an id cut short: the sweeps it begins
+        near = [n for n in names if n.startswith(value)][:1]
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return (f" (did you mean {key}={near[0]}?)" if near else "") + (
+        f"; the store's {'experiments' if key == 'experiment' else 'sweeps'}: {shown}"
+        if names and key == "experiment" else "")
+
+
 def main(argv: list[str]) -> int:
     from cifar_sweep.errors import UserInputError
     from cifar_sweep.report.studies import build_table
@@ -120,6 +203,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {parsed}", file=sys.stderr)
         return 2
     words, targets, options, overrides = parsed
+    problem = syntax_problem(options, overrides)  # before the store is opened
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from cifar_sweep.report import folders
     from cifar_sweep.report.paper_table import DEFAULT
     from cifar_sweep.report.studies import WIDE
@@ -140,6 +227,8 @@ def main(argv: list[str]) -> int:
         figures = True
         if targets or every or "sweep" in options or "experiment" in options:
             tracking = compose_preset("ablation", studies()[0], overrides).tracking
+            if missing_store(tracking):
+                raise BadArgument(missing_store(tracking))
             client, figures = open_store(tracking), bool(tracking.figures)
         jobs: list[tuple[str, Any]] = []  # (kind, preset name or sweep options) to tabulate
         if every:
@@ -151,9 +240,9 @@ def main(argv: list[str]) -> int:
         jobs = [(g, n) for g, n in targets] + jobs
         if "sweep" in options or "experiment" in options:
             jobs.append(("sweep", options))
-    except UserInputError as exc:
+    except (UserInputError, BadArgument) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, BadArgument) else 1
     for group, what in jobs:
         assert client is not None  # opened above for any table
         try:
@@ -161,12 +250,16 @@ def main(argv: list[str]) -> int:
                 study = preset_study(what, overrides, options.get("baseline"),
                                      options.get("sweep"), options["where"])
                 table = build_table(client, study)
+                if baseline_problem(table, options.get("baseline")):
+                    raise BadArgument(baseline_problem(table, options.get("baseline")))
                 folder = (out / what if out == folders.PUBLISHED else folders.user_folder(
                     client, what, table.selection.reference_sweep))
                 md = table.write(folder, client, figures, columns)
             elif group == "sweep":
                 study, preset = _sweep_study(client, what, overrides)
                 table = build_table(client, study)
+                if baseline_problem(table, what.get("baseline")):
+                    raise BadArgument(baseline_problem(table, what.get("baseline")))
                 folder = (out / preset if preset and out == folders.PUBLISHED
                           else folders.user_folder(client, preset or study.experiment,
                                                    table.selection.reference_sweep))
@@ -178,6 +271,9 @@ def main(argv: list[str]) -> int:
                                    str(cfg.hydra.sweeper.study_name),
                                    list(cfg.hydra.sweeper.space), str(cfg.hydra.sweeper.metric),
                                    folder)
+        except BadArgument as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except UserInputError as exc:
             if str(exc).startswith(COLUMNS):  # a bad column name: the user's input
                 print(f"error: {exc}", file=sys.stderr)
