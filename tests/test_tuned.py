@@ -196,7 +196,7 @@ def test_killed_while_tuning_and_while_training_seeds_loses_nothing(project):
     check_protocol(project, ["0", "1"], 2)
     by_config: dict[str, list[str]] = {}
     for r in jobs(project):
-        by_config.setdefault(r.data.tags["cifar_sweep.config_hash"], []).append(r.info.run_id)
+        by_config.setdefault(r.data.tags["config_hash"], []).append(r.info.run_id)
     assert all(len(ids) == 1 for ids in by_config.values()), by_config  # continued, not anew
     assert len(by_config) == 2 * 2 + 2 * 2
     for r in jobs(project):  # every epoch logged once: a continued run's epochs too
