@@ -211,7 +211,8 @@ def test_paper_figures_and_a_parent_run_that_compares_its_rows(project):
     assert metrics["row/1e-09/at_chance"] == 1.0 and metrics["row/0.005/at_chance"] == 0.0
     client = project.client
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "figures")} == {
-        "figures/curves.png", "figures/confusion.png", "figures/per_class_accuracy.png"}
+        "figures/curves.png", "figures/confusion.png", "figures/per_class_accuracy.png",
+        "figures/accuracy_vs_lr.value.png"}  # a numeric setting: accuracy against its value
 
     project.run("sweep=latest", script=REPORT, check=True)
     base = project.workdir / "results" / "cifar-sweep"
@@ -227,7 +228,8 @@ def test_paper_figures_and_a_parent_run_that_compares_its_rows(project):
                         ("confusion/02-1e-09.png", 1050)):
         with Image.open(out / name) as image:
             assert image.size[0] == width, (name, image.size)
-    assert all((out / f"{n}.pdf").is_file() for n in ("curves", "confusion", "per_class_accuracy"))
+    assert all((out / f"{n}.pdf").is_file() for n in ("curves", "confusion", "per_class_accuracy",
+                                                        "accuracy_vs_lr.value"))
 
 
 def test_latex_escapes_each_character_once_and_code_becomes_texttt():
