@@ -303,3 +303,30 @@ def test_grid_is_drawn_from_a_tables_rows(tmp_path):
     assert grid(rows, tmp_path, "a 2x2 sweep")
     assert (tmp_path / "grid.png").stat().st_size > 0 and (tmp_path / "grid.pdf").is_file()
     assert not grid(rows[:2], tmp_path / "none", "one value down")
+
+
+def test_a_tuned_table_keeps_the_arms_current_bests_only():
+    """Rows of the reference sweep stay; an arm's earlier best (seed runs of no reference sweep)
+    is listed as not mixed in; a table that is not tuned is left as it is."""
+    import pandas as pd
+
+    from cifar_sweep.report.selection import Row, Selection
+    from cifar_sweep.report.tuning import keep_current
+
+    frame = pd.DataFrame({"run_id": ["a", "b", "c", "d"],
+                          "sweeps": ["S2", "S1 S2", "S1", "S1"],
+                          "study.tune.search": ["x:sgd", "x:adam", "x:adam", "x:sgd"]})
+
+    def selection():
+        rows = [Row("1", "sgd", {}, ["a"], ["0"], (1,)), Row("2", "adam", {}, ["b"], ["0"], (2,)),
+                Row("3", "adam old", {}, ["c"], ["0"], (3,)),
+                Row("4", "sgd old", {}, ["d"], ["0"], (4,))]
+        return Selection(rows, "S2", ["+tuned_optimizer"], {})
+
+    chosen = selection()
+    keep_current(frame, chosen)
+    assert [r.label for r in chosen.rows] == ["sgd", "adam"]
+    assert [ids for _, ids in chosen.left_out] == [["c"], ["d"]]
+    untuned = selection()
+    keep_current(frame.drop(columns="study.tune.search"), untuned)
+    assert len(untuned.rows) == 4 and not untuned.left_out
