@@ -115,7 +115,7 @@ ablations: $(addprefix ablation-,$(STUDIES))  ## every study, then its table
 # baseline (src/seeds.py; CAP= seeds per row at most, 8 by default)
 # a study with `study.tune` (docs/tuned.md): each arm searched on validation with the same budget,
 # each arm's best trained over the seeds, then the table (src/tune.py)
-TUNED = $(sort $(basename $(notdir $(shell grep -l '^  tune:' conf/ablation/*.yaml $(if $(CONFIG_DIR),$(CONFIG_DIR)/ablation/*.yaml,) 2>/dev/null))))
+TUNED = $(sort $(basename $(notdir $(shell grep -lE '^[[:space:]]+tune:' conf/ablation/*.yaml $(if $(CONFIG_DIR),$(CONFIG_DIR)/ablation/*.yaml,) 2>/dev/null))))
 $(addprefix ablation-,$(TUNED)): ablation-%:
 	$(PYTHON) src/tune.py $(CONFIG_ARG) ablation=$* $(EPOCHS_ARG) $(ARGS)
 
