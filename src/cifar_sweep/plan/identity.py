@@ -53,7 +53,7 @@ OFF_WHEN_NULL = {"trainer.early_stop": "patience"}
 def _drop_switched_off(tree: dict) -> None:
     for section, switch in OFF_WHEN_NULL.items():
         *parents, leaf = section.split(".")
-        node = tree
+        node: dict | None = tree
         for key in parents:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(leaf), dict) \
