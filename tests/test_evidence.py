@@ -20,7 +20,7 @@ from cifar_sweep import evidence, results
 from cifar_sweep.report import per_example
 from cifar_sweep.tracking import predictions as kept
 from cifar_sweep.tracking import tags as t
-from conftest import Project
+from conftest import ROOT, Project
 
 # in one process (the basic launcher): on 2 busy cores faster than a process per job
 SWEEP = ("-m", "hydra/launcher=basic", "lr.value=0.005,0.05", "trainer.seed=0,1,2",
@@ -358,3 +358,60 @@ def test_predictions_read_back_through_a_server(tmp_path):
         assert list((server.folder / "artifacts").rglob("predictions.npz"))  # on the server
     finally:
         server.kill()
+
+
+# --- the images behind a difference: from the store, logged once per data fingerprint -----------
+
+def test_test_images_are_logged_once_per_fingerprint_and_match_the_data(sweep):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from cifar_sweep.tracking import test_images
+
+    client = sweep.client
+    experiment = client.get_experiment_by_name(test_images.EXPERIMENT)
+    stored_runs = client.search_runs([experiment.experiment_id])
+    fingerprint = jobs(sweep)[0].data.tags[t.DATA_FINGERPRINT]
+    assert [r.data.tags[t.DATA_FINGERPRINT] for r in stored_runs] == [fingerprint]  # 6 jobs: one copy
+    stored = test_images.read(client, fingerprint)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["data=synthetic"])
+    _, test, _ = instantiate(cfg.data.source).decode()  # the source itself, decoded again
+    assert stored["images"].dtype == np.uint8
+    assert np.array_equal(stored["images"], test.images.numpy())
+    assert np.array_equal(stored["label"], test.labels.numpy())
+    assert np.array_equal(stored["index"], np.arange(len(test.labels)))
+    assert test_images.read(client, "synthetic-not-stored") is None
+
+
+def test_flips_and_per_class_churn_figures_from_the_store(sweep, tmp_path):
+    from cifar_sweep.report.studies import TableSpec, build_table
+
+    client = sweep.client
+    table = build_table(client, TableSpec("evidence", "cifar-sweep", kind="Sweep"))
+    stems = per_example.write_figures(client, table.frame, table.records,
+                                      table.data["data_fingerprint"], tmp_path, "t", pdf=False)
+    assert stems == ["per_class_churn", "flips_2"]
+    assert all((tmp_path / f"{stem}.png").stat().st_size > 10_000 for stem in stems)
+    # the counts behind the figure, against plain numpy on results.predictions
+    rows = table_rows(sweep)
+    frames = {}
+    for setting, row in rows.items():
+        by_seed = dict(zip(row["seeds"].split(), row["run_ids"].split()))
+        frames[setting] = [results.predictions(by_seed[s], str(sweep.store)) for s in "012"]
+    row_right = correct_matrix(frames["lr.value=0.05"]).astype(bool)
+    base_right = correct_matrix(frames["lr.value=0.005"]).astype(bool)
+    found = evidence.flips(*[{s: evidence.Predictions.of(f) for s, f in zip("012", frames[k])}
+                             for k in ("lr.value=0.05", "lr.value=0.005")])
+    assert np.array_equal(found.lost, (base_right & ~row_right).sum(0))
+    assert np.array_equal(found.gained, (~base_right & row_right).sum(0))
+    top = found.most("gained")
+    assert len(top) == min(16, int((found.gained > 0).sum()))
+    assert list(found.gained[top]) == sorted(found.gained[found.gained > 0], reverse=True)[:16]
+    # per-class churn of the fast rate's seeds
+    runs = frames["lr.value=0.05"]
+    label = runs[0].label.to_numpy()
+    expected = np.mean([[np.mean((a.predicted != b.predicted).to_numpy()[label == c])
+                         for c in range(10)] for a, b in itertools.combinations(runs, 2)], 0)
+    got = evidence.per_class_churn([evidence.Predictions.of(f) for f in runs], 10)
+    assert np.allclose(got, expected, atol=1e-12)

@@ -47,6 +47,7 @@ class Predictions:
     label: np.ndarray                 # int, its class
     predicted: np.ndarray             # int, the predicted class
     probabilities: np.ndarray | None  # float16, N x C; None where the run kept none
+    classes: tuple[str, ...] = ()     # the class names, where known
 
     @classmethod
     def of(cls, columns) -> Predictions:
@@ -55,9 +56,10 @@ class Predictions:
             names = [c for c in columns.columns if str(c).startswith("p_")]
             probabilities = columns[names].to_numpy() if names else None
             return cls(columns["index"].to_numpy(), columns["label"].to_numpy(),
-                       columns["predicted"].to_numpy(), probabilities)
+                       columns["predicted"].to_numpy(), probabilities,
+                       tuple(columns.attrs.get("classes", ())))
         return cls(columns["index"], columns["label"], columns["predicted"],
-                   columns.get("probabilities"))
+                   columns.get("probabilities"), tuple(str(c) for c in columns.get("classes", ())))
 
     @property
     def correct(self) -> np.ndarray:
@@ -80,7 +82,8 @@ def aligned(runs: list[Predictions]) -> list[Predictions]:
         at = np.flatnonzero(np.isin(run.index, common))
         at = at[np.argsort(run.index[at], kind="stable")]
         out.append(Predictions(run.index[at], run.label[at], run.predicted[at],
-                               None if run.probabilities is None else run.probabilities[at]))
+                               None if run.probabilities is None else run.probabilities[at],
+                               run.classes))
     return out
 
 
@@ -213,3 +216,56 @@ def compare(row: dict[str, Predictions], baseline: dict[str, Predictions] | None
         images_only_low=images[0] if images else None,
         images_only_high=images[1] if images else None,
         paired_seeds=shared if shared >= 2 and interval else 0)
+
+
+@dataclass(frozen=True)
+class Flips:
+    """A row's test images against the baseline's, over the seeds they share: per image, in how
+    many seeds the baseline is right and the row wrong (`lost`), and the reverse (`gained`)."""
+
+    index: np.ndarray      # each image's position in the full test set
+    label: np.ndarray
+    lost: np.ndarray       # seeds: baseline right, row wrong
+    gained: np.ndarray     # seeds: baseline wrong, row right
+    row_predicted: np.ndarray  # per image, the row's most frequent prediction over those seeds
+    seeds: int
+
+    def most(self, which: str, count: int = 16) -> np.ndarray:
+        """Positions (into these arrays) of the `count` images flipped in the most seeds, `lost`
+        or `gained`, at least one; ties in the test set's order."""
+        values = getattr(self, which)
+        order = np.lexsort((self.index, -values))
+        return order[values[order] > 0][:count]
+
+
+def flips(row: dict[str, Predictions], baseline: dict[str, Predictions]) -> Flips | None:
+    """The images behind a row's difference to the baseline, over their shared seeds (same seed
+    = same initialisation and data order); None where they share none."""
+    shared = [s for s in row if s in baseline]
+    if not shared:
+        return None
+    runs = aligned([row[s] for s in shared] + [baseline[s] for s in shared])
+    k = len(shared)
+    row_right = np.stack([r.correct for r in runs[:k]])
+    base_right = np.stack([r.correct for r in runs[k:]])
+    predicted = np.stack([r.predicted for r in runs[:k]]).astype(np.int64)
+    classes = int(predicted.max()) + 1
+    votes = np.zeros((predicted.shape[1], classes), dtype=np.int64)
+    for seed_predictions in predicted:
+        votes[np.arange(predicted.shape[1]), seed_predictions] += 1
+    return Flips(runs[0].index, runs[0].label, (base_right & ~row_right).sum(0),
+                 (~base_right & row_right).sum(0), votes.argmax(1), k)
+
+
+def per_class_churn(runs: list[Predictions], classes: int) -> np.ndarray | None:
+    """Churn by true class: over every pair of runs, the fraction of the class's test images
+    whose predicted class differs, averaged over the pairs; None with fewer than two runs."""
+    if len(runs) < 2:
+        return None
+    runs = aligned(runs)
+    label = runs[0].label.astype(np.int64)
+    count = np.bincount(label, minlength=classes).astype(float)
+    pairs = [np.bincount(label[a.predicted != b.predicted], minlength=classes)
+             for a, b in itertools.combinations(runs, 2)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.mean(pairs, axis=0) / count

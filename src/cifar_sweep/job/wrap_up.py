@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.data import Dataset, subsets
 from cifar_sweep.models import parameter_count, state_dict_fp32_mb
-from cifar_sweep.tracking import lineage, predictions
+from cifar_sweep.tracking import lineage, predictions, test_images
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.train import checkpoint
 from cifar_sweep.train.loop import Parts, Progress, evaluate
@@ -71,6 +71,10 @@ def test_and_log(cfg: DictConfig, parts: Parts, dataset: Dataset, result: Progre
                               {k: v.cpu() for k, v in plain.state_dict().items()})
         client.log_artifacts(run_id, str(out))
     client.set_tag(run_id, t.PREDICTIONS, predictions.ARTIFACT)  # once the file is there
+    # once per data fingerprint in the store: a report's figures draw the images from there
+    test_images.log_once(client, str(cfg.tracking.uri), dataset.fingerprint,
+                         dataset.test.images.cpu().numpy(), dataset.test.labels.cpu().numpy(),
+                         dataset.classes, index=kept["index"])
     if cfg.tracking.log_model:  # the run's `model` (docs/mlflow.md); searches turn it off
         lineage.log_model(client, run_id, plain, cfg, dataset, cfg.trainer.epochs)
     return summary

@@ -93,3 +93,51 @@ def notes(recs: list[Record]) -> list[str]:
                    "the test images alone (each seed's pair kept) includes 0: "
                    + "; ".join(unsettled) + ".")
     return out
+
+
+def write_figures(client, frame: pd.DataFrame, recs: list[Record], fingerprint: str, out,
+                  title: str, pdf: bool = True) -> list[str]:
+    """The study's per-example figures into `out`: for each row against the baseline, the test
+    images it flips most consistently (`flips_<n>.png`, the images from the store: logged once
+    per data fingerprint, so a report made offline draws the same), and every row's per-class
+    churn. Returns the files' stems; nothing where no run kept predictions."""
+    from cifar_sweep.report import study_figures
+    from cifar_sweep.tracking import test_images
+
+    loaded = read_all(client, frame, [r for rec in recs for r in rec.run_ids])
+    if not loaded:
+        return []
+    seed_of = dict(zip(frame.run_id, frame.seed.astype(str)))
+    by_row = {rec.label: {seed_of[r]: loaded[r] for r in rec.run_ids if r in loaded}
+              for rec in recs}
+    stored = test_images.read(client, fingerprint)
+    some = next(iter(loaded.values()))
+    names = (list(some.classes) if some.classes else [str(c) for c in stored["classes"]]
+             if stored is not None else
+             [str(c) for c in range(max(int(p.label.max()) for p in loaded.values()) + 1)])
+    written = []
+    churn = {rec.label: evidence.per_class_churn(list(by_row[rec.label].values()), len(names))
+             for rec in recs}
+    shown = {label: values.tolist() for label, values in churn.items() if values is not None}
+    if shown:
+        study_figures.per_class_churn(shown, names, out, title, pdf)
+        written.append("per_class_churn")
+    base = next((rec for rec in recs if rec.baseline), None)
+    if base is None or stored is None:
+        return written  # no baseline to flip against, or no images in the store to show
+    images = {int(i): (image.transpose(1, 2, 0), int(label)) for i, image, label in
+              zip(stored["index"], stored["images"], stored["label"])}
+    for number, rec in enumerate(recs, 1):
+        if rec is base:
+            continue
+        found = evidence.flips(by_row[rec.label], by_row[base.label])
+        if found is None:
+            continue
+        picks = {which: [(int(found.index[p]), int(getattr(found, which)[p]),
+                          int(found.row_predicted[p])) for p in found.most(which)]
+                 for which in ("lost", "gained")}
+        study_figures.flipped_images(images, names, picks["lost"], picks["gained"], found.seeds,
+                                     rec.label, base.label, out, f"flips_{number}", title, pdf,
+                                     (int((found.lost > 0).sum()), int((found.gained > 0).sum())))
+        written.append(f"flips_{number}")
+    return written

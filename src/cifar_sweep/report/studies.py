@@ -346,6 +346,9 @@ class Table:
 
             study_figures.write_all(client, self.figure_rows(), out, self.figure_title(),
                                     setting=self.setting())
+            # the images behind each difference, per-class churn (from the runs' predictions)
+            per_example.write_figures(client, self.frame, self.records,
+                                      self.data["data_fingerprint"], out, self.figure_title())
             if self.tuning:
                 self.tuning.figure(out, self.figure_title())
         return md

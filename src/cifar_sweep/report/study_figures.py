@@ -494,3 +494,59 @@ def _numbers(values: list[str]) -> list[float] | None:
         return [float(v) for v in values]
     except ValueError:
         return None
+
+
+def flipped_images(images: dict[int, tuple], classes: list[str], lost: list[tuple[int, int, int]],
+                   gained: list[tuple[int, int, int]], seeds: int, row: str, baseline: str,
+                   out: Path, stem: str, title: str, pdf: bool = True,
+                   totals: tuple[int, int] | None = None) -> None:
+    """The test images behind a row's difference to the baseline (the report's Fig. 1/2 over
+    seeds and settings): left, up to 16 right under the baseline and wrong under the row in the
+    most seeds; right, the reverse. Each image: (its index in the test set, its label, the row's
+    prediction) and how many of the `seeds` shared seeds agree; `totals`: how many images are
+    flipped in at least one seed, each way. `images`: index -> (an H x W x
+    3 uint8 image, its label)."""
+    with plt.rc_context(PAPER_STYLE):
+        fig = plt.figure(figsize=(PAGE_IN, 4.6), layout="constrained")
+        halves = fig.subfigures(1, 2, wspace=0.04)
+        lost_total, gained_total = totals if totals else (None, None)
+        for half, (chosen, what, total) in zip(halves, (
+                (lost, f"right under {baseline}, wrong under {row}", lost_total),
+                (gained, f"wrong under {baseline}, right under {row}", gained_total))):
+            axes = half.subplots(4, 4)
+            for ax, picked in zip(axes.flat, [*chosen, *[None] * 16]):
+                ax.set_axis_off()
+                if picked is None or picked[0] not in images:
+                    continue
+                index, count, predicted = picked
+                label = images[index][1]
+                ax.imshow(images[index][0], interpolation="nearest")
+                shown_as = (f"{classes[label]}→{classes[predicted]}" if predicted != label
+                            else classes[label])
+                ax.set_title(f"{shown_as}\n{count}/{seeds} seeds", fontsize=6, pad=1.5)
+            of = f" of {total}" if total is not None else ""
+            half.suptitle(textwrap.fill(f"{what} ({len(chosen)}{of} shown)", 48), fontsize=7)
+        fig.suptitle(textwrap.fill(f"{title}: the test images flipped most consistently over "
+                                   f"{plural(seeds, 'shared seed')} (label→the row's prediction)",
+                                   110))
+        _save(fig, out, stem, pdf)
+
+
+def per_class_churn(churn: dict[str, list[float]], classes: list[str], out: Path, title: str,
+                    pdf: bool = True) -> None:
+    """Each row's churn by true class: over every pair of its seeds, the fraction of the class's
+    test images whose predicted class differs, averaged over the pairs."""
+    width = 0.8 / max(1, len(churn))
+    with plt.rc_context(PAPER_STYLE):
+        fig, ax = plt.subplots(figsize=(PAGE_IN, 2.6), layout="constrained")
+        for i, (label, values) in enumerate(churn.items()):
+            ax.bar([k + i * width for k in range(len(classes))], values, width, label=label)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(classes))], classes,
+                      rotation=30 if len(classes) <= 12 else 90)
+        ax.set(ylabel="churn between seeds")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.grid(axis="y", alpha=0.3)
+        fig.legend(loc="outside lower center", ncol=min(len(churn), 4), frameon=False)
+        fig.suptitle(textwrap.fill(f"{title}: per-class churn (test images predicted "
+                                   "differently by two seeds, mean over pairs)", 110))
+        _save(fig, out, "per_class_churn", pdf)
