@@ -79,3 +79,62 @@ def test_the_images_an_epoch_yields(images, batch, expected):
     train = Loader(split, batch, Normalize([0.5] * 3, [0.5] * 3, CPU),
                    generator=torch.Generator().manual_seed(0))
     assert BatchProgress(train, 1, 0).images == expected == sum(len(b[1]) for b in train)
+
+
+# --- through the entrypoint -------------------------------------------------------------------
+
+RUN = ("trainer.epochs=2", "tracking.figures=false", "tracking.log_model=false")
+
+
+def test_a_run_off_a_terminal_writes_a_line_at_each_interval(project):
+    """A log (here a pipe) with a short interval: lines of images done in the epoch; their
+    counts are whole batches of the 1,600 training images (2,000 less the 20% validation)."""
+    proc = project.train(*RUN, check=True, env={batch_progress.INTERVAL_ENV: "0.05"})
+    lines = [line for line in proc.stdout.splitlines() if "left in the epoch" in line]
+    assert lines, proc.stdout
+    for epoch in (1, 2):
+        seen = [int(line.split(f"epoch {epoch}/2: ")[1].split(" of ")[0])
+                for line in lines if f"epoch {epoch}/2: " in line]
+        assert seen and seen == sorted(seen) and all(n % 64 == 0 and n < 1600 for n in seen)
+    assert all(" of 1600 images, " in line and " images/s, about " in line for line in lines)
+    assert "img/s" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow  # one more entrypoint run; the bar itself is held in-process above
+def test_a_run_on_a_terminal_draws_the_bar(project):
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from conftest import FAST, TRAIN
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *FAST, *RUN], cwd=project.workdir,
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    os.close(slave)
+    drawn = b""
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 300)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child ended: the terminal is closed
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(master)
+        assert proc.wait(timeout=60) == 0, drawn.decode(errors="replace")
+    text = drawn.decode(errors="replace")
+    assert "epoch 1/2:" in text and "epoch 2/2:" in text and "/1.60k" in text and "img/s" in text
+    assert "left in the epoch" not in text

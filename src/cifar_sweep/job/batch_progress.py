@@ -2,13 +2,14 @@
 definition a run's code version hashes changes (`fit` iterates `parts.train` as before).
 
 On a terminal, a tqdm bar under the epochs' bar: images done, images/s and the epoch's time left.
-Elsewhere (a SLURM log, a pipe, the tests), a log line every `interval` seconds (30 by default)
+Elsewhere (a SLURM log, a pipe, the tests), a log line every 30 s ($CIFAR_SWEEP_PROGRESS_SECONDS)
 and nothing for an epoch shorter than that. Per batch it costs a clock read and a counter, and on
 a terminal tqdm's update (docs/speed.md: measured against ModifiedNet's batches)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +22,23 @@ from cifar_sweep.batches import Loader
 log = logging.getLogger("cifar_sweep")
 
 INTERVAL_S = 30.0  # between two lines where the output is not a terminal (a SLURM log)
+INTERVAL_ENV = "CIFAR_SWEEP_PROGRESS_SECONDS"  # another interval, e.g. 300 for a quieter log
+
+
+def interval_s() -> float:
+    """The seconds between two progress lines: $CIFAR_SWEEP_PROGRESS_SECONDS, else 30."""
+    text = os.environ.get(INTERVAL_ENV)
+    if text is None:
+        return INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or value != value:
+        log.warning("%s=%s is not a number of seconds >= 0: progress lines every %g s",
+                    INTERVAL_ENV, text, INTERVAL_S)
+        return INTERVAL_S
+    return value
 
 
 class BatchProgress:
@@ -28,10 +46,10 @@ class BatchProgress:
     (its generator, its length, its split) is the loader's own."""
 
     def __init__(self, loader: Loader, epochs: int, done: int, terminal: bool | None = None,
-                 interval: float = INTERVAL_S):
+                 interval: float | None = None):
         self.loader, self.epochs, self.epoch = loader, epochs, done
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
-        self.interval = interval
+        self.interval = interval_s() if interval is None else interval
         # the images one pass yields: a final batch of one image is dropped (Loader)
         n, size = len(loader.split), loader.batch_size
         self.images = n - (1 if n % size == 1 else 0)
