@@ -214,7 +214,25 @@ def test_off_keeps_the_identity_on_changes_it():
     assert identity("trainer.early_stop.patience=5") != on
 
 
-# --- through the entrypoint: SIGKILL in the middle of a patience window ---------------------
+# --- through the entrypoint -------------------------------------------------------------------
+
+def test_a_run_stops_early_and_says_when_and_why(project):
+    proc = project.train("trainer.epochs=30", "trainer.early_stop.patience=2",
+                         "tracking.figures=false", "tracking.log_model=false", check=True)
+    [run] = jobs(project)
+    history = [m.value for m in sorted(project.client.get_metric_history(
+        run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    expected = stops_at(history, 2)
+    assert expected is not None and expected == len(history) < 30
+    assert run.data.metrics["stopped_epoch"] == expected
+    assert run.data.tags["stop_reason"] == "early_stop"
+    assert run.data.params["trainer.early_stop.patience"] == "2"
+    assert f"early-stopped after epoch {expected}:" in proc.stdout
+    # the summary at the last epoch trained, not at the cap
+    assert [m.step for m in project.client.get_metric_history(run.info.run_id,
+                                                              "test_accuracy")] == [expected]
+
+
 
 # noisy generated data on which validation accuracy stops improving at epoch 14 (1.0): with
 # patience 3 the uninterrupted run stops at 17; killed after 15, the window is one epoch old
