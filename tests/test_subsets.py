@@ -35,11 +35,10 @@ def test_each_class_gets_its_share_of_the_subset():
             assert abs(got[cls] - n * total / len(TRAIN)) < 1, (n, cls)
 
 
-def test_the_seed_draws_it_and_a_smaller_subset_lies_inside_a_larger():
+def test_the_seed_draws_it():
     a, b = stratified(TRAIN.labels, 100, 0), stratified(TRAIN.labels, 100, 0)
     assert torch.equal(a, b)
     assert not torch.equal(a, stratified(TRAIN.labels, 100, 1))
-    assert set(stratified(TRAIN.labels, 50, 0).tolist()) <= set(a.tolist())
 
 
 @pytest.mark.parametrize("spec, count", [(100, 100), (100.0, 100), (0.25, 150), (0.001, None),

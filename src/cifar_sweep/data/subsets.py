@@ -59,8 +59,7 @@ def size(spec: float | int, total: int, key: str, what: str) -> int:
 def stratified(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     """`count` positions, each class's share of them as its share of `labels` (largest
     remainders round), drawn within each class by a generator seeded with `seed`; in the
-    split's order. A class's draw does not depend on `count`: a smaller subset of the same seed
-    lies inside a larger one."""
+    split's order."""
     classes, per_class = torch.unique(labels, return_counts=True)
     quota = per_class.double() * count / len(labels)
     take = quota.floor().long()
