@@ -306,6 +306,7 @@ def numeric(rows: list[FigureRow]) -> list[float] | None:
 
 
 LOG_SPAN = 10  # values spanning more than this factor: a log axis
+VALUE_TICKS = 15  # up to this many values, a tick at each (else matplotlib's own ticks)
 
 
 def accuracy_vs(rows: list[FigureRow], out: Path, title: str, setting: str,
@@ -339,9 +340,10 @@ def accuracy_vs(rows: list[FigureRow], out: Path, title: str, setting: str,
         positive = [v for v, _ in drawn if v > 0]
         if len(positive) == len(drawn) and positive and max(positive) > LOG_SPAN * min(positive):
             ax.set_xscale("log")
-        ax.set_xticks([v for v, _ in drawn], [r.label for _, r in drawn],
-                      rotation=45 if len(drawn) > 6 else 0)
-        ax.minorticks_off()
+        if len(drawn) <= VALUE_TICKS:  # a tick per value, as the table writes it
+            ax.set_xticks([v for v, _ in drawn], [r.label for _, r in drawn],
+                          rotation=45 if len(drawn) > 6 else 0)
+            ax.minorticks_off()
         ax.set(xlabel=setting, ylabel="test accuracy")
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.grid(alpha=0.3)
