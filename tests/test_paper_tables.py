@@ -105,7 +105,10 @@ def compile_tex(tmp_path: Path, table_tex: str, more: str = "") -> str:
 
 TABLES = {**{f"preset {name}": (lambda n=name: preset_table(n)) for name in STUDIES},
           "a 13-setting sweep": lambda: sweep_of(13),
-          "a 13-setting sweep, one seed": lambda: sweep_of(13, seeds=1)}
+          "a 13-setting sweep, one seed": lambda: sweep_of(13, seeds=1),
+          "long setting names (a table*)": lambda: made_table(
+              "model", [f"a_rather_long_setting_name_{i}" for i in range(3)],
+              "a_rather_long_setting_name_0", 3, TableSpec("wide", "wide", kind="Sweep"))}
 
 
 @needs_pdflatex
@@ -243,3 +246,36 @@ def test_the_width_estimate_is_never_below_pdflatexs(tmp_path, text):
                           capture_output=True, text=True, timeout=60)
     measured = float(re.search(r"> ([\d.]+)pt", proc.stdout).group(1))
     assert measured <= paper_table.text_width(text) <= measured * 1.3
+
+
+def test_mixed_intervals_mark_the_t_ones(monkeypatch):
+    from cifar_sweep.report import studies
+
+    table = preset_table("lr")
+    original = studies.csv_records
+
+    def boot_on_one(recs, data):  # only 0.01's runs kept their predictions
+        rows = original(recs, data)
+        for row in rows:
+            if row["setting"] == "lr.value=0.01":
+                row["delta_boot_low"], row["delta_boot_high"] = -30.0, -20.0
+        return rows
+
+    monkeypatch.setattr(studies, "csv_records", boot_on_one)
+    first, _ = table.latex()
+    lines = {line.split(" & ")[0]: line for line in first.splitlines() if " & " in line}
+    assert "[$-$30.0, $-$20.0] &" in lines["0.01"]  # the bootstrap's, unmarked
+    assert all("]* &" in lines[r] for r in ("0.0001", "0.0005", "0.001"))  # t intervals, marked
+    assert "bootstrap interval over the test examples (*: the t interval" in first
+
+
+def test_a_table_too_wide_for_a_column_is_a_table_star_and_says_so(tmp_path):
+    labels = [f"a_rather_long_setting_name_{i}" for i in range(3)]
+    table = made_table("model", labels, labels[0], 3, TableSpec("wide", "wide", kind="Sweep"))
+    first, _ = table.latex()
+    assert first.startswith("\\begin{table*}")
+    table.write(tmp_path, None, figures=False)
+    assert "table.tex spans both columns of a two-column paper (`table*`)" in (
+        tmp_path / "notes.md").read_text()
+    narrow = sweep_of(3)
+    assert narrow.latex()[0].startswith("\\begin{table}[t]")
