@@ -124,7 +124,13 @@ ifeq ($(SEEDS),auto)
 	$(PYTHON) src/seeds.py $(CONFIG_ARG) ablation=$* $(if $(CAP),cap=$(CAP),) $(EPOCHS_ARG) $(ARGS)
 else
 	@status=0; $(PYTHON) src/train.py $(CONFIG_ARG) -m ablation=$* $(EPOCHS_ARG) $(RUN_ARGS) || status=$$?; \
-	$(PYTHON) src/report.py $(CONFIG_ARG) ablation=$* $(STORE_ARGS) $(REPORT_ARGS) && exit $$status
+	case $$status in \
+	0|1) $(PYTHON) src/report.py $(CONFIG_ARG) ablation=$* $(STORE_ARGS) $(REPORT_ARGS) || exit $$?; \
+	     exit $$status;; \
+	*) echo "make: study $* stopped before its jobs ran (exit $$status): no table printed or rewritten$$( \
+	     [ -f results/$*/LATEST ] && echo "; the last one: results/$*/$$(cat results/$*/LATEST)/")" >&2; \
+	   exit $$status;; \
+	esac
 endif
 
 # alone: the project's published tables (reports/, tracked); with a store or CONFIG_DIR: results/

@@ -403,3 +403,128 @@ def test_report_sweep_and_experiment_suggest_the_nearest_name(swept):
         proc = swept.run(arg, script=REPORT)
         assert proc.returncode == 2 and proc.stderr.startswith(expected), proc.stderr
         assert proc.stderr.count("\n") == 1
+
+
+# --- a partial table says so; a failed study prints no stale table ------------------------------
+
+@pytest.mark.slow  # two commands, about a minute and a half here: the fast check is below
+def test_a_sweep_whose_row_another_command_trains_ends_with_a_partial_table_that_says_so(project):
+    """Another command trains lr.value=0.001 (paused, alive: SIGSTOP); the sweep leaves a
+    reference to its run, ends with its table of the other row and one line naming the row still
+    training elsewhere and its run; the table's notes say it; once that run finishes, report.py
+    gives the full table."""
+    alone = start(project, *FAST, "trainer.epochs=2", "lr.value=0.001")
+    try:
+        assert alone.stdout is not None
+        for line in alone.stdout:
+            if " run " in line and "config" in line:  # its run exists: pause it, alive
+                os.kill(alone.pid, signal.SIGSTOP)
+                break
+        [elsewhere] = project.runs()
+        sweep = project.train("-m", "hydra/launcher=basic", "trainer.epochs=2",
+                              "lr.value=0.001,0.003")
+    finally:
+        os.kill(alone.pid, signal.SIGCONT)
+    assert sweep.returncode == 0, sweep.stderr
+    [parent] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
+    last = [line for line in sweep.stdout.splitlines() if line.strip()][-1]
+    assert last == (f"partial table: not in it lr.value=0.001 (still training elsewhere: run "
+                    f"{elsewhere.info.run_id}); `python src/report.py sweep={parent.info.run_id}` "
+                    "gives the full table once it finishes")
+    notes = project.sweep_report().joinpath("notes.md").read_text()
+    assert (f"- Partial table: not in it, lr.value=0.001 (still training elsewhere: run "
+            f"{elsewhere.info.run_id}).") in notes
+    assert alone.wait(timeout=300) == 0
+    full = project.run(f"sweep={parent.info.run_id}", "tracking.figures=false", script=REPORT)
+    assert full.returncode == 0, full.stderr
+    assert f"| lr.value=0.001 | {elsewhere.info.run_id} |" in full.stdout
+    assert "Partial table" not in full.stdout
+
+
+def make_project(project) -> list[str]:
+    """`make` in the scratch folder: the project's Makefile, src/ and conf/ linked there."""
+    for name in ("Makefile", "src", "conf"):
+        (project.workdir / name).symlink_to(ROOT / name)
+    return ["make", "-s", f"PYTHON={sys.executable}"]
+
+
+def test_a_study_stopped_before_its_jobs_ran_prints_no_older_table(project):
+    old = project.workdir / "results" / "lr" / "2026-01-01_00-00-00_0ld7ab1e"
+    old.mkdir(parents=True)
+    (old / "table.md").write_text("| 0.005 | the older table |\n")
+    (old.parent / "LATEST").write_text(old.name + "\n")
+    proc = subprocess.run([*make_project(project), "ablation-lr",
+                           "ARGS=data=image_folder data.root=nowhere trainer.epochs=1"],
+                          cwd=project.workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2  # make's own status for a failed recipe; the sweep's is below
+    assert "the older table" not in proc.stdout + proc.stderr
+    assert (old / "table.md").read_text() == "| 0.005 | the older table |\n"  # not rewritten
+    assert sorted(p.name for p in old.parent.iterdir()) == [old.name, "LATEST"]
+    assert ("make: study lr stopped before its jobs ran (exit 2): no table printed or rewritten; "
+            f"the last one: results/lr/{old.name}/") in proc.stderr
+    assert "Error 2" in proc.stderr
+    assert not project.store.exists() or project.runs("ablation-lr") == []
+
+
+def test_a_study_with_a_failed_job_prints_this_sweeps_table_naming_the_failed_row(project):
+    proc = subprocess.run([*make_project(project), "ablation-lr",
+                           "ARGS=data=synthetic trainer.epochs=1 trainer.num_threads=1 "
+                           "hydra/launcher=basic lr.value=1e12,0.005"],
+                          cwd=project.workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Error 1" in proc.stderr, proc.stderr
+    [failed] = [r for r in project.runs("ablation-lr") if r.info.status == "FAILED"
+                and r.data.tags["cifar_sweep.role"] == "job"]
+    # the report's table (after the sweep's own): its row, and a note naming the failed one
+    report = proc.stdout[proc.stdout.index("# Ablation: lr"):]
+    assert "| 0.005 (baseline) |" in report
+    assert (f"- Partial table: not in it, lr.value=1000000000000.0 (failed: run "
+            f"{failed.info.run_id}; NonFiniteLossError: training loss became nan). Failed runs "
+            "are not continued.") in report
+
+
+def test_the_rows_a_table_lacks_are_named_from_the_store(tmp_path):
+    """In-process, on a hand-made store: a sweep of four jobs, one finished (in the table), one
+    a reference to a run another command trains, one failed, one a reference to a finished run
+    (in the table through it)."""
+    from mlflow.tracking import MlflowClient
+
+    from cifar_sweep.report import unfinished
+    from cifar_sweep.tracking import tags as t
+    from cifar_sweep.tracking.experiments import store_locations
+
+    client = MlflowClient(store_locations(str(tmp_path / "mlruns"))[0])
+    exp = client.create_experiment("e")
+    parent = client.create_run(exp, tags={t.ROLE: t.ROLE_SWEEP, t.SWEEP_VARYING: "lr.value"})
+    pid = parent.info.run_id
+
+    def run(status: str, **tags: str) -> str:
+        made = client.create_run(exp, tags=tags).info.run_id
+        if status != "RUNNING":
+            client.set_terminated(made, status)
+        return made
+
+    other = run("RUNNING", **{t.ROLE: t.ROLE_JOB})  # another command's, still training
+    done_before = run("FINISHED", **{t.ROLE: t.ROLE_JOB})
+    job = {t.PARENT: pid, t.ROLE: t.ROLE_JOB}
+    finished = run("FINISHED", **job, **{t.JOB_NUM: "0", t.JOB_OVERRIDES: "lr.value=0.1 x=1"})
+    run("FINISHED", **{**job, t.ROLE: t.ROLE_REFERENCE}, **{t.JOB_NUM: "1", t.SAME_AS: other,
+                                                            t.JOB_OVERRIDES: "lr.value=0.2"})
+    failed = run("FAILED", **job, **{t.JOB_NUM: "2", t.JOB_OVERRIDES: "lr.value=9",
+                                     t.FAILURE: "NonFiniteLossError: loss nan\nmore"})
+    run("FINISHED", **{**job, t.ROLE: t.ROLE_REFERENCE}, **{t.JOB_NUM: "3", t.SAME_AS: done_before,
+                                                            t.JOB_OVERRIDES: "lr.value=0.4"})
+    missing = unfinished.of_sweep(client, pid, {finished, done_before})
+    assert missing == [
+        unfinished.Missing("lr.value=0.2", unfinished.ELSEWHERE, other),
+        unfinished.Missing("lr.value=9", "failed", failed, "NonFiniteLossError: loss nan")]
+    assert unfinished.line(missing, pid) == (
+        f"partial table: not in it lr.value=0.2 (still training elsewhere: run {other}), "
+        f"lr.value=9 (failed: run {failed}; NonFiniteLossError: loss nan); `python src/report.py "
+        f"sweep={pid}` gives the full table once they finish")
+    assert unfinished.note(missing).endswith(
+        "`python src/report.py` gives the full table once the runs still training finish; "
+        "failed runs are not continued.")
+    # once the other command's run has finished, the table holds it: nothing is missing
+    client.set_terminated(other, "FINISHED")
+    assert [m.setting for m in unfinished.of_sweep(client, pid, {finished, done_before, other})] == [
+        "lr.value=9"]

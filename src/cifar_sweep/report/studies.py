@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
-from cifar_sweep.report import epochs_run, paper_table, per_example, writers
+from cifar_sweep.report import epochs_run, paper_table, per_example, unfinished, writers
 from cifar_sweep.report.cells import cells, csv_records, p_text, power_level, seeds_text, signed
 from cifar_sweep.report.epochs_run import Length
 from cifar_sweep.report.rows import ACCURACY, CHANCE_FACTOR, CHANCE_MARK, Record, data_of, records
@@ -60,6 +60,8 @@ class Table:
     records: list[Record]
     data: dict[str, str]
     tuning: Tuning | None = None  # a tuned study's searches (report/tuning.py)
+    # the sweep's jobs not in the table: training elsewhere, failed, stopped (report/unfinished.py)
+    missing: list[unfinished.Missing] = field(default_factory=list)
 
     @property
     def axis_title(self) -> str:
@@ -175,6 +177,8 @@ class Table:
             notes += self.tuning.notes()
         notes += per_example.notes(self.records)  # test noise, bootstrap, ensemble, churn
         notes += epochs_run.notes([r.length for r in self.records if r.length])
+        if self.missing:
+            notes.append(unfinished.note(self.missing))
         return notes
 
     def interval_kinds(self) -> set[str]:
@@ -433,8 +437,11 @@ def build_table(client: MlflowClient, study: TableSpec) -> Table:
     recs = records(frame, selection, study.paper)
     per_example.attach(client, frame, recs)  # each run's test predictions, read once
     first = frame[frame.run_id == selection.rows[0].run_ids[0]].iloc[0]
-    return Table(study, frame, selection, recs, data_of(first), tuning.summarise(
+    table = Table(study, frame, selection, recs, data_of(first), tuning.summarise(
         client, frame, study.experiment, [(r.label, r.run_ids) for r in recs]))
+    table.missing = unfinished.of_sweep(client, selection.reference_sweep,
+                                        {i for r in recs for i in r.run_ids})
+    return table
 
 
 def terminal(table: Table) -> str:

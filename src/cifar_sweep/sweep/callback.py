@@ -265,7 +265,7 @@ class MlflowSweepCallback(Callback):
         folder (`results/<study or experiment>/<start>_<id>/`, `report/folders.py`), and logged
         on the parent run with each row's numbers and the figures (`parent_summary`), where the
         UI shows the sweep."""
-        from cifar_sweep.report import folders, studies
+        from cifar_sweep.report import folders, studies, unfinished
         from cifar_sweep.sweep import parent_summary
 
         paper = config.study.get("paper")
@@ -288,6 +288,8 @@ class MlflowSweepCallback(Callback):
             print(f"wrote {folder}/ (the tables; with the figures for a paper: python "
                   f"src/report.py sweep={parent}{_store_arg(config)})", flush=True)
             print(f"compare its rows in {ui_line(str(config.tracking.uri))}/{link}", flush=True)
+            if table.missing:  # rows another command still trains, or that failed: it is partial
+                print(unfinished.line(table.missing, parent), flush=True)
         except Exception as exc:  # the table is a summary: it never fails the sweep
             print(f"warning: no table for this sweep: {type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", file=sys.stderr)
