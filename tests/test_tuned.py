@@ -318,15 +318,20 @@ def test_a_tuned_table_keeps_the_arms_current_bests_only():
                           "study.tune.search": ["x:sgd", "x:adam", "x:adam", "x:sgd"]})
 
     def selection():
-        rows = [Row("1", "sgd", {}, ["a"], ["0"], (1,)), Row("2", "adam", {}, ["b"], ["0"], (2,)),
-                Row("3", "adam old", {}, ["c"], ["0"], (3,)),
-                Row("4", "sgd old", {}, ["d"], ["0"], (4,))]
+        arm = "+tuned_optimizer"
+        rows = [Row("1", "sgd", {arm: "sgd"}, ["a"], ["0"], (1,)),
+                Row("2", "adam lr.value=0.1", {arm: "adam", "lr.value": "0.1"}, ["b"], ["0"],
+                    (2,)),
+                Row("3", "adam", {arm: "adam"}, ["c"], ["0"], (3,)),
+                Row("4", "sgd lr.value=0.2", {arm: "sgd", "lr.value": "0.2"}, ["d"], ["0"], (4,))]
         return Selection(rows, "S2", ["+tuned_optimizer"], {})
 
     chosen = selection()
     keep_current(frame, chosen)
-    assert [r.label for r in chosen.rows] == ["sgd", "adam"]
+    assert [r.label for r in chosen.rows] == ["sgd", "adam"]  # the new best named as its arm
+    assert chosen.rows[1].overrides == {"+tuned_optimizer": "adam"}
     assert [ids for _, ids in chosen.left_out] == [["c"], ["d"]]
     untuned = selection()
     keep_current(frame.drop(columns="study.tune.search"), untuned)
     assert len(untuned.rows) == 4 and not untuned.left_out
+    assert untuned.rows[1].label == "adam lr.value=0.1"

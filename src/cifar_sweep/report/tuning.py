@@ -180,6 +180,15 @@ def keep_current(frame: pd.DataFrame, selection: Selection) -> None:
     selection.rows = [r for r in rows if r not in earlier]
     for row in earlier:
         selection.left_out.append(({"tuned (an earlier best)": row.label}, list(row.run_ids)))
+    # an arm's new best was named apart from its earlier one (`adam lr.value=...`): alone now,
+    # it takes its arm's name again
+    named = [{a: r.overrides[a] for a in selection.axes if a in r.overrides}
+             for r in selection.rows]
+    labels = [" ".join(f"{k}={v}" for k, v in n.items()) if len(n) > 1 else
+              next(iter(n.values()), "") for n in named]
+    if all(len(n) == len(selection.axes) > 0 for n in named) and len(set(labels)) == len(labels):
+        for row, overrides, label in zip(selection.rows, named, labels):
+            row.overrides, row.label = overrides, label
 
 
 @dataclass
