@@ -21,6 +21,7 @@ artifact store.
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -101,6 +102,8 @@ def read_artifact(artifact_uri: str, artifact: str, tracking_uri: str) -> dict[s
     anything else (a server) downloaded into a temporary folder first."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+    # a table reads a file per run: MLflow's progress bar per download would fill the terminal
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     repo = get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         path = repo.download_artifacts(artifact, dst_path=tmp)
