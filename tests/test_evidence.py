@@ -288,6 +288,14 @@ def test_a_store_with_runs_made_before_predictions_still_tables(sweep, tmp_path,
     rows = table_rows(sweep)
     for run_id in rows["lr.value=0.05"]["run_ids"].split():
         client.delete_tag(run_id, t.PREDICTIONS)
+    # and one baseline run whose file is gone (its tag kept): left out, said in a note
+    import sqlite3
+    from contextlib import closing
+
+    gone = rows["lr.value=0.005"]["run_ids"].split()[0]
+    with closing(sqlite3.connect(old.store / "mlflow.db")) as db, db:
+        db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?",
+                   ((tmp_path / "gone").as_uri(), gone))
     monkeypatch.chdir(tmp_path)
     assert main(["sweep=latest", f"tracking.uri={old.store}", "tracking.figures=false"]) == 0
     [out] = {p.parent for p in tmp_path.glob("**/table.csv") if old.store not in p.parents}
@@ -296,8 +304,14 @@ def test_a_store_with_runs_made_before_predictions_still_tables(sweep, tmp_path,
     for name in ("test_noise_95", "ensemble_accuracy", "churn", "delta_boot_low",
                  "delta_boot_high"):
         assert table["lr.value=0.05"][name] == ""
-    assert table["lr.value=0.005"]["test_noise_95"] == rows["lr.value=0.005"]["test_noise_95"]
+    kept_runs = [results.predictions(r, str(sweep.store))
+                 for r in rows["lr.value=0.005"]["run_ids"].split() if r != gone]
+    p = np.mean([(f.predicted == f.label).mean() for f in kept_runs])
+    assert float(table["lr.value=0.005"]["test_noise_95"]) == pytest.approx(
+        100 * Z * math.sqrt(p * (1 - p) / 500), abs=1e-9)  # over the two runs left
     md = (out / "table.md").read_text()
+    assert "Per-example numbers over the runs that kept predictions only: 0.005 (2 of 3 runs)" \
+        in md
     assert ("Test noise and Δ bootstrap are empty for 0.05: its runs kept no test predictions"
             in md)
     with pytest.raises(LookupError, match="no test predictions logged"):

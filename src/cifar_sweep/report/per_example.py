@@ -5,13 +5,18 @@ Runs logged before predictions were kept have none: their rows' cells stay empty
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from cifar_sweep import evidence
 from cifar_sweep.report.rows import Record
 from cifar_sweep.tracking import bulk_runs
 from cifar_sweep.tracking import predictions as kept
 from cifar_sweep.tracking.store import sqlite_file
+
+log = logging.getLogger(__name__)
 
 
 def read_all(client, frame: pd.DataFrame, run_ids: list[str]) -> dict[str, evidence.Predictions]:
@@ -27,9 +32,17 @@ def read_all(client, frame: pd.DataFrame, run_ids: list[str]) -> dict[str, evide
     uris = bulk_runs.artifact_uris(db, list(artifacts)) if db is not None else None
     if uris is None:  # a server: each run asked for its artifact location
         uris = {run_id: client.get_run(run_id).info.artifact_uri for run_id in artifacts}
-    return {run_id: evidence.Predictions.of(
-        kept.read_artifact(uris[run_id], artifact, client.tracking_uri))
-        for run_id, artifact in artifacts.items() if run_id in uris}
+    out = {}
+    for run_id, artifact in artifacts.items():
+        if run_id not in uris:
+            continue
+        try:
+            out[run_id] = evidence.Predictions.of(
+                kept.read_artifact(uris[run_id], artifact, client.tracking_uri))
+        except (OSError, MlflowException, ValueError, KeyError) as exc:  # a file gone or cut
+            log.warning("run %s: its predictions could not be read (%s); its row's per-example "
+                        "numbers leave it out", run_id, str(exc).splitlines()[0][:200])
+    return out
 
 
 def attach(client, frame: pd.DataFrame, recs: list[Record],
