@@ -80,7 +80,8 @@ lint:  ## ruff, then mypy over src/ (pyproject.toml lists the modules not yet cl
 # (`benchmarks/ui_memory.py`). STORE= a store's folder (tracking.uri=<folder>) or a database URI;
 # a tracking server (http://...) serves its own UI.
 STORE ?= mlruns
-UI_BACKEND = $(if $(findstring ://,$(STORE)),$(STORE),sqlite:///$(abspath $(STORE))/mlflow.db)
+# a published store (reports/store) is served from a copy whose locations are absolute again
+UI_BACKEND = $(if $(findstring ://,$(STORE)),$(STORE),sqlite:///$$($(PYTHON) src/publish_store.py --readable $(STORE))/mlflow.db)
 ui:  ## the MLflow UI on a store: STORE=<folder or URI> (default mlruns) PORT=5000; open the printed link
 	@case "$(STORE)" in http://*|https://*) echo "$(STORE) is a tracking server: it serves its own UI: open $(STORE)/#/experiments?workflowType=machine_learning"; exit 0;; esac; \
 	if [ "$(findstring ://,$(STORE))" = "" ] && [ ! -f "$(STORE)/mlflow.db" ]; then \

@@ -3,6 +3,8 @@ the tables read, copied into the repository's published store with nothing namin
 
     python src/publish_store.py STORE DEST     STORE: a local store folder (tracking.uri=<folder>)
     python src/publish_store.py --check DEST   what in DEST still names a machine (nothing: exit 0)
+    python src/publish_store.py --readable DIR a store folder MLflow can open for DIR: a published
+                                               store's copy in the temporary folder, else DIR
 """
 
 import sys
@@ -16,6 +18,10 @@ def main(argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"]) or len(argv) != 2:
         print(__doc__.strip(), file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    if argv[0] == "--readable":
+        folder = Path(argv[1])
+        print(publish.working_copy(folder, keep=True) if publish.is_published(folder) else folder.resolve())
+        return 0
     if argv[0] == "--check":
         left = publish.machine_strings(Path(argv[1]) / publish.DB)
         print("\n".join(left) or f"{argv[1]}: names no path or host")

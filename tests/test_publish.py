@@ -56,7 +56,9 @@ def published(tmp_path_factory):
 
 def test_published_store_names_no_path_host_or_user(published):
     _project, store, dest, proc = published
-    assert "published 3 runs" in proc.stdout, proc.stdout  # the sweep's parent and its 2 jobs
+    with sqlite3.connect(store / "mlflow.db") as conn:  # every run: the sweep's, the test images'
+        runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+    assert runs >= 3 and f"published {runs} runs" in proc.stdout, proc.stdout
     values = _every_text(dest / "mlflow.db")
     host, user = socket.gethostname(), getpass.getuser()
     assert not [v for v in values if str(store) in v or "file://" in v]
@@ -71,7 +73,8 @@ def test_published_store_names_no_path_host_or_user(published):
 def test_published_store_keeps_what_tables_read_only(published):
     _project, store, dest, _proc = published
     kept = {f.name for f in (dest / "artifacts").rglob("*") if f.is_file()}
-    assert "evaluation.json" in kept
+    # the table's, the evidence columns' and the flipped-images figure's
+    assert {"evaluation.json", "predictions.npz", "test_images.npz"} <= kept, kept
     assert not kept & {"best_weights.pt", "config.yaml", "curves.png", "MLmodel", "model.pth"}
     # every kept file is byte-equal to the working store's, at the same relative place
     for f in (dest / "artifacts").rglob("*"):
@@ -111,3 +114,28 @@ def test_publishing_a_server_is_refused(tmp_path):
 
     proc = Project(tmp_path).run("http://127.0.0.1:9", str(tmp_path / "out"), script=PUBLISH)
     assert proc.returncode == 2 and proc.stderr.startswith("error: STORE=http://127.0.0.1:9")
+
+
+def test_make_ui_serves_the_published_store_without_writing_to_it(published):
+    from test_output_folders import api, free_port, serve, stop
+
+    _project, _store, dest, _proc = published
+    before = _digest(dest)
+    port = free_port()
+    server = serve(["make", "ui", f"STORE={dest}", f"PORT={port}"], ROOT, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        experiment = api(base, "experiments/get-by-name", query="?experiment_name=cifar-sweep")
+        runs = api(base, "runs/search", {"experiment_ids": [
+            experiment["experiment"]["experiment_id"]]})["runs"]
+        job = next(r for r in runs if r["data"].get("tags") and any(
+            t["key"] == "cifar_sweep.role" and t["value"] == "job" for t in r["data"]["tags"]))
+        import urllib.request
+
+        url = f"{base}/get-artifact?path=evaluation.json&run_uuid={job['info']['run_uuid']}"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.read() == (dest / "artifacts" / job["info"]["run_uuid"] / "artifacts"
+                                     / "evaluation.json").read_bytes()
+    finally:
+        stop(server)
+    assert _digest(dest) == before

@@ -144,6 +144,12 @@ def missing_store(tracking) -> str | None:
     folder = Path(uri).expanduser()
     if (folder / "mlflow.db").is_file():
         return None
+    from cifar_sweep.report.folders import PUBLISHED_STORE
+
+    if folder == PUBLISHED_STORE:
+        return (f"no published store yet ({PUBLISHED_STORE}/): `make publish-store STORE=<your "
+                "store>` makes it from the studies' runs; `make tables ARGS='tracking.uri=<your "
+                "store>'` tables a store of yours into results/")
     return (f"tracking.uri={uri}: no store there (no {folder / 'mlflow.db'}); give the folder "
             "your runs were logged to (the same tracking.uri as train.py's)")
 
@@ -213,6 +219,9 @@ def main(argv: list[str]) -> int:
 
     # published: only `make tables` alone, on the project's own store and presets
     out = folders.PUBLISHED if PUBLISHED in words else folders.USER
+    if PUBLISHED in words and not any(o.startswith("tracking.uri=") for o in overrides):
+        # the published tables come from the published store alone, whatever mlruns/ holds
+        overrides = [*overrides, f"tracking.uri={folders.PUBLISHED_STORE}"]
     columns = options.get("columns", DEFAULT)
     if "models" in words or "all" in words:
         from cifar_sweep.report.model_tables import models_report  # torchvision's models: only here

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PUBLISHED = Path("reports")
+# the published tables' runs (`make publish-store`), what `make tables` alone reads
+PUBLISHED_STORE = PUBLISHED / "store"
 USER = Path("results")
 
 

@@ -13,6 +13,7 @@ absolute again in its own copy.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import re
 import shutil
 import socket
@@ -183,14 +184,24 @@ def is_published(folder: Path) -> bool:
     return row is not None and not str(row[0]).startswith(("file:", "/")) and "://" not in str(row[0])
 
 
-def working_copy(folder: Path) -> Path:
+def working_copy(folder: Path, keep: bool = False) -> Path:
     """A temporary store folder equal to the published `folder`, its locations absolute again
     (pointing at `folder`'s artifacts, read in place): what `make tables` and `make ui` open.
-    Removed when the process ends; made once per process and version of the database."""
+    Made once per process and version of the database, and removed when the process ends unless
+    `keep` (`make ui`, whose server outlives the command that made it: then one folder per
+    published store and version, made again only when either changes)."""
     folder = folder.resolve()
     if not (folder / DB).is_file():
         raise UserInputError(f"STORE={folder}: no published store there ({DB} missing)")
-    return _working_copy(folder, (folder / DB).stat().st_mtime_ns)
+    version = (folder / DB).stat().st_mtime_ns
+    if not keep:
+        return _working_copy(folder, version)
+    key = hashlib.sha256(f"{folder}:{version}".encode()).hexdigest()[:16]
+    kept = Path(tempfile.gettempdir()) / f"cifar-sweep-published-{key}"
+    if not (kept / DB).is_file():
+        made = _working_copy(folder, version)
+        shutil.copytree(made, kept, dirs_exist_ok=True)
+    return kept
 
 
 @cache
