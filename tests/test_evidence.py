@@ -149,10 +149,8 @@ def test_notes_say_when_more_seeds_cannot_settle_a_row():
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Project:
-    """A 2-setting x 3-seed sweep on generated data (it logs its table on its parent run), then
-    the same command again (its jobs finished: reference runs)."""
+    """A 2-setting x 3-seed sweep on generated data (it logs its table on its parent run)."""
     project = Project(tmp_path_factory.mktemp("evidence"))
-    project.train(*SWEEP, check=True)
     project.train(*SWEEP, check=True)
     return project
 
@@ -194,6 +192,23 @@ def test_every_run_keeps_its_predictions_as_a_plain_numpy_file(sweep, tmp_path):
 
 
 def test_a_reference_run_gives_its_originals_predictions(sweep):
+    """A reference run as a sweep writes one (tracking/runs.log_reference), by hand."""
+    from cifar_sweep.tracking.runs import log_reference
+
+    client = sweep.client
+    original = jobs(sweep)[0]
+    log_reference(client, original.info.experiment_id, "a reference", {"k": "v"}, {},
+                  original, 1, ending=lambda exc: None)
+    [ref] = [r for r in sweep.runs() if r.data.tags.get(t.ROLE) == t.ROLE_REFERENCE]
+    assert ref.data.tags[t.SAME_AS] == original.info.run_id and t.PREDICTIONS not in ref.data.tags
+    pd.testing.assert_frame_equal(results.predictions(ref.info.run_id, str(sweep.store)),
+                                  results.predictions(original.info.run_id, str(sweep.store)))
+    client.delete_run(ref.info.run_id)  # the other tests' store as the sweep left it
+
+
+@pytest.mark.slow  # the same sweep again (about 20 s): every job a reference written in bulk
+def test_a_sweeps_reference_runs_give_their_originals_predictions(sweep):
+    sweep.train(*SWEEP, check=True)
     references = [r for r in sweep.runs() if r.data.tags.get(t.ROLE) == t.ROLE_REFERENCE]
     assert len(references) == 6  # the second command trained nothing
     for ref in references:
@@ -429,3 +444,21 @@ def test_flips_and_per_class_churn_figures_from_the_store(sweep, tmp_path):
                          for c in range(10)] for a, b in itertools.combinations(runs, 2)], 0)
     got = evidence.per_class_churn([evidence.Predictions.of(f) for f in runs], 10)
     assert np.allclose(got, expected, atol=1e-12)
+
+
+def test_a_deleted_test_images_experiment_fails_no_run(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cifar_sweep.tracking import test_images
+    from cifar_sweep.tracking.experiments import open_experiment
+
+    client, experiment_id = open_experiment(OmegaConf.create(
+        {"uri": str(tmp_path / "mlruns"), "experiment": test_images.EXPERIMENT}))
+    images, labels = np.zeros((4, 3, 2, 2), dtype=np.uint8), np.arange(4)
+    assert test_images.log_once(client, str(tmp_path / "mlruns"), "fp", images, labels, list("abcd"))
+    assert not test_images.log_once(client, str(tmp_path / "mlruns"), "fp", images, labels,
+                                    list("abcd"))  # once
+    assert np.array_equal(test_images.read(client, "fp")["images"], images)
+    client.delete_experiment(experiment_id)
+    assert not test_images.log_once(client, str(tmp_path / "mlruns"), "fp2", images, labels,
+                                    list("abcd"))

@@ -42,6 +42,12 @@ def log_once(client, store_uri: str, fingerprint: str, images, labels, classes: 
     """Log the test images of `fingerprint` unless the store holds them (or a job is writing
     them); `store_uri`: the job's `tracking.uri` (a folder store's artifacts go inside it).
     Returns whether this call wrote them."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        # someone deleted it in the UI: a finished training run is not failed over its figures
+        log.warning("the experiment %s is deleted: the test images of %s are not logged (restore "
+                    "it for the report's flipped-images figure)", EXPERIMENT, fingerprint)
+        return False
     now_ms = time.time() * 1000
     for run in _runs(client, fingerprint):
         if run.info.status == "FINISHED" or (
