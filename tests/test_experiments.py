@@ -50,12 +50,18 @@ def test_a_sqlite_uri_is_kept_and_its_database_made(tmp_path):
     assert (tmp_path / "own.db").is_file()
 
 
-def test_another_scheme_is_passed_through_untouched(tmp_path, monkeypatch):
-    # no folder is made for it, nothing is opened: MLflow reports on it when used (run from a
-    # scratch folder, where a version that took it for a folder would make one)
+def test_a_database_uri_is_asked_whether_it_answers_and_no_folder_is_made(tmp_path, monkeypatch):
+    # no folder is made for it (run from a scratch folder, where a version that took it for a
+    # folder would make one); a server that does not answer is one line (test_daily_use.py: the
+    # driver, other schemes)
+    import socket
+
     monkeypatch.chdir(tmp_path)
-    assert store_locations("postgresql://user@db.example/mlflow") == (
-        "postgresql://user@db.example/mlflow", None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing answers there
+    with pytest.raises(UserInputError, match=f"no postgresql server answers at 127.0.0.1:{port}"):
+        store_locations(f"postgresql://user@127.0.0.1:{port}/mlflow")
     assert list(tmp_path.iterdir()) == []
 
 
