@@ -47,8 +47,10 @@ def published(tmp_path_factory):
     work = tmp_path_factory.mktemp("publish")
     project = Project(work)
     store = (work / "working-store").resolve()
-    project.train("-m", "trainer.seed=0,1", f"tracking.uri={store}", "tracking.figures=false",
-                  "tracking.log_model=false", check=True)
+    # a preset study (so that `make tables` alone tables it into reports/lr/), 2 settings x 2 seeds
+    project.train("-m", "ablation=lr", "lr.value=0.005,0.01", "trainer.seed=0,1",
+                  f"tracking.uri={store}", "tracking.figures=false", "tracking.log_model=false",
+                  check=True)
     dest = work / "repo" / "published"
     proc = project.run(str(store), str(dest), script=PUBLISH, check=True)
     return project, store, dest, proc
@@ -58,7 +60,7 @@ def test_published_store_names_no_path_host_or_user(published):
     _project, store, dest, proc = published
     with sqlite3.connect(store / "mlflow.db") as conn:  # every run: the sweep's, the test images'
         runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
-    assert runs >= 3 and f"published {runs} runs" in proc.stdout, proc.stdout
+    assert runs >= 5 and f"published {runs} runs" in proc.stdout, proc.stdout
     values = _every_text(dest / "mlflow.db")
     host, user = socket.gethostname(), getpass.getuser()
     assert not [v for v in values if str(store) in v or "file://" in v]
@@ -125,7 +127,7 @@ def test_make_ui_serves_the_published_store_without_writing_to_it(published):
     server = serve(["make", "ui", f"STORE={dest}", f"PORT={port}"], ROOT, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        experiment = api(base, "experiments/get-by-name", query="?experiment_name=cifar-sweep")
+        experiment = api(base, "experiments/get-by-name", query="?experiment_name=ablation-lr")
         runs = api(base, "runs/search", {"experiment_ids": [
             experiment["experiment"]["experiment_id"]]})["runs"]
         job = next(r for r in runs if r["data"].get("tags") and any(
@@ -139,3 +141,28 @@ def test_make_ui_serves_the_published_store_without_writing_to_it(published):
     finally:
         stop(server)
     assert _digest(dest) == before
+
+
+def test_make_tables_alone_regenerates_the_published_tables_byte_for_byte(published, tmp_path):
+    """Two checkouts, at other paths and times, each with the published store in reports/store:
+    `src/report.py all published` (what `make tables` alone runs) writes the same bytes in both,
+    figures (PNG, PDF) included; nothing is written into the store."""
+    import shutil
+
+    from conftest import Project
+
+    _project, _store, dest, _proc = published
+    written = {}
+    for name in ("first", "second"):
+        checkout = tmp_path / name / "repo"
+        shutil.copytree(dest, checkout / "reports" / "store")
+        store_before = _digest(checkout / "reports" / "store")
+        proc = Project(checkout).run("all", "published", script=REPORT, check=True)
+        assert "wrote reports/lr/" in proc.stdout, proc.stdout
+        assert _digest(checkout / "reports" / "store") == store_before
+        written[name] = {k: v for k, v in _digest(checkout / "reports").items()
+                         if not k.startswith("store/")}
+    assert any(k.endswith(".png") for k in written["first"]) and \
+        any(k.endswith(".pdf") for k in written["first"]), sorted(written["first"])
+    assert "lr/table.tex" in written["first"]
+    assert written["first"] == written["second"]
