@@ -101,3 +101,24 @@ def test_the_ranking_names_the_setting_on_its_axis(drawn, tmp_path):
     [ax] = drawn["ranking"].axes
     assert ax.get_xlabel() == "lr.value"
     assert "one seed per setting" in texts(ax.get_legend())
+
+
+class EarlyStopped:
+    """Histories of seeds that stopped at different epochs (early stopping): seed s ran 20 + 5 s
+    epochs, its validation accuracy at epoch e is e / 100 + s / 1000."""
+
+    def get_metric_history(self, run_id, key):
+        seed = int(run_id.split("-")[-1])
+        return [SimpleNamespace(step=e, value=e / 100 + seed / 1000) for e in range(1, 21 + 5 * seed)]
+
+
+def test_curves_of_early_stopped_seeds_run_to_the_longest_seed(drawn, tmp_path):
+    import statistics
+
+    study_figures.curves(EarlyStopped(), rows(3, ["0.005"]), tmp_path, "t", setting="lr.value")
+    [line] = drawn["curves"].axes[1].lines
+    x, y = list(line.get_xdata()), list(line.get_ydata())
+    assert x == list(range(1, 31))  # seeds of 20, 25 and 30 epochs: to epoch 30, not 20
+    for epoch in (1, 20, 21, 25, 26, 30):  # the mean over the seeds still training then
+        still = [s for s in range(3) if 20 + 5 * s >= epoch]
+        assert y[epoch - 1] == pytest.approx(statistics.fmean(epoch / 100 + s / 1000 for s in still))

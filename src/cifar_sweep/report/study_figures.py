@@ -108,11 +108,14 @@ def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
                 histories = [h for h in _histories(client, row.run_ids, key) if h]
                 if not histories:
                     continue
-                length = min(len(c) for c in histories)
+                # early-stopped seeds end at different epochs: each epoch's point is the mean
+                # over the seeds still training then, so a row's curve runs to its longest seed
+                length = max(len(c) for c in histories)
                 longest = max(longest, length)
                 x = list(range(1, length + 1))
-                mean = [statistics.fmean(c[i] for c in histories) for i in range(length)]
-                std = ([statistics.stdev(c[i] for c in histories) for i in range(length)]
+                at = [[c[i] for c in histories if len(c) > i] for i in range(length)]
+                mean = [statistics.fmean(v) for v in at]
+                std = ([statistics.stdev(v) if len(v) > 1 else 0.0 for v in at]
                        if len(histories) > 1 else None)
                 style = {"linestyle": ":" if row.at_chance else "-", "label": row.name}
                 if length <= FEW_EPOCHS:  # a point per epoch, its spread as an error bar;
