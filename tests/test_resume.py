@@ -73,6 +73,15 @@ def test_killed_run_continues_and_ends_as_if_never_interrupted(project, tmp_path
     [uninterrupted] = jobs(fresh)
     for metric in ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch"):
         assert abs(run_after.data.metrics[metric] - uninterrupted.data.metrics[metric]) < 1e-6, metric
+    # its test predictions: logged once, at its end, and the uninterrupted run's
+    from cifar_sweep import results
+
+    logged = [a.path for a in project.client.list_artifacts(run_after.info.run_id)]
+    assert logged.count("predictions.npz") == 1
+    continued = results.predictions(run_after.info.run_id, str(project.store))
+    never = results.predictions(uninterrupted.info.run_id, str(fresh.store))
+    assert continued.predicted.tolist() == never.predicted.tolist()
+    assert abs(continued.p_0 - never.p_0).max() < 1e-3
 
 
 @pytest.mark.slow  # about a minute on the 2-core CPU: make test-full (test_killed_run_continues... covers resuming)
