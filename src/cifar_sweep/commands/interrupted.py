@@ -22,9 +22,11 @@ received: list[int] = []
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
-    if received:  # a second Ctrl-C while the runs are being closed: let the closing finish
-        return
     received.append(signum)
+    if len(received) == 2:  # a second Ctrl-C while the runs are being closed: let it finish
+        return
+    if len(received) > 2:  # a third: the closing hangs (a store that does not answer); the
+        os._exit(128 + signum)  # next start closes what is left RUNNING (its process is gone)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     sys.exit(128 + signum)
@@ -44,7 +46,7 @@ def lines(argv: list[str], script: str = "src/train.py") -> list[str]:
     from cifar_sweep.job.steps import INTERRUPTED
     from cifar_sweep.sweep.callback import MlflowSweepCallback
 
-    name = signal.Signals(received[0]).name if received else "a signal"
+    name = signal.Signals(received[0]).name if received else "a signal"  # the first one
     sweep = MlflowSweepCallback.running
     if sweep is not None:
         what = sweep.interrupted()

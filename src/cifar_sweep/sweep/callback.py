@@ -314,7 +314,8 @@ class MlflowSweepCallback(Callback):
         names = ", ".join(c.info.run_name.split(" ", 1)[0] for c in stopped[:8])
         kept = sum(checkpoint.path_for(self.checkpoint_dir, c.data.tags.get(t.CONFIG_HASH, "-"),
                                        c.info.run_id).is_file() for c in stopped)
-        saved = ("their checkpoints kept" if kept == len(stopped) else
+        saved = ("its checkpoint kept" if kept == len(stopped) == 1 else
+                 "their checkpoints kept" if kept == len(stopped) else
                  f"{kept} with a checkpoint, the others start over")
         return (f"sweep {parent}: {finished} of {self.jobs} jobs finished"
                 + (f", {len(stopped)} stopped KILLED ({names}), {saved}" if stopped else ""))
