@@ -83,6 +83,19 @@ def one_line_refusal(project, *args: str) -> str:
                                       "fast_originnet, fast_recipe), not a section: choose one "
                                       "with experiment=<name>; the setting you may mean: "
                                       "trainer.epochs"),
+    # a key without its section, or under another one: its full name
+    (["epochs=3"], "error: epochs: no such setting (did you mean trainer.epochs?)"),
+    (["momentum=0.5"], "error: momentum: no such setting (did you mean optimizer.momentum?)"),
+    (["optimizer.lr=0.1"], "error: optimizer.lr: no such setting in optimizer=sgd (did you mean "
+                           "lr.value?); optimizer=sgd has: momentum, weight_decay, nesterov"),
+    # + for a key the config has (Hydra: "Could not append to config")
+    (["+lr.value=0.1"], "error: +lr.value=0.1: lr.value is already a setting; write "
+                        "lr.value=0.1 (+ adds a key the config lacks)"),
+    # spaces around =, and a key without a value
+    (["lr.value", "=", "0.1"], "error: data=synthetic trainer.epochs=1 trainer.num_threads=1 "
+                               "lr.value = 0.1: an override has no spaces around '=': python "),
+    (["lr.value"], "error: lr.value: an override is key=value (e.g. lr.value=...; ~lr.value "
+                   "removes it)"),
     # internal keys are never listed
     (["optimizer=0.001"], "error: optimizer=0.001: optimizer is a group of options (adagrad, adam, "
                           "rmsprop, sgd), not a value; its settings: optimizer.momentum, "
@@ -91,7 +104,7 @@ def one_line_refusal(project, *args: str) -> str:
                                 "hydra/launcher=slurm?); allowed: basic, joblib, parallel, "),
 ])
 def test_a_key_misspelled_inside_a_group_is_one_line_with_the_nearest_name(project, args, expected):
-    flags = [a for a in args if a.startswith("-")]
+    flags = [a for a in args if a.startswith("-") and a != "-"]
     line = one_line_refusal(project, *flags, *FAST, *[a for a in args if not a.startswith("-")])
     assert line.startswith(expected), line
     if args[-1] == "data.imagesize=64" and "data=cifar10" in args:  # which options have it

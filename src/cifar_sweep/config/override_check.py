@@ -162,11 +162,56 @@ def problem(argv: list[str]) -> str | None:
             error = _group_error(override, options[key], keys)
         elif key.partition(".")[0] in options:
             error = _option_key_error(key, chosen, options, folders, sections)
+            meant = _full_name(key.partition(".")[2], sections, chosen, folders) if error and \
+                "did you mean" not in error and "add it with" not in error else None
+            if error and meant and "not a section" not in error and ";" in error:
+                cut = error.index(";")
+                error = f"{error[:cut]} (did you mean {meant}?){error[cut:]}"
         else:
             error = _key_error(key, sections, set(options))
+            meant = _full_name(key, sections, chosen, folders) if error and "." not in key else None
+            if error and meant:
+                error = f"{key}: no such setting (did you mean {meant}?)"
         if error:
             return error
+    for override in parsed:  # `+key=...` for a key the config has: Hydra refuses to add it
+        key = override.key_or_group
+        if override.is_add() and key not in options and _exists(key, sections, chosen, folders):
+            value = override.input_line.partition("=")[2] if override.input_line else "..."
+            return (f"+{key}={value}: {key} is already a setting; write {key}={value} (+ adds "
+                    "a key the config lacks)")
     return None
+
+
+def _settings(sections: dict, chosen: tuple[dict[str, set[str]], dict],
+              folders: list[Path]) -> list[str]:
+    """Every setting's full name: the sections' keys and the chosen options' settings."""
+    names = [f"{s}.{k}" for s, keys in sections.items() if isinstance(keys, dict) for k in keys]
+    for group, options in chosen[0].items():
+        for option in sorted(options):
+            tree = _option_tree(folders, group, option)
+            if tree is not None and not _is_global(cast(Path, _option_file(folders, group, option))):
+                names += [f"{group}.{leaf}" for leaf in _leaves(tree)]
+    return names
+
+
+def _full_name(name: str, sections: dict, chosen: tuple[dict[str, set[str]], dict],
+               folders: list[Path]) -> str | None:
+    """The setting a key written without its section (or under another one) means: `epochs`
+    is trainer.epochs, `momentum` optimizer.momentum, `lr` lr.value; None where none is near."""
+    names = _settings(sections, chosen, folders)
+    if f"{name}.value" in names:  # `lr`: the group's value
+        return f"{name}.value"
+    last: dict[str, str] = {}
+    for full in names:
+        last.setdefault(full.rsplit(".", 1)[-1], full)
+    near = get_close_matches(name.rsplit(".", 1)[-1], list(last), n=1, cutoff=0.8)
+    return last[near[0]] if near else None
+
+
+def _exists(key: str, sections: dict, chosen: tuple[dict[str, set[str]], dict],
+            folders: list[Path]) -> bool:
+    return key in _settings(sections, chosen, folders)
 
 
 def _hydra_options(group: str, folders: list[Path]) -> list[str]:
@@ -404,6 +449,14 @@ def sweep_flag_problem(argv: list[str], command: str = "python src/train.py") ->
     as one line with the command to type."""
     flags, overrides, refused = _flags_and_overrides(argv)
     fixed = " ".join([command, *flags, *overrides])
+    bare = [o for o in overrides if "=" not in o and not o.startswith("~")]
+    if bare:
+        joined = " ".join(overrides)
+        spaced = joined.replace(" = ", "=").replace(" =", "=").replace("= ", "=")
+        if spaced != joined:
+            return (f"{joined}: an override has no spaces around '=': "
+                    f"{' '.join([command, *flags, spaced])}")
+        return f"{bare[0]}: an override is key=value (e.g. {bare[0]}=...; ~{bare[0]} removes it)"
     if refused:
         late = next(f for f in flags if argv.index(f) > argv.index(overrides[0]))
         return f"{late} goes before the overrides: {fixed}"

@@ -133,8 +133,8 @@ class MlflowSweepCallback(Callback):
         self.search = "n_trials" in config.hydra.sweeper
         with exit_on_user_error():
             if slurm.is_slurm_sweep(config):  # what the cluster cannot run, before any run
+                slurm.check_preset(config.hydra.launcher)  # its settings (sbatch asked if there)
                 slurm.check_installed()
-                slurm.check_preset(config.hydra.launcher)
             if self.search:  # its settings, and its space's edges composed as jobs would be
                 from cifar_sweep.search import optuna_study
 
