@@ -26,14 +26,19 @@ from cifar_sweep.config.config_dirs import CONF, config_dir_args, user_dirs
 
 
 @lru_cache(maxsize=512)
-def _parsed(path: Path, mtime: float) -> tuple[DictConfig, str]:
-    return cast(DictConfig, OmegaConf.load(path)), path.read_text(errors="replace")[:500]
+def _parsed(path: Path, mtime: float) -> DictConfig:
+    return cast(DictConfig, OmegaConf.load(path))
+
+
+@lru_cache(maxsize=512)
+def _head(path: Path, mtime: float) -> str:
+    return path.read_text(errors="replace")[:500]
 
 
 def _load(path: Path) -> DictConfig:
-    """A config file, parsed once per process while it is unchanged (a sweep's planner and the
-    tests ask for the same files many times); a copy, which the caller may change."""
-    return cast(DictConfig, OmegaConf.create(_parsed(path, path.stat().st_mtime)[0]))
+    """A config file, parsed once per process while it is unchanged (the tests ask for the same
+    files many times); read only: callers take `OmegaConf.to_container` of it to change it."""
+    return _parsed(path, path.stat().st_mtime)
 
 
 def groups(folders: list[Path]) -> dict[str, list[str]]:
@@ -235,7 +240,7 @@ def _option_file(folders: list[Path], group: str, option: str) -> Path | None:
 
 
 def _is_global(path: Path) -> bool:
-    return "@package _global_" in _parsed(path, path.stat().st_mtime)[1]
+    return "@package _global_" in _head(path, path.stat().st_mtime)
 
 
 def _option_tree(folders: list[Path], group: str, option: str, depth: int = 0) -> dict | None:
