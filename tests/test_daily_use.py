@@ -381,6 +381,8 @@ def test_report_help_prints_its_usage_and_targets(project, flag):
     # a report reads a store; it makes none where there is none
     (["sweep=latest", "tracking.uri=nothing/here"],
      "error: tracking.uri=nothing/here: no store there (no nothing/here/mlflow.db)"),
+    (["sweep=latest", "tracking.uri=sqlite:///no.db"],
+     "error: tracking.uri=sqlite:///no.db: no store there (no.db does not exist)"),
 ])
 def test_report_arguments_are_checked_before_the_store_is_opened(project, args, expected):
     proc = project.run(*args, script=REPORT)

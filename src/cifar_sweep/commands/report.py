@@ -138,7 +138,12 @@ def missing_store(tracking) -> str | None:
     """A local store folder that holds no store: a report only reads, so it makes none."""
     from pathlib import Path
 
+    from cifar_sweep.tracking.store import sqlite_file
+
     uri = str(tracking.uri)
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
+        return f"tracking.uri={uri}: no store there ({db} does not exist)"
     if "://" in uri:
         return None
     folder = Path(uri).expanduser()
