@@ -436,8 +436,8 @@ def grid(rows: list[FigureRow], out: Path, title: str, pdf: bool = True) -> bool
         ax.set_yticks(range(len(down)), [textwrap.shorten(a, 18) for a in down])
         ax.set_xlabel(keys[1])
         ax.set_ylabel(keys[0])
-        ax.set_title(f"{title}: mean test accuracy (%) ± std; outlined: the best {keys[1]} "
-                     f"for each {keys[0]}", fontsize=7)
+        ax.set_title(textwrap.fill(f"{title}: mean test accuracy (%) ± std; outlined: the "
+                                   f"best {keys[1]} for each {keys[0]}", 70), fontsize=7)
         _save(fig, out, "grid", pdf)
     return True
 
