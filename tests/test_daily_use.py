@@ -543,3 +543,32 @@ def test_the_rows_a_table_lacks_are_named_from_the_store(tmp_path):
     client.set_terminated(other, "FINISHED")
     assert [m.setting for m in unfinished.of_sweep(client, pid, {finished, done_before, other})] == [
         "lr.value=9"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["hydra.launcher.n_jobz=3"], "hydra.launcher.n_jobz: no such setting (did you mean "
+     "hydra.launcher.n_jobs?); hydra.launcher (hydra/launcher=parallel) has: n_jobs, "),
+    (["hydra/launcher=basic", "hydra.launcher.n_jobs=3"], "hydra.launcher.n_jobs: no such "
+     "setting; hydra.launcher (hydra/launcher=basic) has: "),
+    (["hydra.sweep.dirr=x"], "hydra.sweep.dirr: no such setting (did you mean hydra.sweep.dir?)"),
+    (["hydra.job.env_set.FOO=1"], "hydra.job.env_set.FOO: hydra.job.env_set holds no FOO yet; "
+     "add it with +hydra.job.env_set.FOO=<value>"),
+])
+def test_a_hydra_key_mistyped_is_one_line_against_the_chosen_launcher(args, expected):
+    """Hydra's own settings, checked against Hydra's config as the choices make it (its own
+    answer is a 6-line block); the real keys pass."""
+    from cifar_sweep.config.override_check import problem
+
+    line = problem(args)
+    assert line is not None and line.startswith(expected) and "\n" not in line, line
+    for good in (["hydra.launcher.n_jobs=1"], ["hydra.sweep.dir=x"], ["+hydra.job.env_set.FOO=1"],
+                 ["hydra.job.chdir=true"], ["hydra/launcher=basic", "hydra.job.chdir=false"]):
+        assert problem(good) is None, good
+
+
+def test_a_hydra_key_mistyped_through_the_command_is_one_line_and_no_store(project):
+    proc = project.train("-m", "trainer.seed=0,1", "hydra.launcher.n_jobz=3")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: hydra.launcher.n_jobz: no such setting (did you mean")
+    assert not project.store.exists()

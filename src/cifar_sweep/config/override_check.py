@@ -6,7 +6,7 @@ option a group does not have (`optimizer=adamw`), a key the config does not have
 
 What is checked is what needs no composition: the groups' options are the files of `conf/` and
 of the user's folders (`--config-dir`, `hydra.searchpath`); the keys of the sections that are
-not groups are config.yaml's. Keys inside a group's option (`model.width`) depend on the option
+not groups are config.yaml's. A `hydra.*` key alone needs Hydra's own config, composed for it. Keys inside a group's option (`model.width`) depend on the option
 chosen: the config's own checks (schema.py) name those after composing.
 """
 
@@ -113,6 +113,42 @@ def _key_error(key: str, sections: dict, group_names: set[str]) -> str | None:
     return None
 
 
+def _hydra_key_error(key: str, choices: list[str], folders: list[Path]) -> str | None:
+    """A `hydra.*` key (`hydra.launcher.n_jobz`) against Hydra's own config as the launcher,
+    sweeper and presets chosen make it: Hydra's answer is a 6-line block ending in "Set the
+    environment variable HYDRA_FULL_ERROR". Composed only when such a key is given (about 0.3 s);
+    a key under a free-form node (`hydra.job.env_set.X`, a sweeper's `params`) is Hydra's to take."""
+    from hydra import compose, initialize_config_dir
+
+    search = [f"hydra.searchpath=[{','.join(f'file://{f}' for f in folders[1:])}]"] \
+        if len(folders) > 1 else []
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[*choices, *search], return_hydra_config=True)
+    except Exception:  # a choice Hydra refuses: said by the checks after this one
+        return None
+    node, path = cfg, ""
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return None  # a value given a sub-key: Hydra's own line says it
+        if ".".join(parts[depth:]) in node:  # a key with dots in it (a sweeper's `lr.value`)
+            return None
+        if part not in node:
+            if OmegaConf.get_type(node) in (dict, None):  # a mapping of anything: new keys take +
+                return (f"{key}: {path} holds no {'.'.join(parts[depth:])} yet; add it with "
+                        f"+{key}=<value> (+ adds a key the config lacks)")
+            keys = [str(k) for k in node if not str(k).startswith("_")]
+            near = get_close_matches(part, keys, n=1)
+            chosen = {"hydra.launcher": "hydra/launcher", "hydra.sweeper": "hydra/sweeper"}.get(path)
+            where = (f"{path} (hydra/{chosen.split('/')[1]}="
+                     f"{cfg.hydra.runtime.choices.get(chosen)})" if chosen else path)
+            return (f"{key}: no such setting" + (f" (did you mean {path}.{near[0]}?)" if near else "")
+                    + f"; {where} has: {', '.join(keys)}")
+        node, path = node[part], f"{path}.{part}" if path else part
+    return None
+
+
 def _sections(folders: list[Path]) -> dict:
     """config.yaml's sections that are not groups, with their keys; the schema's fields that
     config.yaml leaves out (`study.paper`: any value); and, as any value, the sections a preset
@@ -172,6 +208,10 @@ def problem(argv: list[str]) -> str | None:
             if error and meant and "not a section" not in error and ";" in error:
                 cut = error.index(";")
                 error = f"{error[:cut]} (did you mean {meant}?){error[cut:]}"
+        elif key.startswith("hydra."):
+            error = _hydra_key_error(key, [str(o.input_line) for o in parsed
+                                           if o.key_or_group in options
+                                           or o.key_or_group.startswith("hydra/")], folders)
         else:
             error = _key_error(key, sections, set(options))
             meant = _full_name(key, sections, chosen, folders) if error and "." not in key else None
