@@ -107,20 +107,3 @@ def validation_only(cfg: DictConfig, parts: Parts, result: Progress, client,
             "model_size_fp32_mb": state_dict_fp32_mb(parts.model), "peak_memory_mb": peak_mb,
             "train_seconds": result.fit_seconds,
             "train_images_per_second": result.images_seen / result.train_seconds}
-
-
-def validation_only(cfg: DictConfig, parts: Parts, result: Progress, client,
-                    run_id: str) -> dict[str, float]:
-    """A tuned study's trial (`trainer.skip_test`): the summary without the test set, which is
-    never evaluated, so that nothing a trial chooses by has seen it; its config as the artifact
-    (no weights, figures or model: a search is many short runs)."""
-    peak_mb, peak_kind = peak_memory(parts.runtime.device)
-    client.set_tag(run_id, t.PEAK_MEMORY, peak_kind)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        client.log_artifacts(run_id, tmp)
-    return {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-            "parameters": parameter_count(parts.model),
-            "model_size_fp32_mb": state_dict_fp32_mb(parts.model), "peak_memory_mb": peak_mb,
-            "train_seconds": result.fit_seconds,
-            "train_images_per_second": result.images_seen / result.train_seconds}
