@@ -138,6 +138,22 @@ endif
 tables:  ## regenerate every table and figure from the MLflow store, without training (alone: into reports/)
 	$(PYTHON) src/report.py $(CONFIG_ARG) all $(if $(STORE_ARGS)$(CONFIG_DIR),,published) $(STORE_ARGS) $(REPORT_ARGS)
 
+# The published studies (reports/README.md, docs/reproducing.md): CIFAR-10 (JPEG copy) extracted at
+# DATA=, the report's protocol with early stopping (patience 10) within 100 epochs, 3 seeds, into a
+# store outside the repository; about 5-6 hours on 2 cores; the same command continues them. Then
+# `make publish-store STORE=$(STUDIES_STORE)` and `make tables`. ResNet18 is left out of arch: about
+# 12 minutes an epoch on this 2-core CPU.
+STUDIES_STORE ?= ../studies-store
+STUDY_ARGS = trainer.seed=0,1,2 trainer.early_stop.patience=10 data=cifar10_jpeg data.root=$(DATA) tracking.uri=$(STUDIES_STORE)
+.PHONY: studies
+studies:  ## the published studies, converged (hours): DATA=<CIFAR-10 JPEG copy> STUDIES_STORE=<store outside the repo>
+	@test -n "$(DATA)" || { echo "error: DATA is missing: the extracted CIFAR-10 JPEG copy (make studies DATA=<folder>)" >&2; exit 2; }
+	$(MAKE) ablation-lr EPOCHS=100 ARGS='$(STUDY_ARGS)'
+	$(MAKE) ablation-optimizer EPOCHS=100 ARGS='$(STUDY_ARGS)'
+	$(MAKE) ablation-loss EPOCHS=100 ARGS='$(STUDY_ARGS)'
+	$(MAKE) ablation-arch EPOCHS=100 ARGS='$(STUDY_ARGS) model=origin_net,modified_net,modified_net_ds'
+	$(MAKE) ablation-optimizer_tuned EPOCHS=100 ARGS='$(STUDY_ARGS) study.tune.trials=12 study.tune.epochs=30'
+
 # The project's published store: the studies' runs, shipped with the repository (docs/reproducing.md)
 PUBLISHED_STORE ?= reports/store
 .PHONY: publish-store
