@@ -462,3 +462,26 @@ def test_a_deleted_test_images_experiment_fails_no_run(tmp_path):
     client.delete_experiment(experiment_id)
     assert not test_images.log_once(client, str(tmp_path / "mlruns"), "fp2", images, labels,
                                     list("abcd"))
+
+
+def test_the_terminal_table_shows_the_noise_and_the_bootstrap_where_runs_kept_predictions():
+    """The table a sweep prints as it ends: the two columns appear once a row has evidence, with
+    the row's own numbers; without predictions (older runs) the table is as it was."""
+    from cifar_sweep.evidence import Evidence
+    from cifar_sweep.report.studies import terminal
+    from conftest import hand_made_table
+
+    table = hand_made_table({"0.005": {s: {"test_accuracy": 0.70 + s / 100,
+                                           "test_f1_weighted": 0.7} for s in (0, 1)},
+                             "0.01": {s: {"test_accuracy": 0.72 + s / 100,
+                                          "test_f1_weighted": 0.7} for s in (0, 1)}}, "0.005")
+    plain = terminal(table)
+    assert "test noise" not in plain and "bootstrap" not in plain
+    base, row = table.records
+    base.evidence = Evidence(10_000, 2, 0.705, 0.8934, 0.71, 0.1)
+    row.evidence = Evidence(10_000, 2, 0.725, 0.8751, 0.73, 0.1, 1.234, 2.987)
+    header, first, second = terminal(table).splitlines()[1:4]
+    assert header.split()[:4] == ["lr.value", "accuracy", "%", "test"]
+    assert header.endswith("Δ bootstrap [95%]")
+    assert "±0.89" in first and first.endswith("(baseline)")  # no interval on the baseline
+    assert "±0.88" in second and second.endswith("[+1.23, +2.99]")

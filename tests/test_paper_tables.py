@@ -266,7 +266,7 @@ def test_mixed_intervals_mark_the_t_ones(monkeypatch):
     lines = {line.split(" & ")[0]: line for line in first.splitlines() if " & " in line}
     assert "[$-$30.0, $-$20.0] &" in lines["0.01"]  # the bootstrap's, unmarked
     assert all("]* &" in lines[r] for r in ("0.0001", "0.0005", "0.001"))  # t intervals, marked
-    assert "bootstrap interval over the test examples (*: the t interval" in first
+    assert "bootstrap interval over seeds and test images (*: the t interval" in first
 
 
 def test_a_table_too_wide_for_a_column_is_a_table_star_and_says_so(tmp_path):

@@ -95,7 +95,9 @@ def test_the_design_cards_sweep_ends_with_its_table_and_report_writes_the_same(p
     lines = proc.stdout.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("Sweep cifar-sweep:")))
     printed = lines[start + 1:start + 6]
-    assert printed[0].split()[:4] == ["optimizer", "accuracy", "%", "F1"]
+    # the runs kept their predictions: the test set's noise and Δ's bootstrap interval too
+    assert printed[0].split()[:6] == ["optimizer", "accuracy", "%", "test", "noise", "F1"]
+    assert printed[0].endswith("Δ bootstrap [95%]")
     assert [line.split()[0] for line in printed[1:]] == ["sgd", "adam", "rmsprop", "adagrad"]
     assert "(baseline)" in printed[1]  # the first setting, unless the user names another
 

@@ -6,8 +6,8 @@ option a group does not have (`optimizer=adamw`), a key the config does not have
 
 What is checked is what needs no composition: the groups' options are the files of `conf/` and
 of the user's folders (`--config-dir`, `hydra.searchpath`); the keys of the sections that are
-not groups are config.yaml's. A `hydra.*` key alone needs Hydra's own config, composed for it. Keys inside a group's option (`model.width`) depend on the option
-chosen: the config's own checks (schema.py) name those after composing.
+not groups are config.yaml's; a key inside a group's option (`model.width`) is checked against
+the option chosen. A `hydra.*` key alone needs Hydra's own config, composed for it.
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ class Table:
                     else f"its 95% {INTERVALS['t']}" if kinds == {"t"}
                     else f"its 95% {INTERVALS['boot']} ({MIXED_MARK}: the {INTERVALS['t']})")
         second = (f"Δ: the difference to the baseline ({base.label}) in points, with {interval}"
-                  + (f"; p: Holm-adjusted over {plural(self.comparisons, 'comparison')}"
+                  + (f"; p: the seeds' t-test, Holm-adjusted over "
+                     f"{plural(self.comparisons, 'comparison')}"
                      if self.comparisons else "")
                   + (f"; Report: the report's {s.paper.get('source', 'own number')}"
                      if s.paper else "") + ".")
@@ -385,7 +386,7 @@ class Table:
 
 
 # Δ's intervals, as the caption names them; MIXED_MARK: a t interval among bootstrap ones
-INTERVALS = {"boot": "bootstrap interval over the test examples",
+INTERVALS = {"boot": "bootstrap interval over seeds and test images",
              "t": "t interval over seeds (paired where the seeds are shared, else Welch's)"}
 MIXED_MARK = "*"
 WIDE = "\\begin{table*}"  # a table.tex too wide for a paper's column
@@ -447,6 +448,11 @@ def build_table(client: MlflowClient, study: TableSpec) -> Table:
 def terminal(table: Table) -> str:
     """The table a sweep prints when it ends: a line per setting, aligned for a terminal."""
     header = [table.axis_title, "accuracy %", "F1", "runs", "Δ accuracy [95% CI]", "p"]
+    # the per-example evidence where the runs kept predictions: the test set's own noise on a
+    # row's accuracy, and Δ's interval over seeds and test images (docs/evidence.md)
+    evidence = any(rec.evidence is not None for rec in table.records)
+    if evidence:
+        header = [*header[:2], "test noise", *header[2:], "Δ bootstrap [95%]"]
     lines = [header]
     for rec in table.records:
         acc, acc_sd = rec.stats[ACCURACY.metric]
@@ -461,9 +467,15 @@ def terminal(table: Table) -> str:
             p = f"{p_text(d.p)} {d.test}".strip() if d.p is not None else "–"
         spread = f" ± {acc_sd * 100:.2f}" if len(rec.run_ids) > 1 else ""
         flag = f" {CHANCE_MARK}" if rec.label in table.at_chance else ""
-        lines.append([rec.label + flag, f"{acc * 100:.2f}{spread}", f"{f1:.4f}",
-                      str(len(rec.run_ids)),
-                      delta, p])
+        line = [rec.label + flag, f"{acc * 100:.2f}{spread}", f"{f1:.4f}",
+                str(len(rec.run_ids)), delta, p]
+        if evidence:
+            e = rec.evidence
+            noise = f"±{e.test_noise_95:.2f}" if e is not None else ""
+            boot = ("" if e is None or e.delta_boot_low is None or e.delta_boot_high is None
+                    else f"[{signed(e.delta_boot_low, 2)}, {signed(e.delta_boot_high, 2)}]")
+            line = [*line[:2], noise, *line[2:], boot]
+        lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                       enumerate(zip(line, widths))).rstrip() for line in lines]
