@@ -434,6 +434,19 @@ def test_flips_and_per_class_churn_figures_from_the_store(sweep, tmp_path):
                              for k in ("lr.value=0.05", "lr.value=0.005")])
     assert np.array_equal(found.lost, (base_right & ~row_right).sum(0))
     assert np.array_equal(found.gained, (~base_right & row_right).sum(0))
+    # each flipped image's wrong prediction: the most frequent over the seeds it flipped in
+    row_pred = np.stack([f.predicted.to_numpy() for f in frames["lr.value=0.05"]])
+    base_pred = np.stack([f.predicted.to_numpy() for f in frames["lr.value=0.005"]])
+    for image in range(row_pred.shape[1]):
+        for flipped, pred, got in ((base_right & ~row_right, row_pred, found.lost_as),
+                                   (~base_right & row_right, base_pred, found.gained_from)):
+            seeds = flipped[:, image]
+            if not seeds.any():
+                assert got[image] == -1
+                continue
+            counts = np.bincount(pred[seeds, image], minlength=10)
+            assert got[image] == int(np.argmax(counts)) and got[image] != frames[
+                "lr.value=0.05"][0].label.iloc[image]
     top = found.most("gained")
     assert len(top) == min(16, int((found.gained > 0).sum()))
     assert list(found.gained[top]) == sorted(found.gained[found.gained > 0], reverse=True)[:16]

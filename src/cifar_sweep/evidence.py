@@ -275,7 +275,10 @@ class Flips:
     label: np.ndarray
     lost: np.ndarray       # seeds: baseline right, row wrong
     gained: np.ndarray     # seeds: baseline wrong, row right
-    row_predicted: np.ndarray  # per image, the row's most frequent prediction over those seeds
+    lost_as: np.ndarray      # per image, the row's most frequent (wrong) prediction over the
+                             # seeds it lost the image in; -1 where it lost it in none
+    gained_from: np.ndarray  # per image, the baseline's most frequent (wrong) prediction over
+                             # the seeds the row gained it in; -1 where none
     seeds: int
 
     def most(self, which: str, count: int = 16) -> np.ndarray:
@@ -296,13 +299,21 @@ def flips(row: dict[str, Predictions], baseline: dict[str, Predictions]) -> Flip
     k = len(shared)
     row_right = np.stack([r.correct for r in runs[:k]])
     base_right = np.stack([r.correct for r in runs[k:]])
-    predicted = np.stack([r.predicted for r in runs[:k]]).astype(np.int64)
-    classes = int(predicted.max()) + 1
-    votes = np.zeros((predicted.shape[1], classes), dtype=np.int64)
-    for seed_predictions in predicted:
-        votes[np.arange(predicted.shape[1]), seed_predictions] += 1
-    return Flips(runs[0].index, runs[0].label, (base_right & ~row_right).sum(0),
-                 (~base_right & row_right).sum(0), votes.argmax(1), k)
+    row_predicted = np.stack([r.predicted for r in runs[:k]]).astype(np.int64)
+    base_predicted = np.stack([r.predicted for r in runs[k:]]).astype(np.int64)
+    lost, gained = base_right & ~row_right, ~base_right & row_right
+    return Flips(runs[0].index, runs[0].label, lost.sum(0), gained.sum(0),
+                 _most_frequent(row_predicted, lost), _most_frequent(base_predicted, gained), k)
+
+
+def _most_frequent(predicted: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Per image, the most frequent class in `predicted` (seeds x images) over the seeds where
+    `where` holds (the lower class on a tie); -1 where it holds in none."""
+    images = predicted.shape[1]
+    votes = np.zeros((images, int(predicted.max()) + 1), dtype=np.int64)
+    for seed_predictions, chosen in zip(predicted, where):
+        votes[np.arange(images)[chosen], seed_predictions[chosen]] += 1
+    return np.where(votes.sum(1) > 0, votes.argmax(1), -1)
 
 
 def per_class_churn(runs: list[Predictions], classes: int) -> np.ndarray | None:

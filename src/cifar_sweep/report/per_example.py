@@ -146,8 +146,11 @@ def write_figures(client, frame: pd.DataFrame, recs: list[Record], fingerprint: 
         found = evidence.flips(by_row[rec.label], by_row[base.label])
         if found is None:
             continue
+        # each image with its wrong prediction: the row's where it lost it, the baseline's where
+        # it gained it
+        wrong = {"lost": found.lost_as, "gained": found.gained_from}
         picks = {which: [(int(found.index[p]), int(getattr(found, which)[p]),
-                          int(found.row_predicted[p])) for p in found.most(which)]
+                          int(wrong[which][p])) for p in found.most(which)]
                  for which in ("lost", "gained")}
         study_figures.flipped_images(images, names, picks["lost"], picks["gained"], found.seeds,
                                      rec.label, base.label, out, f"flips_{number}", title, pdf,

@@ -507,8 +507,9 @@ def flipped_images(images: dict[int, tuple], classes: list[str], lost: list[tupl
                    totals: tuple[int, int] | None = None) -> None:
     """The test images behind a row's difference to the baseline (the report's Fig. 1/2 over
     seeds and settings): left, up to 16 right under the baseline and wrong under the row in the
-    most seeds; right, the reverse. Each image: (its index in the test set, its label, the row's
-    prediction) and how many of the `seeds` shared seeds agree; `totals`: how many images are
+    most seeds; right, the reverse. Each image: (its index in the test set, in how many of the
+    `seeds` shared seeds it flipped, the wrong prediction: the row's on the left, the
+    baseline's on the right); `totals`: how many images are
     flipped in at least one seed, each way. `images`: index -> (an H x W x
     3 uint8 image, its label)."""
     with plt.rc_context(PAPER_STYLE):
@@ -526,13 +527,15 @@ def flipped_images(images: dict[int, tuple], classes: list[str], lost: list[tupl
                 index, count, predicted = picked
                 label = images[index][1]
                 ax.imshow(images[index][0], interpolation="nearest")
-                shown_as = (f"{classes[label]}→{classes[predicted]}" if predicted != label
-                            else classes[label])
+                shown_as = (f"{classes[label]}→{classes[predicted]}"
+                            if predicted not in (label, -1) else classes[label])
                 ax.set_title(f"{shown_as}\n{count}/{seeds} seeds", fontsize=6, pad=1.5)
             of = f" of {total}" if total is not None else ""
             half.suptitle(textwrap.fill(f"{what} ({len(chosen)}{of} shown)", 48), fontsize=7)
         fig.suptitle(textwrap.fill(f"{title}: the test images flipped most consistently over "
-                                   f"{plural(seeds, 'shared seed')} (label→the row's prediction)",
+                                   f"{plural(seeds, 'shared seed')} (label→the wrong "
+                                   f"prediction: the row's on the left, the baseline's on the "
+                                   f"right)",
                                    110))
         _save(fig, out, stem, pdf)
 
