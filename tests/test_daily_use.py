@@ -195,8 +195,17 @@ def test_a_database_whose_driver_is_not_installed_names_the_package(project, sch
                            "installed: pip install "), line
 
 
-def test_a_slurm_sweep_without_slurm_is_one_line_before_any_run(project):
-    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}  # no sbatch, no srun
+def test_a_slurm_sweep_without_slurm_is_one_line_before_any_run(project, tmp_path):
+    # this machine's tools but SLURM's (the real-cluster step installs SLURM into /usr/bin)
+    tools = tmp_path / "bin-without-slurm"
+    tools.mkdir()
+    for folder in (Path(sys.executable).parent, Path("/usr/local/bin"), Path("/usr/bin"),
+                   Path("/bin")):
+        for tool in (folder.iterdir() if folder.is_dir() else []):
+            if not tool.name.startswith(("sbatch", "srun", "squeue", "scancel", "sinfo", "salloc")) \
+                    and not (tools / tool.name).exists():
+                (tools / tool.name).symlink_to(tool)
+    env = {"PATH": str(tools)}  # no sbatch, no srun
     proc = project.run("-m", "hydra/launcher=slurm", *FAST, "lr.value=0.01,0.02", env=env)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
