@@ -40,9 +40,12 @@ def _check_extras(argv: list[str]) -> None:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> "JobResult":
-    from cifar_sweep.job.steps import run_job  # imported here so that `--help` stays fast
+    from hydra.core.hydra_config import HydraConfig
 
-    result = run_job(cfg)
+    from cifar_sweep.job.steps import run_job  # imported here so that `--help` stays fast
+    from cifar_sweep.sweep import job_context
+
+    result = run_job(cfg, job_context.from_hydra(HydraConfig.get(), cfg))
     if result.exit_code:  # a job alone that did not finish: job/endings.py says with what status
         sys.exit(result.exit_code)
     return result

@@ -1,12 +1,19 @@
-"""Tests run the real entrypoint in a subprocess, in a scratch folder, and read results back the
-way a user would: through MLflow's client and the files written."""
+"""Tests run a job in a scratch folder and read results back the way a user would: through
+MLflow's client and the files written. `Project.job` runs one job in this process (its config
+composed from conf/ as `src/train.py` composes it); `Project.train` runs the real entrypoint in a
+subprocess, for what needs a process: sweeps and launchers, signals and kills, the command line."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "src" / "train.py"
 # Small and quick: 2,000 synthetic images, batch 64, one thread per process.
 FAST = ["data=synthetic", "trainer.epochs=1", "trainer.num_threads=1"]
+
+
+@dataclass
+class Ran:
+    """One job run in-process, read as `subprocess.CompletedProcess` is: exit status and output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    result: object = None  # the job's JobResult (None where it raised)
 
 
 class Project:
@@ -40,6 +57,51 @@ class Project:
         flags = [o for o in overrides if o.startswith("-")]
         return self.run(*flags, *FAST, *[o for o in overrides if not o.startswith("-")], **kw)
 
+    def job(self, *overrides: str, check: bool | None = None,
+            env: dict[str, str | None] | None = None) -> Ran:
+        """`python src/train.py <FAST> <overrides>` as one job in this process: the config
+        composed by Hydra's compose API from conf/, `run_job` called in this folder; its log lines
+        (stdout), errors (stderr) and exit status as the command's. A raised error is exit 1 and
+        its traceback on stderr."""
+        from hydra import compose, initialize_config_dir
+        from omegaconf import open_dict
+
+        from cifar_sweep.job.steps import run_job
+        from cifar_sweep.sweep import job_context
+
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[*FAST, *overrides], return_hydra_config=True)
+        hydra = cfg.hydra
+        with open_dict(cfg):
+            del cfg["hydra"]
+        out, err = io.StringIO(), io.StringIO()
+        handler = logging.StreamHandler(out)  # conf/hydra/job_logging/cifar_sweep.yaml's console
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+        root, level = logging.getLogger(), logging.getLogger().level
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        quiet = {name: logging.getLogger(name).level for name in ("alembic", "mlflow", "urllib3")}
+        for name in quiet:  # as the job logging's config has them
+            logging.getLogger(name).setLevel(logging.WARNING)
+        result, code = None, 0
+        with _environ(env or {}), _cwd(self.workdir), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                result = run_job(cfg, job_context.from_hydra(hydra, cfg))
+                code = result.exit_code
+            except Exception:
+                traceback.print_exc()
+                code = 1
+            finally:
+                root.removeHandler(handler)
+                root.setLevel(level)
+                for name, before in quiet.items():
+                    logging.getLogger(name).setLevel(before)
+        ran = Ran(code, out.getvalue(), err.getvalue(), result)
+        if check is True and code != 0:
+            raise AssertionError(f"exit {code}\n{ran.stdout}\n{ran.stderr}")
+        return ran
+
     @property
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=f"sqlite:///{self.store / 'mlflow.db'}")
@@ -58,6 +120,35 @@ class Project:
         if exp is None:
             return []
         return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@contextlib.contextmanager
+def _cwd(path: Path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextlib.contextmanager
+def _environ(changes: dict[str, str | None]):
+    """Set (or, where the value is None, remove) environment variables for the block."""
+    before = {k: os.environ.get(k) for k in changes}
+    for key, value in changes.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture

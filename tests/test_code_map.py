@@ -29,3 +29,18 @@ def test_every_subpackage_says_what_it_is_for():
         text = init.read_text()
         assert text.startswith('"""') and len(text.strip().strip('"')) > 20, init
         assert f"**{init.parent.name}/**" in MAP, init.parent.name
+
+
+def test_a_job_imports_nothing_from_the_sweep_or_the_search():
+    """A sweep runs jobs, not the other way: what a job needs from its sweep comes in its
+    JobContext (job/context.py), built from Hydra by sweep/job_context.py."""
+    import ast
+
+    upward = []
+    for path in (PACKAGE / "job").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            upward += [f"{path.name}: {n}" for n in names
+                       if n.startswith(("cifar_sweep.sweep", "cifar_sweep.search"))]
+    assert not upward, upward

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,11 +23,11 @@ from cifar_sweep.data import Dataset, subsets
 from cifar_sweep.errors import UserInputError, Yielded
 from cifar_sweep.job import endings, epoch_hooks, wrap_up
 from cifar_sweep.job.batch_progress import BatchProgress
+from cifar_sweep.job.context import JobContext
 from cifar_sweep.job.endings import Ended, Ending
 from cifar_sweep.plan import ahead
 from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, decide
 from cifar_sweep.plan.identity import Identity, identify
-from cifar_sweep.sweep.callback import parent_run_id
 from cifar_sweep.tracking import lifecycle, lineage, store
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.experiments import open_experiment
@@ -76,15 +74,13 @@ class Job:
     """A checked job and what it runs with: settled once, read by every step below."""
 
     cfg: DictConfig
-    hydra: DictConfig  # HydraConfig.get(): the job's hydra section
-    multirun: bool
+    ctx: JobContext  # what its launcher tells it
     started: float
     rt: runtime.Runtime
     dataset: Dataset
     client: MlflowClient
     experiment_id: str
     identity: Identity
-    parent: str | None
     name: str
     tags: dict[str, str]
     params: dict[str, str]
@@ -94,23 +90,21 @@ class Job:
         return checkpoint.path_for(self.cfg.checkpoint.dir, self.identity.config_hash, run_id)
 
 
-def run_job(cfg: DictConfig) -> JobResult:
+def run_job(cfg: DictConfig, ctx: JobContext | None = None) -> JobResult:
     """Check and load; decide; act. In a sweep a failure is logged and returned, and the other
     jobs go on; alone, the result carries the command's exit status. A fault of the environment
     (a full disk, GPU memory) stops the sweep: the later jobs do not start (faults.py). Every way
-    it can end is a row of job/endings.py."""
+    it can end is a row of job/endings.py. `ctx`: what its launcher tells it (src/train.py builds
+    it from Hydra); none: a job alone."""
     started = time.perf_counter()
+    ctx = ctx or JobContext()
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
-    hydra = HydraConfig.get()
-    multirun = hydra.mode == RunMode.MULTIRUN
-    if multirun:  # the launcher numbers the jobs it launched: the number in the whole sweep
-        ahead.restore_job_num(hydra)
-    if multirun:  # parallel jobs' lines interleave: say whose each one is
-        _prefix_log_lines(f"#{hydra.job.num} ")
-        if faults.sweep_stopped(hydra.sweep.dir):  # a full disk, GPU memory: see faults.py
+    if ctx.multirun:  # parallel jobs' lines interleave: say whose each one is
+        _prefix_log_lines(f"#{ctx.job_num} ")
+        if ctx.sweep_dir and faults.sweep_stopped(ctx.sweep_dir):  # a full disk, GPU memory
             log.info("not started: the sweep stopped on a fault of the environment")
             return JobResult("not started")
-    job = _prepare(cfg, hydra, multirun, started)
+    job = _prepare(cfg, ctx, started)
     if isinstance(job, JobResult):
         return job
     lifecycle.close_ghosts(job.client, [job.experiment_id])
@@ -131,31 +125,30 @@ def run_job(cfg: DictConfig) -> JobResult:
         return _train(job, decision)
 
 
-def _prepare(cfg: DictConfig, hydra, multirun: bool, started: float) -> Job | JobResult:
+def _prepare(cfg: DictConfig, ctx: JobContext, started: float) -> Job | JobResult:
     """The checks, the runtime, the data and the store: a bad value is one line, exit 2 (alone)
     or a failed job (in a sweep: the others run, the sweep's exit status reports it): endings'
     BAD_VALUE, before any run."""
     try:
         check_config(cfg)
-        rt = runtime.resolve(cfg.trainer, int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
-                             int(hydra.job.num or 0) if multirun else 0)
+        rt = runtime.resolve(cfg.trainer, ctx.n_jobs if ctx.multirun else 1,
+                             ctx.job_num if ctx.multirun else 0)
         dataset = subsets.load(cfg.data)
-        if not multirun:  # a sweep's preflight checked each model on its data, once
+        if not ctx.multirun:  # a sweep's preflight checked each model on its data, once
             model_build.check_job(cfg, dataset)
         client, experiment_id = open_experiment(cfg.tracking)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         row = endings.WAYS[endings.BAD_VALUE]
-        return JobResult(row.sweep, exit_code=0 if multirun else row.exit_code or 0)
+        return JobResult(row.sweep, exit_code=0 if ctx.multirun else row.exit_code or 0)
     identity = identify(cfg, dataset.fingerprint, rt.device.type, rt.precision)
-    parent = parent_run_id(hydra.sweep.dir) if multirun else None
-    name, tags = _name_and_tags(cfg, hydra, rt, dataset, client, parent)
+    name, tags = _name_and_tags(cfg, ctx, rt, dataset, client)
     tags.update(identity.tags())
     params = flatten(cast(dict, OmegaConf.to_container(cfg, resolve=True)))
     ending = Ending(str(cfg.tracking.uri), faults.write_folders(cfg), str(rt.device),
-                    _gpu_advice(cfg, multirun))
-    return Job(cfg, hydra, multirun, started, rt, dataset, client, experiment_id, identity, parent,
-               name, tags, params, ending)
+                    _gpu_advice(cfg, ctx.multirun))
+    return Job(cfg, ctx, started, rt, dataset, client, experiment_id, identity, name, tags, params,
+               ending)
 
 
 def _reference(job: Job, decision: Decision) -> JobResult:
@@ -164,7 +157,7 @@ def _reference(job: Job, decision: Decision) -> JobResult:
     assert original is not None  # finished before, or training elsewhere: decide found it
     log.info("%s (%s)%s", decision.line(job.cfg.trainer.epochs), original.info.run_name,
              "; trainer.rerun=true trains it again" if decision.action == FINISHED else "")
-    if job.parent:
+    if job.ctx.parent:
         why = "done before" if decision.action == FINISHED else "training elsewhere"
         log_reference(job.client, job.experiment_id, f"{job.name} ({why})", job.tags,
                         job.params, original, job.cfg.trainer.epochs, job.ending.of)
@@ -178,13 +171,13 @@ def _train(job: Job, decision: Decision) -> JobResult:
     job/endings.py says, whichever way it ended."""
     cfg, client = job.cfg, job.client
     resume = decision.run if decision.action == CONTINUE else None
-    reporter = _trial_reporter(job)
+    reporter = job.ctx.reporter  # a search's trial reports every epoch (and may be pruned)
     run_id = None
     lock = store.claim_lock(client.tracking_uri) if resume is None else None
     try:
         with tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
                          params=job.params, ending=job.ending.of,
-                         resume_id=resume.info.run_id if resume else None, lock=lock) as run_id:
+                            resume_id=resume.info.run_id if resume else None, lock=lock) as run_id:
             if resume is None:  # two commands with one config: the first run created trains
                 try:
                     _claim(job, run_id, locked=lock is not None)
@@ -206,7 +199,7 @@ def _train(job: Job, decision: Decision) -> JobResult:
         raise
     if not cfg.checkpoint.keep:
         checkpoint.remove(job.checkpoint_path(run_id))
-    if job.parent:
+    if job.ctx.parent:
         _log_sweep_progress(job)
     return JobResult("finished", summary, cfg.trainer.epochs, run_id)
 
@@ -222,8 +215,8 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
     if ended.way == endings.ELSEWHERE:  # another command trains this config: stand aside
         assert isinstance(exc, Yielded)
         if run_id:
-            yield_run(job.client, run_id, exc.winner.info.run_id, reference=bool(job.parent))
-        if job.parent:
+            yield_run(job.client, run_id, exc.winner.info.run_id, reference=bool(job.ctx.parent))
+        if job.ctx.parent:
             _log_sweep_progress(job)
         log.info("%s (%s)", Decision(ELSEWHERE, exc.winner).line(0), exc.winner.info.run_name)
         return JobResult(row.sweep, {}, 0, exc.winner.info.run_id)
@@ -239,16 +232,16 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
               file=sys.stderr)
     elif ended.way == endings.TIME_LIMIT:
         print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
-    elif job.multirun:  # the other jobs still run; the sweep's exit status reports the failure
+    elif job.ctx.multirun:  # the other jobs still run; the sweep's exit status reports the failure
         log.error("run %s failed: %s", run_id, ended.reason)
         _log_sweep_progress(job, failed=True)
     elif ended.way == endings.BAD_VALUE:  # as before a run, and the run it ended
         print(f"error: {exc}" + (f" (run {run_id}: FAILED)" if run_id else ""), file=sys.stderr)
     elif ended.way == endings.NAN:
         print(f"error: run {run_id} failed: {ended.reason}", file=sys.stderr)
-    if row.stops_sweep and job.multirun and ended.fault is not None:
-        faults.stop_sweep(job.hydra.sweep.dir, ended.fault, f"#{job.hydra.job.num}")
-    if job.multirun:
+    if row.stops_sweep and job.ctx.sweep_dir and ended.fault is not None:
+        faults.stop_sweep(job.ctx.sweep_dir, ended.fault, f"#{job.ctx.job_num}")
+    if job.ctx.multirun:
         return JobResult(row.sweep, run_id=run_id)
     if row.exit_code is endings.RAISED:
         raise exc
@@ -262,15 +255,6 @@ def _kept(run_id: str | None, path) -> str:
         return f"run {run_id} stopped, its checkpoint kept"
     # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
     return f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
-
-
-def _trial_reporter(job: Job):
-    """A trial of an Optuna study reports every epoch to it (and may be pruned); else None."""
-    if job.cfg.optuna_trial is None:
-        return None
-    from cifar_sweep.search.optuna_study import TrialReporter
-
-    return TrialReporter(job.hydra.sweeper, int(job.cfg.optuna_trial))
 
 
 def _claim(job: Job, run_id: str, locked: bool) -> None:
@@ -299,7 +283,7 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
     shown = epoch_hooks.ShowProgress(cfg.trainer.epochs, progress.epoch if progress else 0)
     # progress inside each epoch, from outside the (hashed) loop: it iterates parts.train;
     # jobs side by side on one terminal would draw over each other's bars: lines instead
-    side_by_side = job.multirun and int(job.hydra.launcher.get("n_jobs") or 1) > 1
+    side_by_side = job.ctx.multirun and job.ctx.n_jobs > 1
     parts.train = cast(Loader, BatchProgress(parts.train, cfg.trainer.epochs,
                                              progress.epoch if progress else 0,
                                              terminal=False if side_by_side else None))
@@ -363,25 +347,23 @@ def _gpu_advice(cfg, multirun: bool) -> str:
     return f"free the GPU of other processes or lower {batch}"
 
 
-def _name_and_tags(cfg, hydra, rt, dataset, client, parent) -> tuple[str, dict]:
-    choices = {g: str(hydra.runtime.choices.get(g)) for g in t.GROUPS}
+def _name_and_tags(cfg, ctx: JobContext, rt, dataset, client) -> tuple[str, dict]:
+    choices = {g: str(ctx.choices.get(g)) for g in t.GROUPS}
     tags = {**choices, "git_commit": git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
             "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
             t.PRECISION: rt.precision, t.ROLE: t.ROLE_JOB, "mlflow.source.name": "src/train.py",
-            t.JOB_OVERRIDES: " ".join(hydra.overrides.task), "study.name": str(cfg.study.name or ""),
+            t.JOB_OVERRIDES: " ".join(ctx.overrides), "study.name": str(cfg.study.name or ""),
             **lifecycle.owner_tags()}
     tags.update(lineage.source_tags(tags["git_commit"]))  # the UI's Source column
     if cfg.optuna_trial is not None:  # which trial of which study: studies share experiments
-        from cifar_sweep.search.optuna_study import study_tags
-
         tags[t.TRIAL] = str(cfg.optuna_trial)
-        tags.update(study_tags(hydra.sweeper))
-    if not parent:
+        tags.update(ctx.trial_tags)
+    if not ctx.parent:
         return f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}", tags
-    tags[t.PARENT] = parent
-    tags[t.JOB_NUM] = str(hydra.job.num)
-    varying = sweep_varying(client, parent)
-    return f"#{hydra.job.num} {ahead.short_overrides(hydra.overrides.task, varying)}", tags
+    tags[t.PARENT] = ctx.parent
+    tags[t.JOB_NUM] = str(ctx.job_num)
+    varying = sweep_varying(client, ctx.parent)
+    return f"#{ctx.job_num} {ahead.short_overrides(list(ctx.overrides), varying)}", tags
 
 
 def _prefix_log_lines(prefix: str) -> None:
@@ -396,11 +378,12 @@ def _log_sweep_progress(job: Job, failed: bool = False) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
     (the jobs it launched: not those finished before), from the sweep folder's record, else
     from the parent run's children."""
-    progress = ahead.sweep_progress(str(job.hydra.sweep.dir), int(job.hydra.job.num), failed)
+    progress = (ahead.sweep_progress(job.ctx.sweep_dir, job.ctx.job_num, failed)
+                if job.ctx.sweep_dir else None)
     if progress is None:
-        if job.parent is None:  # a sweep without its callback (hydra.callbacks replaced)
+        if job.ctx.parent is None:  # a sweep without its callback (hydra.callbacks replaced)
             return
-        progress = sweep_progress(job.client, job.experiment_id, job.parent)
+        progress = sweep_progress(job.client, job.experiment_id, job.ctx.parent)
     total, done, n_failed, elapsed = progress
     left = max(0, total - done - n_failed)
     eta = f", about {elapsed / (done + n_failed) * left / 60:.1f} min left" if done + n_failed else ""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.plan import code_version, disk_space
@@ -300,14 +300,6 @@ def original_job_num(sweep_dir: str, launched_num: int) -> int:
         return launched_num
     nums = json.loads(path.read_text())
     return nums[launched_num] if 0 <= launched_num < len(nums) else launched_num
-
-
-def restore_job_num(hydra) -> None:
-    """Give a launched job (its HydraConfig) its number in the whole sweep."""
-    num = original_job_num(str(hydra.sweep.dir), int(hydra.job.num))
-    if num != hydra.job.num:
-        with read_write(hydra), open_dict(hydra):
-            hydra.job.num = num
 
 
 def short_overrides(overrides: list[str], keys: list[str]) -> str:

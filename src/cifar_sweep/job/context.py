@@ -1,0 +1,22 @@
+"""What a job needs from whatever started it (a command alone, a sweep's launcher, a search), as
+one value: the job reads this and never Hydra's runtime config, so `run_job(cfg, ctx)` also runs
+in-process (the tests; a notebook). `sweep/job_context.py` builds it from Hydra."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class JobContext:
+    multirun: bool = False  # a job of a sweep (`-m`): its failure is logged, the others go on
+    job_num: int = 0  # its number in the whole sweep (a launcher numbers only what it launched)
+    sweep_dir: str | None = None  # the sweep folder the sweep and its jobs share
+    parent: str | None = None  # the sweep's parent run: its jobs are its children in the UI
+    n_jobs: int = 1  # jobs the launcher runs side by side (threads each; bars or lines)
+    choices: Mapping[str, str] = field(default_factory=dict)  # config group -> option chosen
+    overrides: tuple[str, ...] = ()  # the command line's overrides for this job
+    # a search's trial: reports each epoch's validation accuracy (raises Pruned to stop it)
+    reporter: Callable[[int, float], None] | None = None
+    trial_tags: Mapping[str, str] = field(default_factory=dict)  # which search the trial is of

@@ -1,0 +1,32 @@
+"""A launched job's context (`job/context.py`) from Hydra's runtime config: the one place that
+reads what Hydra and the sweep's launcher tell a job (src/train.py calls it)."""
+
+from __future__ import annotations
+
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from cifar_sweep.job.context import JobContext
+from cifar_sweep.plan.ahead import original_job_num
+from cifar_sweep.sweep.callback import parent_run_id
+
+
+def from_hydra(hydra: DictConfig, cfg: DictConfig) -> JobContext:
+    """`hydra`: `HydraConfig.get()` inside a Hydra run (or a composed config's `hydra` section)."""
+    multirun = hydra.mode == RunMode.MULTIRUN
+    sweep_dir = str(hydra.sweep.dir) if multirun else None
+    reporter, trial_tags = None, {}
+    if cfg.get("optuna_trial") is not None:  # a trial of an Optuna search
+        from cifar_sweep.search.optuna_study import TrialReporter, study_tags
+
+        reporter = TrialReporter(hydra.sweeper, int(cfg.optuna_trial))
+        trial_tags = study_tags(hydra.sweeper)
+    return JobContext(
+        multirun=multirun,
+        job_num=original_job_num(sweep_dir, int(hydra.job.num)) if sweep_dir else 0,
+        sweep_dir=sweep_dir,
+        parent=parent_run_id(sweep_dir) if sweep_dir else None,
+        n_jobs=int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
+        choices={group: str(option) for group, option in hydra.runtime.choices.items()},
+        overrides=tuple(hydra.overrides.task),
+        reporter=reporter, trial_tags=trial_tags)
