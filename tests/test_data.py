@@ -1,6 +1,7 @@
 """Data sources on real files: the CIFAR-10 python release's format from a tiny generated archive,
-image folders with a corrupt JPEG, damaged and unwritable caches; in-process and through the
-entrypoint (one `error: ` line, exit 2, no run)."""
+image folders with a corrupt JPEG, damaged and unwritable caches; in-process, as jobs of the
+entrypoint run in this process (`project.job`), and one case of each fault through the command
+(one `error: ` line, exit 2, no run)."""
 
 from __future__ import annotations
 
@@ -139,9 +140,14 @@ def test_no_cifar10_offline_is_the_usual_message(tmp_path):
 
 # --- the entrypoint with data=cifar10 -------------------------------------------------------------
 
-def train_cifar10(project, root: Path):
-    return project.train("data=cifar10", f"data.root={root}", f"data.cache_dir={root}/cache",
-                         "data.download=false", "hydra/launcher=basic", timeout=120)
+def train_cifar10(project, root: Path, command: bool = False):
+    """One job on the CIFAR-10 copy at `root`: in this process, or with `command` through
+    `python src/train.py`."""
+    overrides = ("data=cifar10", f"data.root={root}", f"data.cache_dir={root}/cache",
+                 "data.download=false", "hydra/launcher=basic")
+    if command:
+        return project.train(*overrides, timeout=120)
+    return project.job(*overrides)
 
 
 def test_entrypoint_trains_on_the_cifar10_archive(project):
@@ -168,15 +174,19 @@ def drop_a_batch(root: Path) -> None:
     (root / "cifar-10-batches-py" / "data_batch_4").unlink()
 
 
-@pytest.mark.parametrize("prepare, message", [
-    (break_archive, "cifar-10-python.tar.gz is damaged or truncated"),
-    pytest.param(drop_a_batch, "cifar-10-batches-py/data_batch_4 is missing", marks=pytest.mark.slow),
-    pytest.param(lambda root: root.mkdir(), "no CIFAR-10 found and data.download=false", marks=pytest.mark.slow),
+# `command`: the case run through `python src/train.py` (no CIFAR-10 found, the one a user meets
+# most), so that the command's stderr is checked to be that one line; the others in-process
+@pytest.mark.parametrize("prepare, message, command", [
+    (break_archive, "cifar-10-python.tar.gz is damaged or truncated", False),
+    pytest.param(drop_a_batch, "cifar-10-batches-py/data_batch_4 is missing", False,
+                 marks=pytest.mark.slow),
+    pytest.param(lambda root: root.mkdir(), "no CIFAR-10 found and data.download=false", True,
+                 marks=pytest.mark.slow),
 ])
-def test_entrypoint_bad_cifar10_is_one_line_and_no_run(project, prepare, message):
+def test_entrypoint_bad_cifar10_is_one_line_and_no_run(project, prepare, message, command):
     root = project.workdir / "c10"
     prepare(root)
-    proc = train_cifar10(project, root)
+    proc = train_cifar10(project, root, command)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
@@ -302,16 +312,18 @@ def test_unwritable_cache_folder_is_one_line(tmp_path):
     assert str(info.value).startswith(f"data.cache_dir={cache} is not writable")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ([], "broken.jpg"),
-    pytest.param(["data.cache_dir=a_file/cache", "data.skip_corrupt=true"], "data.cache_dir=a_file/cache is not writable", marks=pytest.mark.slow),
+# `command`: the unwritable cache folder runs through `python src/train.py` (the command's stderr
+# checked to be that one line); the corrupt image in-process
+@pytest.mark.parametrize("overrides, message, command", [
+    ([], "broken.jpg", False),
+    pytest.param(["data.cache_dir=a_file/cache", "data.skip_corrupt=true"], "data.cache_dir=a_file/cache is not writable", True, marks=pytest.mark.slow),
 ])
-def test_entrypoint_image_folder_faults_are_one_line(project, overrides, message):
+def test_entrypoint_image_folder_faults_are_one_line(project, overrides, message, command):
     make_image_folder(project.workdir / "imgs")
     add_corrupt(project.workdir / "imgs")
     (project.workdir / "a_file").write_text("")
-    proc = project.train("data=image_folder", "data.root=imgs", "hydra/launcher=basic", *overrides,
-                         timeout=120)
+    overrides = ["data=image_folder", "data.root=imgs", "hydra/launcher=basic", *overrides]
+    proc = project.train(*overrides, timeout=120) if command else project.job(*overrides)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr

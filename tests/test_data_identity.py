@@ -122,8 +122,9 @@ def test_cifar10_fingerprint_is_unchanged(tmp_path):
 
 
 def test_a_run_records_the_unchanged_identity(project):
-    """Through the entrypoint: the tags by which the store finds a finished run of this config."""
-    project.train(*FAST, check=True)
+    """A job of `src/train.py` (in-process): the tags by which the store finds a finished run of
+    this config."""
+    project.job(*FAST, check=True)
     [run] = project.runs()
     tags = run.data.tags
     assert (tags["data_fingerprint"], tags["config_hash"], tags["setting_hash"]) == (

@@ -33,8 +33,7 @@ def accuracy(model, split) -> float:
 
 @pytest.mark.slow  # over a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_a_run_shows_its_datasets_source_system_metrics_and_model(project):
-    project.train("trainer.epochs=3", check=True,
-                  env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})
+    project.job("trainer.epochs=3", check=True, env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})
     [run] = project.runs()
     tags = run.data.tags
     # the splits, as the UI's Datasets column lists them: name, digest, context
@@ -105,7 +104,7 @@ def test_register_says_what_is_wrong_in_one_line(project):
 def test_the_ui_shows_a_runs_datasets_and_source(project):
     """The run's page in a real browser, as a user opens it from the runs table: its data splits
     (name, context) and its source (the entry point, the commit), from MLflow's own fields."""
-    project.train(check=True)
+    project.job(check=True)
     [run] = project.runs()
     with mlflow_ui(project.store) as ui:
         dom = page(f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")

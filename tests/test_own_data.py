@@ -1,6 +1,7 @@
 """A researcher's own data: CIFAR-100 beside CIFAR-10 (the same python release format, from files
 the tests generate), image folders of another size and class count, and data files that are
-read without running code (a batch whose pickle would run a command is refused, unrun)."""
+read without running code (a batch whose pickle would run a command is refused, unrun). The jobs
+of `src/train.py` run in this process (`project.job`)."""
 
 from __future__ import annotations
 
@@ -104,8 +105,8 @@ def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path):
 def test_entrypoint_trains_on_cifar100_with_100_outputs(project):
     root = project.workdir / "c100"
     make_cifar100_archive(root)
-    proc = project.train("data=cifar100", f"data.root={root}", "data.download=false",
-                         "hydra/launcher=basic", timeout=300)
+    proc = project.job("data=cifar100", f"data.root={root}", "data.download=false",
+                       "hydra/launcher=basic")
     assert proc.returncode == 0, proc.stderr
     [run] = project.runs()
     assert run.info.status == "FINISHED"
@@ -118,8 +119,8 @@ def test_entrypoint_trains_on_cifar100_with_100_outputs(project):
 def test_entrypoint_refuses_a_batch_that_would_run_a_command(project):
     root, marker = project.workdir / "c100", project.workdir / "ran"
     make_cifar100_archive(root, train=pickle.dumps(RunsACommand(f"touch {marker}"), protocol=2))
-    proc = project.train("data=cifar100", f"data.root={root}", "data.download=false",
-                         "hydra/launcher=basic", timeout=300)
+    proc = project.job("data=cifar100", f"data.root={root}", "data.download=false",
+                       "hydra/launcher=basic")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -143,9 +144,8 @@ def make_image_folder(root: Path, classes: list[str], size: int, per_class: int 
 def test_entrypoint_image_folder_of_another_size_and_class_count(project):
     classes = ["ant", "bee", "wasp"]
     make_image_folder(project.workdir / "imgs", classes, size=20)
-    proc = project.train("data=image_folder", "data.root=imgs", "data.image_size=20",
-                         "model=resnet18", "hydra/launcher=basic", "trainer.batch_size=4",
-                         timeout=300)
+    proc = project.job("data=image_folder", "data.root=imgs", "data.image_size=20",
+                       "model=resnet18", "hydra/launcher=basic", "trainer.batch_size=4")
     assert proc.returncode == 0, proc.stderr
     [run] = project.runs()
     assert run.info.status == "FINISHED"
@@ -155,8 +155,8 @@ def test_entrypoint_image_folder_of_another_size_and_class_count(project):
 
 def test_entrypoint_model_that_cannot_take_the_size_is_one_line_and_no_run(project):
     make_image_folder(project.workdir / "imgs", ["ant", "bee", "wasp"], size=20)
-    proc = project.train("data=image_folder", "data.root=imgs", "data.image_size=48",
-                         "model=modified_net", timeout=300)
+    proc = project.job("data=image_folder", "data.root=imgs", "data.image_size=48",
+                       "model=modified_net")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
