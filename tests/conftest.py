@@ -63,9 +63,11 @@ class Project:
         composed by Hydra's compose API from conf/, `run_job` called in this folder; its log lines
         (stdout), errors (stderr) and exit status as the command's. A raised error is exit 1 and
         its traceback on stderr."""
+        import torch
         from hydra import compose, initialize_config_dir
         from omegaconf import open_dict
 
+        from cifar_sweep.data import cache
         from cifar_sweep.job.steps import run_job
         from cifar_sweep.sweep import job_context
 
@@ -84,6 +86,9 @@ class Project:
         for name in quiet:  # as the job logging's config has them
             logging.getLogger(name).setLevel(logging.WARNING)
         result, code = None, 0
+        # as a new process starts: no data kept in memory by an earlier job; its thread count back
+        cache._in_process.clear()
+        threads = torch.get_num_threads()
         with _environ(env or {}), _cwd(self.workdir), contextlib.redirect_stdout(out), \
                 contextlib.redirect_stderr(err):
             try:
@@ -95,6 +100,7 @@ class Project:
             finally:
                 root.removeHandler(handler)
                 root.setLevel(level)
+                torch.set_num_threads(threads)
                 for name, before in quiet.items():
                     logging.getLogger(name).setLevel(before)
         ran = Ran(code, out.getvalue(), err.getvalue(), result)
