@@ -160,15 +160,11 @@ def _checkpoints(project):
 @pytest.mark.parametrize("way", ["finished", endings.BAD_VALUE, endings.CODE_ERROR])
 def test_a_row_through_the_entrypoint(way, project):
     row = endings.WAYS[way]
-    env = None
-    overrides = []
-    if way == endings.BAD_VALUE:
-        overrides = ["lr.value=0"]
-    elif way == endings.CODE_ERROR:
-        (project.workdir / "boom.py").write_text(BOOM)
-        overrides = ["model._target_=boom.Boom"]
-        env = {"PYTHONPATH": str(project.workdir)}
-    proc = project.train(*overrides, env=env)
+    if way == endings.CODE_ERROR:  # the one case through the command: its exit 1 and traceback
+        (project.workdir / "boom.py").write_text(BOOM)  # as src/train.py prints them
+        proc = project.train("model._target_=boom.Boom", env={"PYTHONPATH": str(project.workdir)})
+    else:  # the job's outcome: in this process
+        proc = project.job(*(["lr.value=0"] if way == endings.BAD_VALUE else []))
     runs = project.runs()
     if way == endings.BAD_VALUE:  # found before any run
         assert proc.returncode == row.exit_code and runs == []

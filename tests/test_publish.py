@@ -104,7 +104,7 @@ def test_a_table_from_the_published_store_equals_the_working_stores(published, t
 def test_training_into_the_published_store_is_one_line(published):
     project, _store, dest, _proc = published
     before = _digest(dest)
-    proc = project.train(f"tracking.uri={dest}")
+    proc = project.job(f"tracking.uri={dest}")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "published store" in lines[0]
