@@ -58,7 +58,7 @@ def test_killed_run_continues_and_ends_as_if_never_interrupted(project, tmp_path
     assert ghost.info.status == "RUNNING"  # SIGKILL: nothing could close it
     assert list((project.workdir / "checkpoints").rglob("*.pt"))
 
-    proc = project.train(*run, check=True)
+    proc = project.job(*run, check=True)  # the same command again: in this process
     assert "continuing from epoch" in proc.stdout
     [run_after] = jobs(project)
     assert run_after.info.run_id == ghost.info.run_id  # the same run, continued
@@ -69,7 +69,7 @@ def test_killed_run_continues_and_ends_as_if_never_interrupted(project, tmp_path
     # the same command in a fresh project, never interrupted: the same result
     fresh = type(project)(tmp_path / "fresh")
     fresh.workdir.mkdir()
-    fresh.train(*run, check=True)
+    fresh.job(*run, check=True)
     [uninterrupted] = jobs(fresh)
     for metric in ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch"):
         assert abs(run_after.data.metrics[metric] - uninterrupted.data.metrics[metric]) < 1e-6, metric
@@ -127,7 +127,7 @@ def test_finished_sweep_again_trains_nothing_and_studies_share_their_baseline(pr
     assert first["0.005"] in table and "loss=cross_entropy" in table
 
     # trainer.rerun=true trains it again
-    rerun = project.train("ablation=lr", "trainer.rerun=true", check=True)
+    rerun = project.job("ablation=lr", "trainer.rerun=true", check=True)
     assert "already finished" not in rerun.stdout and "epoch 1/1" in rerun.stdout
 
 
@@ -143,7 +143,7 @@ def test_ghost_run_of_another_config_is_closed_and_clean_runs_closes_the_rest(pr
         "cifar_sweep.role": "job", "owner.host": "some-other-host", "owner.pid": "1",
         "heartbeat": "1000", "heartbeat.timeout_s": "600"}).info.run_id
 
-    project.train("lr.value=0.003", check=True)  # another config: closes the ghosts, trains anew
+    project.job("lr.value=0.003", check=True)  # another config: closes the ghosts, trains anew
     runs = {r.info.run_id: r for r in project.runs()}
     assert runs[ghost.info.run_id].info.status == "KILLED"
     assert "process" in runs[ghost.info.run_id].data.tags["failure_reason"]

@@ -87,7 +87,7 @@ def error_lines(text: str) -> list[str]:
 
 @pytest.mark.slow  # a real server: about 45 s; the round trip through `make server` is in test_cluster.py
 def test_run_logs_to_a_server_and_reads_back(project, server):
-    project.train(f"tracking.uri={server.uri}", "model=origin_net", check=True)
+    project.job(f"tracking.uri={server.uri}", "model=origin_net", check=True)
     client, [run] = job_runs(server.uri)
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
@@ -104,7 +104,7 @@ def test_run_logs_to_a_server_and_reads_back(project, server):
     (project.workdir / "other machine").write_text("a file, not a folder")
     elsewhere = (project.workdir / "other machine" / "mlruns" / "artifacts" / "7").as_uri()
     client.create_experiment("made-locally", artifact_location=elsewhere)
-    proc = project.train(f"tracking.uri={server.uri}", "tracking.experiment=made-locally")
+    proc = project.job(f"tracking.uri={server.uri}", "tracking.experiment=made-locally")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [line] = error_lines(proc.stdout + proc.stderr)
     assert line.startswith(f"error: tracking.experiment=made-locally: its artifacts live at the "
@@ -114,7 +114,7 @@ def test_run_logs_to_a_server_and_reads_back(project, server):
     # one this machine can write to (a shared file system, say), its path percent-encoded: runs
     shared = project.workdir / "My Projects" / "artifacts" / "8"
     client.create_experiment("on-a-shared-disk", artifact_location=shared.as_uri())
-    project.train(f"tracking.uri={server.uri}", "tracking.experiment=on-a-shared-disk", check=True)
+    project.job(f"tracking.uri={server.uri}", "tracking.experiment=on-a-shared-disk", check=True)
     assert (shared / client.search_runs([client.get_experiment_by_name(
         "on-a-shared-disk").experiment_id])[0].info.run_id / "artifacts" / "config.yaml").is_file()
 
@@ -170,7 +170,7 @@ def test_server_killed_mid_run_then_the_same_command_continues(project, server):
     [kept] = list((project.workdir / "checkpoints").rglob("*.pt"))
 
     server.start()  # the same store, the same address
-    again = project.train(*run, check=True, timeout=300)
+    again = project.job(*run, check=True)  # the same command again: in this process
     assert "continuing from epoch" in again.stdout
     client, [after] = job_runs(server.uri)
     assert after.info.run_id == kept.stem and after.info.status == "FINISHED"
@@ -249,9 +249,11 @@ def test_credentials_a_server_refuses_are_one_line_before_any_run(project, tmp_p
                 (BOB, "does not let user bob write in this experiment (HTTP 403)"),
             ]
             for env, said in cases:
+                # alone: the job in this process; the sweep: through the command
                 for sweep in ([], ["-m", "hydra/launcher=basic", "lr.value=0.01,0.02"]):
-                    proc = project.train(*sweep, f"tracking.uri={auth.uri}",
-                                         env={**{k: None for k in ADMIN}, **env})
+                    command = project.train if sweep else project.job
+                    proc = command(*sweep, f"tracking.uri={auth.uri}",
+                                   env={**{k: None for k in ADMIN}, **env})
                     out = proc.stdout + proc.stderr
                     assert proc.returncode == 2, out
                     [line] = error_lines(out)
@@ -260,8 +262,8 @@ def test_credentials_a_server_refuses_are_one_line_before_any_run(project, tmp_p
             experiment = admin.get_experiment_by_name("cifar-sweep")
             assert admin.search_runs([experiment.experiment_id]) == []  # no run, no ghost
             # with an experiment of their own, bob's run goes through
-            project.train(f"tracking.uri={auth.uri}", "tracking.experiment=bobs", env=BOB,
-                          check=True)
+            project.job(f"tracking.uri={auth.uri}", "tracking.experiment=bobs", env=BOB,
+                        check=True)
             [run] = admin.search_runs([admin.get_experiment_by_name("bobs").experiment_id])
             assert run.info.status == "FINISHED"
         finally:
