@@ -36,11 +36,11 @@ def kill_and_continue(project, tmp_path, *run) -> tuple[dict, dict, dict, dict, 
     kill_after(start(project, *run), "epoch 2/3")
     [ckpt] = (project.workdir / "checkpoints").rglob("*.pt")
     killed = torch.load(ckpt, weights_only=True)
-    proc = project.train(*run, check=True)
+    proc = project.job(*run, check=True)  # the kill above needs a process; these need none
     assert "continuing from epoch 3" in proc.stdout
     fresh = type(project)(tmp_path / "fresh")
     fresh.workdir.mkdir()
-    fresh.train(*run, check=True)
+    fresh.job(*run, check=True)
     [fresh_ckpt] = (fresh.workdir / "checkpoints").rglob("*.pt")
     return (finished_metrics(project), finished_metrics(fresh), killed,
             torch.load(ckpt, weights_only=True), torch.load(fresh_ckpt, weights_only=True))
@@ -77,7 +77,7 @@ def test_fp16_keeps_its_loss_scale_in_the_checkpoint_and_continues_exactly(proje
 
 
 def test_bad_precision_is_one_line_and_no_run(project):
-    proc = project.train("trainer.precision=fp8", *SMALL)
+    proc = project.job("trainer.precision=fp8", *SMALL)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: trainer.precision=fp8 is invalid: allowed: auto, fp32, bf16, fp16")

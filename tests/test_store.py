@@ -1,5 +1,5 @@
 """The local store under concurrency and bad locations: several `src/train.py` processes started at
-once against one fresh store, and a store folder that cannot be written."""
+once against one fresh store, and a store folder that cannot be written (one job, in-process)."""
 
 import os
 import subprocess
@@ -61,7 +61,7 @@ def test_soak_eight_processes_at_once_on_a_fresh_sqlite_uri(tmp_path):
 
 def test_store_where_a_file_is_is_one_line_and_no_run(project):
     (project.workdir / "taken").write_text("")
-    proc = project.train("tracking.uri=taken/store")
+    proc = project.job("tracking.uri=taken/store")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == (f"error: tracking.uri=taken/store is not writable: cannot write in "
                            f"{project.workdir / 'taken' / 'store'} (Not a directory); choose a "
@@ -76,7 +76,7 @@ def test_read_only_store_folder_is_one_line_and_no_run(project):
     store.mkdir()
     store.chmod(0o555)
     try:
-        proc = project.train(f"tracking.uri={store}")
+        proc = project.job(f"tracking.uri={store}")
     finally:
         store.chmod(0o755)
     assert proc.returncode == 2, proc.stderr

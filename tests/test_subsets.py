@@ -90,7 +90,7 @@ SWEEP = ("-m", "hydra/launcher=basic", *RUN)
 
 
 def test_a_subset_run_is_its_own_experiment_and_its_predictions_name_full_positions(project):
-    first = project.train(*RUN, check=True)
+    first = project.job(*RUN, check=True)
     [run] = [r for r in project.runs() if r.data.tags.get("cifar_sweep.role") == "job"]
     fingerprint = run.data.tags["data_fingerprint"]
     assert fingerprint.startswith("synthetic-500c68d943a271567435-subset300-test100-")
@@ -115,7 +115,7 @@ def test_a_subset_run_is_its_own_experiment_and_its_predictions_name_full_positi
 
 
 def test_a_subset_larger_than_the_data_is_one_line_and_no_run(project):
-    proc = project.train("data.subset=5000")
+    proc = project.job("data.subset=5000")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: data.subset=5000 asks for 5000 images; the data has "
                                    "2000 training images: give at most 2000, or a fraction "
