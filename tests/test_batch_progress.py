@@ -81,15 +81,15 @@ def test_the_images_an_epoch_yields(images, batch, expected):
     assert BatchProgress(train, 1, 0).images == expected == sum(len(b[1]) for b in train)
 
 
-# --- through the entrypoint -------------------------------------------------------------------
+# --- a job (in this process), and through the entrypoint on a terminal -------------------------
 
 RUN = ("trainer.epochs=2", "tracking.figures=false", "tracking.log_model=false")
 
 
 def test_a_run_off_a_terminal_writes_a_line_at_each_interval(project):
-    """A log (here a pipe) with a short interval: lines of images done in the epoch; their
+    """A log (here a job in this process, its stderr no terminal) with a short interval: lines of images done in the epoch; their
     counts are whole batches of the 1,600 training images (2,000 less the 20% validation)."""
-    proc = project.train(*RUN, check=True, env={batch_progress.INTERVAL_ENV: "0.05"})
+    proc = project.job(*RUN, check=True, env={batch_progress.INTERVAL_ENV: "0.05"})
     lines = [line for line in proc.stdout.splitlines() if "left in the epoch" in line]
     assert lines, proc.stdout
     for epoch in (1, 2):

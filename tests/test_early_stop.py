@@ -214,11 +214,11 @@ def test_off_keeps_the_identity_on_changes_it():
     assert identity("trainer.early_stop.patience=5") != on
 
 
-# --- through the entrypoint -------------------------------------------------------------------
+# --- a job (in this process), and through the entrypoint -----------------------------------------
 
 def test_a_run_stops_early_and_says_when_and_why(project):
-    proc = project.train("trainer.epochs=30", "trainer.early_stop.patience=2",
-                         "tracking.figures=false", "tracking.log_model=false", check=True)
+    proc = project.job("trainer.epochs=30", "trainer.early_stop.patience=2",
+                       "tracking.figures=false", "tracking.log_model=false", check=True)
     [run] = jobs(project)
     history = [m.value for m in sorted(project.client.get_metric_history(
         run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
@@ -250,14 +250,14 @@ def test_killed_in_a_patience_window_the_same_command_stops_at_the_same_epoch(pr
     window = checkpoint.load(saved)["progress"]["epochs_without_improvement"]
     assert 0 < window < 3, f"killed outside the window ({window}): the test shows nothing"
 
-    proc = project.train(*RUN, check=True)
+    proc = project.job(*RUN, check=True)  # the kill above needs a process; this needs none
     assert "continuing from epoch" in proc.stdout
     [run] = jobs(project)
     assert run.info.run_id == ghost.info.run_id and run.info.status == "FINISHED"
 
     fresh = type(project)(tmp_path / "fresh")
     fresh.workdir.mkdir()
-    fresh.train(*RUN, check=True)
+    fresh.job(*RUN, check=True)
     [uninterrupted] = jobs(fresh)
     history = [m.value for m in sorted(fresh.client.get_metric_history(
         uninterrupted.info.run_id, "val_accuracy"), key=lambda m: m.step)]

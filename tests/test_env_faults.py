@@ -3,8 +3,9 @@ kept, a sweep stops early (exit 75), and the same command afterwards continues.
 
 Real faults where this machine allows (a small tmpfs when running as root); elsewhere an
 injected one: a `sitecustomize` written by the test, put first on the subprocess's PYTHONPATH,
-raises the error (ENOSPC at the artifact upload, torch's OutOfMemoryError in an epoch). It is
-a test file only; nothing in src/ knows of it.
+raises the error (ENOSPC at the artifact upload, torch's OutOfMemoryError in an epoch). A single
+run is a job in this process (`project.job`): the same code run here (`injected`), undone after
+it. It is a test file only; nothing in src/ knows of it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ elif fault.startswith("oom:"):  # oom:<job>:<epoch>: that job's epoch runs out o
     real, calls = training.train_epoch, {}
 
     def train_epoch(p):
-        num = int(HydraConfig.get().job.get("num") or 0)
+        # a job in this process (project.job) has no Hydra runtime: a job alone, job 0
+        num = int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
         calls[num] = calls.get(num, 0) + 1
         if num == job and calls[num] == epoch:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -71,6 +73,24 @@ def inject(tmp_path):
         path = os.pathsep.join([str(hook), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
         return {"CIFAR_SWEEP_TEST_FAULT": fault, "PYTHONPATH": path}
     return env
+
+
+@contextlib.contextmanager
+def injected(fault: str):
+    """HOOK's `fault` in this process, for project.job (a sitecustomize runs only as a process
+    starts): the same code run here, its patches undone after the block."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    import cifar_sweep.train.loop as training
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalArtifactRepository, "log_artifacts",  # restored on leaving
+                      LocalArtifactRepository.log_artifacts)
+        patch.setattr(training, "train_epoch", training.train_epoch)
+        patch.setenv("CIFAR_SWEEP_TEST_FAULT", fault)
+        exec(HOOK, {"__name__": "fault_hook"})
+        patch.delenv("CIFAR_SWEEP_TEST_FAULT")  # read once, as the sitecustomize reads it
+        yield
 
 
 def jobs(project):
@@ -158,9 +178,9 @@ def test_gpu_out_of_memory_stops_a_parallel_sweep_and_the_same_command_continues
 
 
 @pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
-def test_single_run_out_of_gpu_memory_exits_75_and_the_same_command_continues(
-        project, inject):
-    proc = project.train("trainer.epochs=2", env=inject("oom:0:2"))
+def test_single_run_out_of_gpu_memory_exits_75_and_the_same_command_continues(project):
+    with injected("oom:0:2"):
+        proc = project.job("trainer.epochs=2")
     assert proc.returncode == EXIT_STOPPED, proc.stderr
     [line] = error_lines(proc.stderr)
     [run] = jobs(project).values()
@@ -169,17 +189,18 @@ def test_single_run_out_of_gpu_memory_exits_75_and_the_same_command_continues(
                     "processes or lower trainer.batch_size (now 64: a new batch size starts "
                     "anew), and run the same command again")
     assert run.info.status == "KILLED"
-    project.train("trainer.epochs=2", check=True)
+    project.job("trainer.epochs=2", check=True)
     [run] = jobs(project).values()
     assert run.info.status == "FINISHED" and epochs_logged(project, run.info.run_id) == [1, 2]
     # (a NaN loss, a fault of the run, stays FAILED: tests/test_errors.py)
 
 
 @pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
-def test_store_turned_read_only_kills_the_run_and_the_same_command_logs_it(project, inject):
+def test_store_turned_read_only_kills_the_run_and_the_same_command_logs_it(project):
     # injected: a tmpfs whose files are open cannot be remounted read-only ("mount point is
     # busy"); a disk's file system turns read-only by itself after an error
-    proc = project.train("trainer.epochs=2", env=inject("artifacts_erofs"))
+    with injected("artifacts_erofs"):
+        proc = project.job("trainer.epochs=2")
     assert proc.returncode == EXIT_STOPPED, proc.stderr
     store = project.workdir / "mlruns"
     [run] = jobs(project).values()
@@ -189,7 +210,7 @@ def test_store_turned_read_only_kills_the_run_and_the_same_command_logs_it(proje
         "the same command again"]
     assert run.info.status == "KILLED"
     assert run.data.tags["failure_reason"] == f"interrupted: read-only file system on {store}"
-    again = project.train("trainer.epochs=2", check=True)
+    again = project.job("trainer.epochs=2", check=True)
     assert "evaluating and logging it from its checkpoint" in again.stdout
     [run] = jobs(project).values()
     assert run.info.status == "FINISHED" and epochs_logged(project, run.info.run_id) == [1, 2]
@@ -296,7 +317,7 @@ def test_real_full_store_mid_run_then_the_same_command_continues(project):
         project.store = store
         [ghost] = jobs(project).values()
         assert ghost.info.status in ("RUNNING", "KILLED")
-        project.train(*run, check=True)
+        project.job(*run, check=True)  # the fill above needs a process; this needs none
         [after] = jobs(project).values()
         assert after.info.run_id == kept.stem and after.info.status == "FINISHED"
         assert epochs_logged(project, after.info.run_id) == [1, 2, 3]

@@ -345,19 +345,19 @@ def test_probabilities_off_keeps_the_predicted_class():
     assert evidence.churn([on, on]) == 0.0
 
 
-@pytest.mark.slow  # two runs through the entrypoint (the setting's plumbing and identity)
+@pytest.mark.slow  # two jobs (in this process): the setting's plumbing and identity
 def test_probabilities_off_in_a_run_changes_no_identity(tmp_path):
     project = Project(tmp_path)
-    project.train("trainer.seed=7", "tracking.predictions_probabilities=false",
-                  "tracking.figures=false", "tracking.log_model=false", check=True)
+    project.job("trainer.seed=7", "tracking.predictions_probabilities=false",
+                "tracking.figures=false", "tracking.log_model=false", check=True)
     [run] = jobs(project)
     frame = results.predictions(run.info.run_id, str(project.store))
     assert list(frame.columns) == ["index", "label", "predicted"]
     raw = raw_artifact(project.client, run.info.run_id, tmp_path / "raw")
     assert "probabilities" not in raw
     # a tracking setting: the same config with probabilities on is the finished run
-    proc = project.train("trainer.seed=7", "tracking.figures=false", "tracking.log_model=false",
-                         check=True)
+    proc = project.job("trainer.seed=7", "tracking.figures=false", "tracking.log_model=false",
+                       check=True)
     assert len(jobs(project)) == 1, proc.stdout + proc.stderr
 
 

@@ -160,8 +160,8 @@ def test_a_mixed_store_reports_each_setting_once_in_a_folder_per_sweep(project):
     figures (`shape mismatch`), and SGD at another momentum was a second row labelled `sgd`."""
     quiet = "tracking.figures=false"
     project.train("-m", "optimizer=sgd,adam", quiet, check=True)
-    project.train("data.source.num_classes=20", quiet, check=True)
-    project.train("optimizer=sgd", "optimizer.momentum=0.5", quiet, check=True)
+    project.job("data.source.num_classes=20", quiet, check=True)  # single runs: in this process
+    project.job("optimizer=sgd", "optimizer.momentum=0.5", quiet, check=True)
     project.run("sweep=latest", script=REPORT, check=True)
     base = project.workdir / "results" / "cifar-sweep"
     [first] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
