@@ -127,7 +127,7 @@ def test_finished_sweep_again_trains_nothing_and_studies_share_their_baseline(pr
     assert first["0.005"] in table and "loss=cross_entropy" in table
 
     # trainer.rerun=true trains it again
-    rerun = project.job("ablation=lr", "trainer.rerun=true", check=True)
+    rerun = project.train("ablation=lr", "trainer.rerun=true", check=True)
     assert "already finished" not in rerun.stdout and "epoch 1/1" in rerun.stdout
 
 
