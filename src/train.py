@@ -45,7 +45,8 @@ def main(cfg: DictConfig) -> "JobResult":
     from cifar_sweep.job.steps import run_job  # imported here so that `--help` stays fast
     from cifar_sweep.sweep import job_context
 
-    result = run_job(cfg, job_context.from_hydra(HydraConfig.get(), cfg))
+    result = run_job(cfg, job_context.from_hydra(HydraConfig.get(), cfg, interrupted.raise_if_lost))
+    interrupted.raise_if_lost()  # a signal whose exception was lost after the last batch
     if result.exit_code:  # a job alone that did not finish: job/endings.py says with what status
         sys.exit(result.exit_code)
     return result

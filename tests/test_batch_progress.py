@@ -6,6 +6,9 @@ short epoch."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from cifar_sweep.batches import Augment, Loader, Normalize
 from cifar_sweep.data.tensors import Split
 from cifar_sweep.job import batch_progress
 from cifar_sweep.job.batch_progress import BatchProgress
+from conftest import ROOT
 
 CPU = torch.device("cpu")
 IMAGES = 201  # batches of 50: four, and a final one of one image, which the loader drops
@@ -138,3 +142,42 @@ def test_a_run_on_a_terminal_draws_the_bar(project):
     text = drawn.decode(errors="replace")
     assert "epoch 1/2:" in text and "epoch 2/2:" in text and "/1.60k" in text and "img/s" in text
     assert "left in the epoch" not in text
+
+
+LOST_SIGNAL = """
+import signal, sys, weakref
+from cifar_sweep.commands import interrupted
+from cifar_sweep.job.batch_progress import BatchProgress
+
+interrupted.install()
+class Loader:
+    split, batch_size = list(range(8)), 4
+    def __len__(self): return 2
+    def __iter__(self): yield 0, [1, 2, 3, 4]; yield 0, [1, 2, 3, 4]
+class Thing: pass
+thing = Thing()
+# the handler runs inside a weakref callback: Python prints its SystemExit as ignored, drops it
+ref = weakref.ref(thing, lambda r: signal.raise_signal(signal.SIGTERM))
+del thing
+print("received", interrupted.received, flush=True)
+check = interrupted.raise_if_lost if sys.argv[1] == "checked" else None
+drawn = 0
+try:
+    for batch in BatchProgress(Loader(), 1, 0, terminal=False, interrupted=check):
+        drawn += 1
+finally:
+    print("drawn", drawn, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode, drawn, status", [("checked", 0, 143), ("unchecked", 2, 0)])
+def test_a_signal_whose_exception_python_dropped_stops_at_the_next_batch(mode, drawn, status):
+    """A real SIGTERM whose handler runs inside a weakref callback: Python drops its exception
+    (unchecked: every batch is drawn and the process ends 0, as a job trained on to epoch 187);
+    the job's check at every batch raises it again: no batch drawn, exit 143."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", LOST_SIGNAL, mode], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert "Exception ignored" in proc.stderr and "SystemExit: 143" in proc.stderr
+    assert "received [15]" in proc.stdout and f"drawn {drawn}" in proc.stdout
+    assert proc.returncode == status

@@ -27,9 +27,24 @@ def _raise(signum: int, frame: FrameType | None) -> None:
         return
     if len(received) > 2:  # a third: the closing hangs (a store that does not answer); the
         os._exit(128 + signum)  # next start closes what is left RUNNING (its process is gone)
+    _exception(signum)
+
+
+def _exception(signum: int) -> None:
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     sys.exit(128 + signum)
+
+
+def raise_if_lost() -> None:
+    """Raise the first signal's exception again where the handler's was lost. Python runs a
+    handler wherever the main thread is: inside a weakref callback, a `__del__` or the garbage
+    collector, its exception is printed as "Exception ignored" and dropped, and the job trains on
+    (seen: SIGTERM after epoch 1, training on to epoch 187, a test's 60 s wait running out). Once a
+    signal has come, nothing draws a training batch any more; so the job calls this at every batch
+    (its JobContext's `interrupted`, job/batch_progress.py) and after the job."""
+    if received:
+        _exception(received[0])
 
 
 def install() -> None:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tqdm import tqdm
@@ -46,8 +46,10 @@ class BatchProgress:
     (its generator, its length, its split) is the loader's own."""
 
     def __init__(self, loader: Loader, epochs: int, done: int, terminal: bool | None = None,
-                 interval: float | None = None):
+                 interval: float | None = None, interrupted: Callable[[], None] | None = None):
         self.loader, self.epochs, self.epoch = loader, epochs, done
+        # raises a signal's exception its handler lost, at every batch (commands/interrupted.py)
+        self.interrupted = interrupted or _nothing
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.interval = interval_s() if interval is None else interval
         # the images one pass yields: a final batch of one image is dropped (Loader)
@@ -74,6 +76,7 @@ class BatchProgress:
                    unit_scale=True, leave=False, position=1, dynamic_ncols=True)
         try:
             for batch in self.loader:
+                self.interrupted()
                 yield batch
                 bar.update(len(batch[1]))
         finally:
@@ -83,6 +86,7 @@ class BatchProgress:
         start = last = time.monotonic()
         seen = 0
         for batch in self.loader:
+            self.interrupted()
             yield batch
             seen += len(batch[1])
             now = time.monotonic()
@@ -92,3 +96,7 @@ class BatchProgress:
                 log.info("epoch %d/%d: %d of %d images, %.0f images/s, about %.0f s left in the "
                          "epoch", self.epoch, self.epochs, seen, self.images, rate,
                          (self.images - seen) / rate)
+
+
+def _nothing() -> None:
+    pass

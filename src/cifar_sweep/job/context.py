@@ -20,3 +20,6 @@ class JobContext:
     # a search's trial: reports each epoch's validation accuracy (raises Pruned to stop it)
     reporter: Callable[[int, float], None] | None = None
     trial_tags: Mapping[str, str] = field(default_factory=dict)  # which search the trial is of
+    # called at every training batch: raises a signal's exception its handler lost (src/train.py:
+    # commands/interrupted.py's raise_if_lost)
+    interrupted: Callable[[], None] | None = None

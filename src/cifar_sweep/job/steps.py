@@ -286,7 +286,8 @@ def _fit_and_log(job: Job, run_id: str, state: dict | None, reporter) -> dict[st
     side_by_side = job.ctx.multirun and job.ctx.n_jobs > 1
     parts.train = cast(Loader, BatchProgress(parts.train, cfg.trainer.epochs,
                                              progress.epoch if progress else 0,
-                                             terminal=False if side_by_side else None))
+                                             terminal=False if side_by_side else None,
+                                             interrupted=job.ctx.interrupted))
     after_epoch = epoch_hooks.chain(
         epoch_hooks.SaveCheckpoint(job.checkpoint_path(run_id), parts, seconds_before,
                                    job.started),

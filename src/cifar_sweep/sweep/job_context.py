@@ -3,6 +3,8 @@ reads what Hydra and the sweep's launcher tell a job (src/train.py calls it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -11,8 +13,10 @@ from cifar_sweep.plan.ahead import original_job_num
 from cifar_sweep.sweep.callback import parent_run_id
 
 
-def from_hydra(hydra: DictConfig, cfg: DictConfig) -> JobContext:
-    """`hydra`: `HydraConfig.get()` inside a Hydra run (or a composed config's `hydra` section)."""
+def from_hydra(hydra: DictConfig, cfg: DictConfig,
+               interrupted: Callable[[], None] | None = None) -> JobContext:
+    """`hydra`: `HydraConfig.get()` inside a Hydra run (or a composed config's `hydra` section);
+    `interrupted`: raises a signal's exception its handler lost (see JobContext)."""
     multirun = hydra.mode == RunMode.MULTIRUN
     sweep_dir = str(hydra.sweep.dir) if multirun else None
     reporter, trial_tags = None, {}
@@ -29,4 +33,4 @@ def from_hydra(hydra: DictConfig, cfg: DictConfig) -> JobContext:
         n_jobs=int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
         choices={group: str(option) for group, option in hydra.runtime.choices.items()},
         overrides=tuple(hydra.overrides.task),
-        reporter=reporter, trial_tags=trial_tags)
+        reporter=reporter, trial_tags=trial_tags, interrupted=interrupted)
