@@ -67,10 +67,18 @@ class Project:
         from hydra import compose, initialize_config_dir
         from omegaconf import open_dict
 
+        from cifar_sweep.config.override_check import problem, sweep_flag_problem
         from cifar_sweep.data import cache
         from cifar_sweep.job.steps import run_job
         from cifar_sweep.sweep import job_context
 
+        # what src/train.py refuses before Hydra composes, refused here too: a conversion from
+        # `train` cannot pass a command the entrypoint would not run
+        line = sweep_flag_problem([*FAST, *overrides]) or problem([*FAST, *overrides])
+        if line:
+            if check is True:
+                raise AssertionError(f"exit 2\nerror: {line}")
+            return Ran(2, "", f"error: {line}\n")
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[*FAST, *overrides], return_hydra_config=True)
         hydra = cfg.hydra

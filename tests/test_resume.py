@@ -126,8 +126,8 @@ def test_finished_sweep_again_trains_nothing_and_studies_share_their_baseline(pr
     table = (project.sweep_report("loss") / "table.csv").read_text()
     assert first["0.005"] in table and "loss=cross_entropy" in table
 
-    # trainer.rerun=true trains it again
-    rerun = project.train("ablation=lr", "trainer.rerun=true", check=True)
+    # trainer.rerun=true trains it again (a preset is a sweep: -m, its baseline's value alone)
+    rerun = project.train("-m", "ablation=lr", "lr.value=0.005", "trainer.rerun=true", check=True)
     assert "already finished" not in rerun.stdout and "epoch 1/1" in rerun.stdout
 
 
