@@ -56,14 +56,14 @@ def test_what_the_config_allows_passes_the_check(overrides):
 
 @pytest.mark.parametrize("overrides, message", [
     (["lr.value=0"], "lr.value=0 is invalid: must be a number > 0"),
-    pytest.param(["lr.value=-0.1"], "lr.value=-0.1 is invalid: must be a number > 0", marks=pytest.mark.slow),
-    pytest.param(["trainer.epochs=0"], "trainer.epochs=0 is invalid: must be an integer >= 1", marks=pytest.mark.slow),
-    pytest.param(["trainer.batch_size=0"], "trainer.batch_size=0 is invalid: must be an integer >= 1", marks=pytest.mark.slow),
-    pytest.param(["trainer.val_fraction=1.0"], "trainer.val_fraction=1.0 is invalid: must be a number strictly between 0 and 1", marks=pytest.mark.slow),
-    pytest.param(["trainer.val_fraction=0"], "trainer.val_fraction=0 is invalid", marks=pytest.mark.slow),
-    pytest.param(["trainer.device=tpu"], "trainer.device=tpu is invalid: allowed: auto, cpu, cuda, cuda:N, mps", marks=pytest.mark.slow),
-    pytest.param(["data=image_folder", "data.root=does/not/exist"], "no 'train/' folder there", marks=pytest.mark.slow),
-    pytest.param(["data=image_folder"], "data.root is missing", marks=pytest.mark.slow),
+    pytest.param(["lr.value=-0.1"], "lr.value=-0.1 is invalid: must be a number > 0"),
+    pytest.param(["trainer.epochs=0"], "trainer.epochs=0 is invalid: must be an integer >= 1"),
+    pytest.param(["trainer.batch_size=0"], "trainer.batch_size=0 is invalid: must be an integer >= 1"),
+    pytest.param(["trainer.val_fraction=1.0"], "trainer.val_fraction=1.0 is invalid: must be a number strictly between 0 and 1"),
+    pytest.param(["trainer.val_fraction=0"], "trainer.val_fraction=0 is invalid"),
+    pytest.param(["trainer.device=tpu"], "trainer.device=tpu is invalid: allowed: auto, cpu, cuda, cuda:N, mps"),
+    pytest.param(["data=image_folder", "data.root=does/not/exist"], "no 'train/' folder there"),
+    pytest.param(["data=image_folder"], "data.root is missing"),
     # in a sweep, every job is checked before the first one trains
     (["-m", "lr.value=0.01,-1"], "lr.value=-1 is invalid"),
     # types and keys, checked against the config's schema before any run exists (more cases
