@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hydra.conf import HydraConf
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -13,7 +14,7 @@ from cifar_sweep.plan.ahead import original_job_num
 from cifar_sweep.sweep.callback import parent_run_id
 
 
-def from_hydra(hydra: DictConfig, cfg: DictConfig,
+def from_hydra(hydra: DictConfig | HydraConf, cfg: DictConfig,
                interrupted: Callable[[], None] | None = None) -> JobContext:
     """`hydra`: `HydraConfig.get()` inside a Hydra run (or a composed config's `hydra` section);
     `interrupted`: raises a signal's exception its handler lost (see JobContext)."""
