@@ -15,6 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "src" / "train.py"
 # Small and quick: 2,000 synthetic images, batch 64, one thread per process.
 FAST = ["data=synthetic", "trainer.epochs=1", "trainer.num_threads=1"]
+# what a job's log lines look like and which libraries are quieter: Hydra's job logging config
+JOB_LOGGING = ROOT / "conf" / "hydra" / "job_logging" / "cifar_sweep.yaml"
 
 
 @dataclass
@@ -63,12 +66,10 @@ class Project:
         composed by Hydra's compose API from conf/, `run_job` called in this folder; its log lines
         (stdout), errors (stderr) and exit status as the command's. A raised error is exit 1 and
         its traceback on stderr."""
-        import torch
         from hydra import compose, initialize_config_dir
         from omegaconf import open_dict
 
         from cifar_sweep.config.override_check import problem, sweep_flag_problem
-        from cifar_sweep.data import cache
         from cifar_sweep.job.steps import run_job
         from cifar_sweep.sweep import job_context
 
@@ -76,44 +77,23 @@ class Project:
         # `train` cannot pass a command the entrypoint would not run
         line = sweep_flag_problem([*FAST, *overrides]) or problem([*FAST, *overrides])
         if line:
-            if check is True:
-                raise AssertionError(f"exit 2\nerror: {line}")
-            return Ran(2, "", f"error: {line}\n")
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[*FAST, *overrides], return_hydra_config=True)
-        hydra = cfg.hydra
-        with open_dict(cfg):
-            del cfg["hydra"]
-        out, err = io.StringIO(), io.StringIO()
-        handler = logging.StreamHandler(out)  # conf/hydra/job_logging/cifar_sweep.yaml's console
-        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
-        root, level = logging.getLogger(), logging.getLogger().level
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        quiet = {name: logging.getLogger(name).level for name in ("alembic", "mlflow", "urllib3")}
-        for name in quiet:  # as the job logging's config has them
-            logging.getLogger(name).setLevel(logging.WARNING)
-        result, code = None, 0
-        # as a new process starts: no data kept in memory by an earlier job; its thread count back
-        cache._in_process.clear()
-        threads = torch.get_num_threads()
-        with _environ(env or {}), _cwd(self.workdir), contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
-            try:
-                result = run_job(cfg, job_context.from_hydra(hydra, cfg))
-                code = result.exit_code
-            except Exception:
-                traceback.print_exc()
-                code = 1
-            finally:
-                root.removeHandler(handler)
-                root.setLevel(level)
-                torch.set_num_threads(threads)
-                for name, before in quiet.items():
-                    logging.getLogger(name).setLevel(before)
-        ran = Ran(code, out.getvalue(), err.getvalue(), result)
-        if check is True and code != 0:
-            raise AssertionError(f"exit {code}\n{ran.stdout}\n{ran.stderr}")
+            ran = Ran(2, "", f"error: {line}\n")
+        else:
+            with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=[*FAST, *overrides], return_hydra_config=True)
+            hydra = cfg.hydra
+            with open_dict(cfg):
+                del cfg["hydra"]
+            with _job_process(self.workdir, env or {}) as (out, err):
+                result, code = None, 1
+                try:
+                    result = run_job(cfg, job_context.from_hydra(hydra, cfg))
+                    code = result.exit_code
+                except Exception:
+                    traceback.print_exc()
+            ran = Ran(code, out.getvalue(), err.getvalue(), result)
+        if check is True and ran.returncode != 0:
+            raise AssertionError(f"exit {ran.returncode}\n{ran.stdout}\n{ran.stderr}")
         return ran
 
     @property
@@ -137,32 +117,43 @@ class Project:
 
 
 @contextlib.contextmanager
-def _cwd(path: Path):
-    before = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
+def _job_process(workdir: Path, env: dict[str, str | None]):
+    """What a job's own process gives it, for a job run in this one: its folder, its environment
+    (`env`: variables to set, or to remove where None), stdout and stderr of its own (yielded), the
+    job logging's lines and levels, no data kept in memory by an earlier job; the thread count it
+    sets undone after it."""
+    import torch
+    from omegaconf import OmegaConf
 
+    from cifar_sweep.data import cache
 
-@contextlib.contextmanager
-def _environ(changes: dict[str, str | None]):
-    """Set (or, where the value is None, remove) environment variables for the block."""
-    before = {k: os.environ.get(k) for k in changes}
-    for key, value in changes.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    cache._in_process.clear()
+
+    config = OmegaConf.load(JOB_LOGGING)
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(out)  # the console handler: stdout
+    handler.setFormatter(logging.Formatter(config.formatters.simple.format,
+                                           config.formatters.simple.datefmt))
+    loggers = {"": config.root.level, **{name: spec.level for name, spec in config.loggers.items()}}
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    threads = torch.get_num_threads()
+    logging.getLogger().addHandler(handler)
+    for name, level in loggers.items():
+        logging.getLogger(name).setLevel(level)
     try:
-        yield
+        with mock.patch.dict(os.environ), contextlib.chdir(workdir), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            yield out, err
     finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        logging.getLogger().removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture

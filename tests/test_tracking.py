@@ -6,8 +6,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cifar_sweep import data
-
 EPOCH_METRICS = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"]
 RUN_METRICS = ["test_accuracy", "test_precision_weighted", "test_recall_weighted",
                "test_f1_weighted", "test_precision_macro", "test_recall_macro", "test_f1_macro",
@@ -59,12 +57,10 @@ def test_one_epoch_run_logs_everything(project):
 
 
 @pytest.mark.slow  # in `make test-full`: the default suite stays under about 12 minutes
-def test_cache_is_read_on_the_second_run_and_learning_happens(project, monkeypatch):
-    # two jobs in this process, each as a new process runs it: no in-process copy of the data
-    monkeypatch.setattr(data.cache, "_in_process", {})
+def test_cache_is_read_on_the_second_run_and_learning_happens(project):
+    # two jobs in this process, each as a new process runs it (no in-process copy of the data)
     project.job("data.cache_dir=cache", check=True)
     assert list((project.workdir / "cache").glob("synthetic-*.pt"))
-    data.cache._in_process.clear()
     project.job("data.cache_dir=cache", "trainer.epochs=4", "trainer.seed=1", check=True)
     first, second = sorted(project.runs(), key=lambda r: r.info.start_time)
     assert first.data.tags["data_cache"] == "decoded"

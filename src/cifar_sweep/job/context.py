@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class JobContext:
-    multirun: bool = False  # a job of a sweep (`-m`): its failure is logged, the others go on
+    sweep_dir: str | None = None  # the folder a sweep (`-m`) and its jobs share; None: a job alone
     job_num: int = 0  # its number in the whole sweep (a launcher numbers only what it launched)
-    sweep_dir: str | None = None  # the sweep folder the sweep and its jobs share
     parent: str | None = None  # the sweep's parent run: its jobs are its children in the UI
     n_jobs: int = 1  # jobs the launcher runs side by side (threads each; bars or lines)
     choices: Mapping[str, str] = field(default_factory=dict)  # config group -> option chosen
@@ -23,3 +22,8 @@ class JobContext:
     # called at every training batch: raises a signal's exception its handler lost (src/train.py:
     # commands/interrupted.py's raise_if_lost)
     interrupted: Callable[[], None] | None = None
+
+    @property
+    def multirun(self) -> bool:
+        """A job of a sweep: its failure is logged and the other jobs go on."""
+        return self.sweep_dir is not None

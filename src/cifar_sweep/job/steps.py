@@ -99,9 +99,9 @@ def run_job(cfg: DictConfig, ctx: JobContext | None = None) -> JobResult:
     started = time.perf_counter()
     ctx = ctx or JobContext()
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
-    if ctx.multirun:  # parallel jobs' lines interleave: say whose each one is
+    if ctx.sweep_dir is not None:  # a sweep's: parallel jobs' lines interleave, say whose
         _prefix_log_lines(f"#{ctx.job_num} ")
-        if ctx.sweep_dir and faults.sweep_stopped(ctx.sweep_dir):  # a full disk, GPU memory
+        if faults.sweep_stopped(ctx.sweep_dir):  # a full disk, GPU memory: see faults.py
             log.info("not started: the sweep stopped on a fault of the environment")
             return JobResult("not started")
     job = _prepare(cfg, ctx, started)
@@ -131,8 +131,7 @@ def _prepare(cfg: DictConfig, ctx: JobContext, started: float) -> Job | JobResul
     BAD_VALUE, before any run."""
     try:
         check_config(cfg)
-        rt = runtime.resolve(cfg.trainer, ctx.n_jobs if ctx.multirun else 1,
-                             ctx.job_num if ctx.multirun else 0)
+        rt = runtime.resolve(cfg.trainer, ctx.n_jobs, ctx.job_num)
         dataset = subsets.load(cfg.data)
         if not ctx.multirun:  # a sweep's preflight checked each model on its data, once
             model_build.check_job(cfg, dataset)
@@ -177,7 +176,7 @@ def _train(job: Job, decision: Decision) -> JobResult:
     try:
         with tracked_run(client, job.experiment_id, name=job.name, tags=job.tags,
                          params=job.params, ending=job.ending.of,
-                            resume_id=resume.info.run_id if resume else None, lock=lock) as run_id:
+                         resume_id=resume.info.run_id if resume else None, lock=lock) as run_id:
             if resume is None:  # two commands with one config: the first run created trains
                 try:
                     _claim(job, run_id, locked=lock is not None)

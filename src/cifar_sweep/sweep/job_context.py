@@ -18,8 +18,7 @@ def from_hydra(hydra: DictConfig | HydraConf, cfg: DictConfig,
                interrupted: Callable[[], None] | None = None) -> JobContext:
     """`hydra`: `HydraConfig.get()` inside a Hydra run (or a composed config's `hydra` section);
     `interrupted`: raises a signal's exception its handler lost (see JobContext)."""
-    multirun = hydra.mode == RunMode.MULTIRUN
-    sweep_dir = str(hydra.sweep.dir) if multirun else None
+    sweep_dir = str(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
     reporter, trial_tags = None, {}
     if cfg.get("optuna_trial") is not None:  # a trial of an Optuna search
         from cifar_sweep.search.optuna_study import TrialReporter, study_tags
@@ -27,11 +26,10 @@ def from_hydra(hydra: DictConfig | HydraConf, cfg: DictConfig,
         reporter = TrialReporter(hydra.sweeper, int(cfg.optuna_trial))
         trial_tags = study_tags(hydra.sweeper)
     return JobContext(
-        multirun=multirun,
-        job_num=original_job_num(sweep_dir, int(hydra.job.num)) if sweep_dir else 0,
         sweep_dir=sweep_dir,
+        job_num=original_job_num(sweep_dir, int(hydra.job.num)) if sweep_dir else 0,
         parent=parent_run_id(sweep_dir) if sweep_dir else None,
-        n_jobs=int(hydra.launcher.get("n_jobs") or 1) if multirun else 1,
+        n_jobs=int(hydra.launcher.get("n_jobs") or 1) if sweep_dir else 1,
         choices={group: str(option) for group, option in hydra.runtime.choices.items()},
         overrides=tuple(hydra.overrides.task),
         reporter=reporter, trial_tags=trial_tags, interrupted=interrupted)
