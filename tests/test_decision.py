@@ -1,7 +1,9 @@
 """decision.py: what a job will do, from its config and a real MLflow store (one SQLite store for
 the module, each test's runs under a config hash of their own): reuse a finished run, stand aside
-for a live one, continue an interrupted one from its checkpoint, or train; the notes on runs made by
-other code; the plan's line for each decision; and the identity a job has, worked out ahead."""
+for a live one, continue an interrupted one from its checkpoint, or train; each of these decided
+by one job (`decide`) and by a sweep's bulk plan (`ahead.Plan.decide`) alike; the table of
+`choose`'s cases; the notes on runs made by other code; the plan's line for each decision; and
+the identity a job has, worked out ahead."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from omegaconf import OmegaConf
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.plan import decision
-from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, TRAIN, Decision
+from cifar_sweep.plan.ahead import AheadJob, Plan
+from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, TRAIN, Decision, Facts
 from cifar_sweep.plan.identity import Identity, config_hash, identify, identify_ahead, setting_hash
 from cifar_sweep.tracking import lifecycle
 from cifar_sweep.tracking import tags as t
@@ -28,6 +31,7 @@ from cifar_sweep.train import checkpoint, gpu_slots
 from conftest import ROOT
 
 FINGERPRINT = "synthetic-500c68d943a271567435"
+PRECISION = "fp32"
 CODE = {"augment": "a1", "loss": "l1", "model": "m1", "training": "t1"}
 DEAD_PID = "4194305"  # above Linux's largest possible pid (2**22): never a live process
 HOST = socket.gethostname()
@@ -70,7 +74,8 @@ def make_run(client, experiment: str, identity: Identity, status: str, start: in
              **tags: str) -> str:
     """A job's run as a job writes it: its identity's tags, its role, then its end (if any)."""
     run = client.create_run(experiment, start_time=start,
-                            tags={**identity.tags(), t.ROLE: t.ROLE_JOB, **tags})
+                            tags={**identity.tags(), t.ROLE: t.ROLE_JOB,
+                                  t.DATA_FINGERPRINT: FINGERPRINT, t.PRECISION: PRECISION, **tags})
     if status != "RUNNING":
         client.set_terminated(run.info.run_id, status)
     return run.info.run_id
@@ -78,6 +83,21 @@ def make_run(client, experiment: str, identity: Identity, status: str, start: in
 
 def other_code(identity: Identity, **changed: str) -> Identity:
     return Identity(identity.config_hash, identity.setting_hash, {**identity.code, **changed})
+
+
+def decided(cfg, identity: Identity, client, experiment: str) -> Decision:
+    """decide's decision for one job, checked against what a sweep's bulk plan (ahead.Plan.decide,
+    what `src/plan.py` prints and the sweep launches by) decides for it on the same store."""
+    one = decision.decide(cfg, identity, client, experiment)
+    job = AheadJob(0, [], identity=identity, fingerprint=FINGERPRINT, precision=PRECISION,
+                   rerun=bool(cfg.trainer.rerun), reuse_other_code=bool(cfg.trainer.reuse_other_code),
+                   epochs=int(cfg.trainer.epochs), checkpoint_dir=str(cfg.checkpoint.dir))
+    Plan([job], None, None).decide(client, experiment, load_state=True)  # type: ignore[arg-type]
+    bulk = job.decision
+    assert bulk is not None
+    assert ((bulk.action, bulk.run and bulk.run.info.run_id, bulk.note, bulk.epoch)
+            == (one.action, one.run and one.run.info.run_id, one.note, one.epoch))
+    return one
 
 
 def save_checkpoint(cfg, identity: Identity, run_id: str, epoch: int) -> Path:
@@ -108,7 +128,7 @@ def run_with(run_id: str = "r1", **tags: str) -> Run:
 # --- decide: finished before ---------------------------------------------------------------------
 
 def test_a_config_never_run_trains(cfg, identity, client, experiment):
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run, d.state, d.note) == (TRAIN, None, None, "")
     assert d.line(5) == "train"
 
@@ -116,7 +136,7 @@ def test_a_config_never_run_trains(cfg, identity, client, experiment):
 def test_a_finished_run_of_this_config_and_code_is_reused(cfg, identity, client, experiment):
     make_run(client, experiment, other_code(identity, model="m2"), "KILLED")  # not this code's
     done = make_run(client, experiment, identity, "FINISHED")
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id, d.note) == (FINISHED, done, "")
     assert d.line(5) == f"already finished: run {done}"
 
@@ -124,20 +144,20 @@ def test_a_finished_run_of_this_config_and_code_is_reused(cfg, identity, client,
 def test_a_finished_run_in_another_experiment_is_reused_too(cfg, identity, client, experiment):
     # the studies of one store share their baseline
     done = make_run(client, client.create_experiment(f"exp-{uuid.uuid4().hex}"), identity, "FINISHED")
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id) == (FINISHED, done)
 
 
 def test_rerun_trains_again_despite_a_finished_run(cfg, identity, client, experiment):
     make_run(client, experiment, identity, "FINISHED")
-    d = decision.decide(settings(cfg, rerun=True), identity, client, experiment)
+    d = decided(settings(cfg, rerun=True), identity, client, experiment)
     assert (d.action, d.note) == (TRAIN, "")
 
 
 def test_a_finished_run_of_other_code_trains_again_and_the_note_says_why(cfg, identity, client,
                                                                           experiment):
     old = make_run(client, experiment, other_code(identity, model="m0"), "FINISHED")
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert d.action == TRAIN
     assert d.note == (f"this config finished before as run {old}, but other code made it "
                       f"(changed: model): training again; trainer.reuse_other_code=true reuses it")
@@ -146,7 +166,7 @@ def test_a_finished_run_of_other_code_trains_again_and_the_note_says_why(cfg, id
 
 def test_reuse_other_code_reuses_it_with_a_note(cfg, identity, client, experiment):
     old = make_run(client, experiment, other_code(identity, model="m0", loss="l0"), "FINISHED")
-    d = decision.decide(settings(cfg, reuse_other_code=True), identity, client, experiment)
+    d = decided(settings(cfg, reuse_other_code=True), identity, client, experiment)
     assert (d.action, d.run.info.run_id) == (FINISHED, old)
     assert d.note == "made by other code (loss, model): trainer.reuse_other_code=true"
     assert d.line(5) == f"already finished: run {old} (made by other code (loss, model): " \
@@ -156,15 +176,16 @@ def test_reuse_other_code_reuses_it_with_a_note(cfg, identity, client, experimen
 def test_this_codes_finished_run_wins_over_a_newer_one_of_other_code(cfg, identity, client, experiment):
     mine = make_run(client, experiment, identity, "FINISHED")
     make_run(client, experiment, other_code(identity, model="m0"), "FINISHED")
-    d = decision.decide(settings(cfg, reuse_other_code=True), identity, client, experiment)
+    d = decided(settings(cfg, reuse_other_code=True), identity, client, experiment)
     assert (d.action, d.run.info.run_id, d.note) == (FINISHED, mine, "")
 
 
 def test_a_run_from_before_code_parts_were_recorded_says_so(cfg, identity, client, experiment):
     run = client.create_run(experiment, tags={t.CONFIG_HASH: identity.config_hash, t.ROLE: t.ROLE_JOB,
-                                              t.CODE_VERSION: "0ld"})
+                                              t.CODE_VERSION: "0ld", t.DATA_FINGERPRINT: FINGERPRINT,
+                                              t.PRECISION: PRECISION})
     client.set_terminated(run.info.run_id, "FINISHED")
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert d.action == TRAIN
     assert "other code made it (changed: code versions not recorded then)" in d.note
 
@@ -173,7 +194,7 @@ def test_a_run_from_before_code_parts_were_recorded_says_so(cfg, identity, clien
 
 def test_a_live_run_of_this_config_is_left_to_its_owner(cfg, identity, client, experiment):
     live = make_run(client, experiment, identity, "RUNNING", **live_owner())
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id) == (ELSEWHERE, live)
     assert d.line(5) == f"being trained by {HOST} pid {live_owner()[t.OWNER_PID]} as run {live}"
 
@@ -186,7 +207,7 @@ def test_a_jobs_own_run_is_never_elsewhere(cfg, identity, client, experiment):
 def test_a_live_run_on_another_host_with_a_fresh_heartbeat_is_elsewhere(cfg, identity, client,
                                                                         experiment):
     live = make_run(client, experiment, identity, "RUNNING", **remote_owner(heartbeat_age_s=5))
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert d.action == ELSEWHERE
     assert d.line(5) == f"being trained by node-7 pid 77 as run {live}"
 
@@ -194,7 +215,7 @@ def test_a_live_run_on_another_host_with_a_fresh_heartbeat_is_elsewhere(cfg, ide
 def test_a_finished_run_is_reused_before_a_live_one_is_waited_for(cfg, identity, client, experiment):
     done = make_run(client, experiment, identity, "FINISHED")
     make_run(client, experiment, identity, "RUNNING", **live_owner())
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id) == (FINISHED, done)
 
 
@@ -202,13 +223,13 @@ def test_a_live_run_goes_before_continuing_an_interrupted_one(cfg, identity, cli
     killed = make_run(client, experiment, identity, "KILLED")
     save_checkpoint(cfg, identity, killed, epoch=2)
     live = make_run(client, experiment, identity, "RUNNING", **live_owner())
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id) == (ELSEWHERE, live)
 
 
 def test_a_live_run_of_other_code_is_not_waited_for(cfg, identity, client, experiment):
     make_run(client, experiment, other_code(identity, training="t0"), "RUNNING", **live_owner())
-    assert decision.decide(cfg, identity, client, experiment).action == TRAIN
+    assert decided(cfg, identity, client, experiment).action == TRAIN
 
 
 # --- decide: continue ----------------------------------------------------------------------------
@@ -223,7 +244,7 @@ def test_an_interrupted_run_with_a_checkpoint_is_continued(cfg, identity, client
                                                            status, tags):
     run = make_run(client, experiment, identity, status, **tags)
     save_checkpoint(cfg, identity, run, epoch=2)
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id, d.epoch) == (CONTINUE, run, 2)
     assert d.state["model"]["w"].tolist() == [1.0, 1.0, 1.0]  # the checkpoint, loaded
     assert d.line(5) == f"continue run {run} from epoch 3"
@@ -232,7 +253,7 @@ def test_an_interrupted_run_with_a_checkpoint_is_continued(cfg, identity, client
 def test_a_run_whose_loss_became_nan_is_not_continued(cfg, identity, client, experiment):
     run = make_run(client, experiment, identity, "FAILED", **{t.FAILURE: "loss became NaN at epoch 2"})
     save_checkpoint(cfg, identity, run, epoch=2)
-    assert decision.decide(cfg, identity, client, experiment).action == TRAIN
+    assert decided(cfg, identity, client, experiment).action == TRAIN
 
 
 def test_an_interrupted_run_without_its_checkpoint_starts_over(cfg, identity, client, experiment):
@@ -240,7 +261,7 @@ def test_an_interrupted_run_without_its_checkpoint_starts_over(cfg, identity, cl
     # a checkpoint of the same run id under another config's folder is not this one's
     save_checkpoint(cfg, other := Identity("c-other", "s-other", CODE), run, epoch=2)
     assert other.config_hash != identity.config_hash
-    assert decision.decide(cfg, identity, client, experiment).action == TRAIN
+    assert decided(cfg, identity, client, experiment).action == TRAIN
 
 
 def test_the_newest_interrupted_run_that_has_a_checkpoint_is_the_one_continued(cfg, identity, client,
@@ -250,7 +271,7 @@ def test_the_newest_interrupted_run_that_has_a_checkpoint_is_the_one_continued(c
     save_checkpoint(cfg, identity, older, epoch=3)
     # started a minute later, killed before its first checkpoint: the newest, with nothing to load
     make_run(client, experiment, identity, "KILLED", start=now_ms)
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id, d.epoch) == (CONTINUE, older, 3)
 
 
@@ -259,7 +280,7 @@ def test_an_unreadable_checkpoint_starts_the_run_over(cfg, identity, client, exp
     path = save_checkpoint(cfg, identity, run, epoch=2)
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with caplog.at_level(logging.WARNING):
-        d = decision.decide(cfg, identity, client, experiment)
+        d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run, d.state) == (TRAIN, None, None)
     assert any(str(path) in r.getMessage() for r in caplog.records)
 
@@ -269,20 +290,20 @@ def test_another_codes_interrupted_run_is_not_continued(cfg, identity, client, e
     run = make_run(client, experiment, old, "KILLED")
     save_checkpoint(cfg, old, run, epoch=2)  # the same config hash: the same folder
     assert decision.checkpoint_path(cfg, old, run) == decision.checkpoint_path(cfg, identity, run)
-    assert decision.decide(cfg, identity, client, experiment).action == TRAIN
+    assert decided(cfg, identity, client, experiment).action == TRAIN
 
 
 def test_an_interrupted_run_of_another_experiment_is_not_continued(cfg, identity, client, experiment):
     run = make_run(client, client.create_experiment(f"exp-{uuid.uuid4().hex}"), identity, "KILLED")
     save_checkpoint(cfg, identity, run, epoch=2)
-    assert decision.decide(cfg, identity, client, experiment).action == TRAIN
+    assert decided(cfg, identity, client, experiment).action == TRAIN
 
 
 def test_continuing_keeps_the_note_on_other_codes_finished_run(cfg, identity, client, experiment):
     old = make_run(client, experiment, other_code(identity, model="m0"), "FINISHED")
     run = make_run(client, experiment, identity, "KILLED")
     save_checkpoint(cfg, identity, run, epoch=4)
-    d = decision.decide(cfg, identity, client, experiment)
+    d = decided(cfg, identity, client, experiment)
     assert (d.action, d.run.info.run_id) == (CONTINUE, run)
     assert d.note.startswith(f"this config finished before as run {old}, but other code made it")
     assert d.line(5) == f"continue run {run} from epoch 5 ({d.note})"
@@ -309,6 +330,58 @@ def test_a_live_run_without_owner_tags_is_shown_with_question_marks():
 
 def test_a_decision_without_a_checkpoint_is_at_epoch_0():
     assert Decision(TRAIN).epoch == 0 and Decision(FINISHED, run_with()).epoch == 0
+
+
+# --- choose: the table of its cases -------------------------------------------------------------
+
+SAME = run_with("same", **{t.CODE_PART + k: v for k, v in CODE.items()})
+OTHER = run_with("other", **{t.CODE_PART + k: v for k, v in {**CODE, "model": "m0"}.items()})
+LIVE, LIVE_LATER, STOPPED = run_with("live"), run_with("live-later"), run_with("stopped")
+NOT_AGAIN = ("this config finished before as run other, but other code made it (changed: model): "
+             "training again; trainer.reuse_other_code=true reuses it")
+REUSED = "made by other code (model): trainer.reuse_other_code=true"
+
+
+@pytest.mark.parametrize(
+    ("rerun", "reuse", "same", "other", "live", "continuable", "expected"), [
+        # nothing in the store: train
+        (False, False, None, None, [], None, (TRAIN, None, "")),
+        # finished by this code: reused, whatever else there is
+        (False, False, SAME, None, [], None, (FINISHED, "same", "")),
+        (False, False, SAME, None, [LIVE], STOPPED, (FINISHED, "same", "")),
+        (False, True, SAME, OTHER, [], None, (FINISHED, "same", "")),
+        # finished by other code only: trained again with a note, reused where allowed
+        (False, False, None, OTHER, [], None, (TRAIN, None, NOT_AGAIN)),
+        (False, True, None, OTHER, [LIVE], STOPPED, (FINISHED, "other", REUSED)),
+        # trainer.rerun: a finished run is not looked at, no note
+        (True, False, SAME, None, [], None, (TRAIN, None, "")),
+        (True, True, None, OTHER, [], None, (TRAIN, None, "")),
+        # a live run: the first claim wins, before continuing an interrupted one
+        (False, False, None, None, [LIVE, LIVE_LATER], STOPPED, (ELSEWHERE, "live", "")),
+        (True, False, SAME, None, [LIVE], None, (ELSEWHERE, "live", "")),
+        (False, False, None, OTHER, [LIVE], None, (ELSEWHERE, "live", "")),
+        # an interrupted run with its checkpoint: continued, keeping the other-code note
+        (False, False, None, None, [], STOPPED, (CONTINUE, "stopped", "")),
+        (True, False, SAME, None, [], STOPPED, (CONTINUE, "stopped", "")),
+        (False, False, None, OTHER, [], STOPPED, (CONTINUE, "stopped", NOT_AGAIN)),
+    ])
+def test_choose_decides_from_the_facts_alone(rerun, reuse, same, other, live, continuable,
+                                             expected):
+    identity = Identity("c", "s", CODE)
+    d = decision.choose(rerun, reuse, identity, Facts(same, other, live, continuable))
+    assert (d.action, d.run.info.run_id if d.run else None, d.note) == expected
+    assert d.state is None  # the checkpoint is read afterwards (with_checkpoint)
+
+
+def test_with_checkpoint_reads_a_continued_runs_state_or_trains_over(tmp_path):
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    checkpoint.save(good, {"progress": {"epoch": 4}, "model": {"w": torch.ones(1)}})
+    bad.write_bytes(b"not a checkpoint")
+    continued = Decision(CONTINUE, STOPPED, note="n")
+    assert decision.with_checkpoint(continued, good).epoch == 4
+    assert (decision.with_checkpoint(continued, bad).action,
+            decision.with_checkpoint(continued, bad).note) == (TRAIN, "n")
+    assert decision.with_checkpoint(Decision(TRAIN), tmp_path / "none.pt").action == TRAIN
 
 
 # --- choose_finished -----------------------------------------------------------------------------

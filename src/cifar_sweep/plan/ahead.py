@@ -1,9 +1,9 @@
 """A sweep planned ahead, in bulk: every job's config checked and its identity computed (configs
 composed once per choice of groups, job_configs.py), each data source decoded once, and what each
-job will do (decision.py's answer: finished, elsewhere, continue, train) from a handful of store
-queries for all jobs, not several per job. The sweep (sweep.py) then writes the reference runs of
-the finished jobs in one pass and launches only the others; `src/plan.py` prints the same
-decisions.
+job will do (decision.choose's answer: finished, elsewhere, continue, train) from a handful of
+store queries for all jobs, not several per job. The sweep (sweep/callback.py) then writes the
+reference runs of the finished jobs in one pass and launches only the others; `src/plan.py`
+prints the same decisions.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from cifar_sweep.plan.decision import (
     CONTINUE,
     ELSEWHERE,
     FINISHED,
-    TRAIN,
     Decision,
-    choose_finished,
+    Facts,
+    choose,
+    with_checkpoint,
 )
 from cifar_sweep.plan.identity import Identity, hashes
 from cifar_sweep.plan.job_configs import JobConfigs
@@ -168,35 +169,24 @@ def _identity(job: AheadJob) -> Identity:
 
 
 def _decide(job: AheadJob, finished: list, unfinished: list, load_state: bool) -> Decision:
-    """decision.decide's rules on runs already read (each list newest first)."""
+    """decision.choose on runs already read (each list newest first): the facts decision.decide
+    would gather for this job. `load_state`: read a continued run's checkpoint (the sweep
+    launches it either way: the job reads its checkpoint itself)."""
     identity = _identity(job)
     code = identity.code_version
-    note = ""
-    if not job.rerun:
-        same = next((r for r in finished if r.data.tags.get(t.CODE_VERSION) == code), None)
-        run, note = choose_finished(job.reuse_other_code, identity, same,
-                                    finished[0] if finished else None)
-        if run is not None:
-            return Decision(FINISHED, run, note=note)
+    same = next((r for r in finished if r.data.tags.get(t.CODE_VERSION) == code), None)
     mine = [r for r in unfinished if r.data.tags.get(t.CODE_VERSION) == code]
-    live = sorted((r for r in mine if r.info.status == "RUNNING" and lifecycle.why_dead(r) is None),
-                  key=lambda r: (r.info.start_time, r.info.run_id))
-    if live:
-        return Decision(ELSEWHERE, live[0])
-    for run in mine:
-        if not (lifecycle.resumable(run) or (run.info.status == "RUNNING"
-                                             and lifecycle.why_dead(run))):
-            continue
-        path = checkpoint.path_for(job.checkpoint_dir, identity.config_hash, run.info.run_id)
-        if not path.is_file():
-            continue
-        if not load_state:  # the sweep launches it either way: the job reads its checkpoint
-            return Decision(CONTINUE, run, note=note)
-        state = checkpoint.load(path)
-        if state is not None:
-            return Decision(CONTINUE, run, state, note)
-        break
-    return Decision(TRAIN, note=note)
+
+    def path(run_id: str) -> Path:
+        return checkpoint.path_for(job.checkpoint_dir, identity.config_hash, run_id)
+
+    facts = Facts(same, None if same is not None or not finished else finished[0],
+                  lifecycle.live_first(mine),
+                  lifecycle.first_continuable(mine, lambda run_id: path(run_id).is_file()))
+    decision = choose(job.rerun, job.reuse_other_code, identity, facts)
+    if load_state and decision.action == CONTINUE and decision.run is not None:
+        return with_checkpoint(decision, path(decision.run.info.run_id))
+    return decision
 
 
 def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[list[str]],

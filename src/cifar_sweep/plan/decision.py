@@ -1,11 +1,14 @@
 """What a job will do, decided once from its config and the store: already finished as run X /
-being trained elsewhere / continue run X from epoch k / train. `run_job` acts on the decision and
-`src/plan.py` prints it, so that the plan and the run cannot disagree.
+being trained elsewhere / continue run X from epoch k / train. One pure function, `choose`, makes
+the decision from the facts about a config's runs (`Facts`); `decide` gathers them for one job
+with a few store queries, and `ahead.Plan.decide` for a whole sweep in bulk: `run_job` acts on the
+decision and `src/plan.py` prints it, so the plan and the run cannot disagree.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,36 +64,74 @@ def checkpoint_path(cfg: DictConfig, identity: Identity, run_id: str) -> Path:
     return checkpoint.path_for(cfg.checkpoint.dir, identity.config_hash, run_id)
 
 
-def decide(cfg: DictConfig, identity: Identity, client: MlflowClient, experiment_id: str,
-           me: str | None = None) -> Decision:
-    """One function from the config and the store to what the job will do. `me`: the job's own
-    run, if it has one (a claim being checked), which is never 'elsewhere'."""
+@dataclass(frozen=True)
+class Facts:
+    """What the store says about one config's runs: all `choose` needs."""
+
+    finished_same_code: Run | BulkRun | None  # the newest FINISHED run made by this code version
+    finished_any_code: Run | BulkRun | None   # the newest made by any code (read only where
+    # there is none by this code)
+    live: Sequence[Run | BulkRun] = ()        # RUNNING runs of this code whose owner is alive (not
+    # the job's own), the first claim first (lifecycle.live_first)
+    continuable: Run | BulkRun | None = None  # the newest interrupted run of this code, in this
+    # experiment, whose checkpoint exists (lifecycle.continuable)
+
+
+def choose(rerun: bool, reuse_other_code: bool, identity: Identity, facts: Facts) -> Decision:
+    """The one rule, in order: reuse a finished run (unless trainer.rerun; another code's only
+    where trainer.reuse_other_code says so), stand aside for a live run, continue an interrupted
+    one, or train. A continued run's checkpoint is read afterwards (`with_checkpoint`)."""
     note = ""
-    if not cfg.trainer.rerun:
-        finished, note = finished_before(cfg, identity, client)
+    if not rerun:
+        finished, note = choose_finished(reuse_other_code, identity, facts.finished_same_code,
+                                         facts.finished_any_code)
         if finished is not None:
             return Decision(FINISHED, finished, note=note)
-    running = lifecycle.live_runs(client, experiment_id, identity.config_hash,
-                                  identity.code_version)
-    others = [r for r in running if r.info.run_id != me]
-    if others:
-        return Decision(ELSEWHERE, others[0])
-    previous = lifecycle.find_resumable(
+    if facts.live:
+        return Decision(ELSEWHERE, facts.live[0])
+    if facts.continuable is not None:
+        return Decision(CONTINUE, facts.continuable, note=note)
+    return Decision(TRAIN, note=note)
+
+
+def with_checkpoint(decision: Decision, path: Path) -> Decision:
+    """A CONTINUE decision with its checkpoint read from `path`; one whose checkpoint cannot be
+    read starts over (checkpoint.load says why)."""
+    if decision.action != CONTINUE:
+        return decision
+    state = checkpoint.load(path)
+    if state is None:
+        return Decision(TRAIN, note=decision.note)
+    return Decision(CONTINUE, decision.run, state, decision.note)
+
+
+def decide(cfg: DictConfig, identity: Identity, client: MlflowClient, experiment_id: str,
+           me: str | None = None) -> Decision:
+    """One job's decision: its facts from the store, then `choose`. `me`: the job's own run, if
+    it has one (a claim being checked), which is never 'elsewhere'."""
+    same, other = (None, None) if cfg.trainer.rerun else _finished(identity, client)
+    live = [r for r in lifecycle.live_runs(client, experiment_id, identity.config_hash,
+                                           identity.code_version) if r.info.run_id != me]
+    continuable = lifecycle.find_resumable(
         client, experiment_id, identity.config_hash, identity.code_version,
         lambda run_id: checkpoint_path(cfg, identity, run_id).is_file())
-    if previous is not None:
-        state = checkpoint.load(checkpoint_path(cfg, identity, previous.info.run_id))
-        if state is not None:
-            return Decision(CONTINUE, previous, state, note)
-    return Decision(TRAIN, note=note)
+    decision = choose(bool(cfg.trainer.rerun), bool(cfg.trainer.reuse_other_code), identity,
+                      Facts(same, other, live, continuable))
+    return (with_checkpoint(decision, checkpoint_path(cfg, identity, decision.run.info.run_id))
+            if decision.action == CONTINUE and decision.run is not None else decision)
 
 
 def finished_before(cfg: DictConfig, identity: Identity, client: MlflowClient):
     """(the finished run of this config to reuse or None, a note): one made by this code; one
     made by other code only where `trainer.reuse_other_code` says so."""
-    finished = lifecycle.find_finished(client, identity.config_hash, identity.code_version)
-    other = None if finished is not None else lifecycle.find_finished(client, identity.config_hash)
-    return choose_finished(cfg.trainer.reuse_other_code, identity, finished, other)
+    return choose_finished(cfg.trainer.reuse_other_code, identity, *_finished(identity, client))
+
+
+def _finished(identity: Identity, client: MlflowClient):
+    """(the newest finished run of this config made by this code, else None; where there is
+    none, the newest made by any code, else None), anywhere in the store."""
+    same = lifecycle.find_finished(client, identity.config_hash, identity.code_version)
+    return same, None if same is not None else lifecycle.find_finished(client, identity.config_hash)
 
 
 def choose_finished(reuse_other_code: bool, identity: Identity, same_code, other_code):

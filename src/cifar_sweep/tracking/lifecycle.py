@@ -121,24 +121,38 @@ def resumable(run) -> bool:
     return status == "KILLED" or (status == "FAILED" and reason.startswith(t.INTERRUPTED))
 
 
+def continuable(run) -> bool:
+    """An unfinished run a job of its config may continue from its checkpoint: resumable, or
+    RUNNING with a dead owner (the next start closes it as KILLED)."""
+    return resumable(run) or (run.info.status == "RUNNING" and why_dead(run) is not None)
+
+
+def first_continuable(runs, has_checkpoint):
+    """The first of `runs` (newest first) that is continuable and whose checkpoint exists."""
+    return next((r for r in runs if continuable(r) and has_checkpoint(r.info.run_id)), None)
+
+
+def live_first(runs) -> list:
+    """The RUNNING runs among `runs` whose owner is alive, the first claim first (start time,
+    then run id: every job sees the same order)."""
+    live = [r for r in runs if r.info.status == "RUNNING" and why_dead(r) is None]
+    return sorted(live, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
 def find_resumable(client: MlflowClient, experiment_id: str | None, config_hash: str,
                    code_version: str, has_checkpoint):
-    """The newest interrupted run of this config and code version in this experiment whose
-    checkpoint exists (a checkpoint of other code is not continued: that run starts over). A
-    RUNNING run whose owner is dead counts: the next start closes it as KILLED."""
+    """The newest continuable run of this config and code version in this experiment whose
+    checkpoint exists (a checkpoint of other code is not continued: that run starts over)."""
     if experiment_id is None:
         return None
     runs = config_runs(client, [experiment_id], config_hash, "!= 'FINISHED'", code_version)
-    return next((r for r in runs if (resumable(r) or (r.info.status == "RUNNING" and why_dead(r)))
-                 and has_checkpoint(r.info.run_id)), None)
+    return first_continuable(runs, has_checkpoint)
 
 
 def live_runs(client: MlflowClient, experiment_id: str | None, config_hash: str,
               code_version: str) -> list:
-    """RUNNING runs of this config and code whose owner is alive, the first claim first (start
-    time, then run id: every job sees the same order)."""
+    """RUNNING runs of this config and code whose owner is alive, the first claim first."""
     if experiment_id is None:
         return []
-    runs = config_runs(client, [experiment_id], config_hash, "= 'RUNNING'", code_version)
-    live = [r for r in runs if why_dead(r) is None]
-    return sorted(live, key=lambda r: (r.info.start_time, r.info.run_id))
+    return live_first(config_runs(client, [experiment_id], config_hash, "= 'RUNNING'",
+                                  code_version))
