@@ -257,6 +257,7 @@ def main(argv: list[str]) -> int:
     except (UserInputError, BadArgument) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BadArgument) else 1
+    tables: dict[str, Any] = {}  # preset -> its table: `all` reads the report's claims on them
     for group, what in jobs:
         assert client is not None  # opened above for any table
         try:
@@ -266,6 +267,7 @@ def main(argv: list[str]) -> int:
                 table = build_table(client, study)
                 if baseline_problem(table, options.get("baseline")):
                     raise BadArgument(baseline_problem(table, options.get("baseline")))
+                tables[what] = table
                 folder = (out / what if out == folders.PUBLISHED else folders.user_folder(
                     client, what, table.selection.reference_sweep))
                 md = table.write(folder, client, figures, columns)
@@ -302,4 +304,10 @@ def main(argv: list[str]) -> int:
         if WIDE in ((folder / "table.tex").read_text() if (folder / "table.tex").is_file() else ""):
             print(f"note: {folder}/table.tex is a table* (both columns of a two-column paper): "
                   f"its columns do not fit one; fewer with {COLUMNS}=... (notes.md)")
+    if every and client is not None:  # the report's claims, across the studies' tables
+        from cifar_sweep.report import claims
+
+        out.mkdir(exist_ok=True)
+        (out / "claims.md").write_text(claims.markdown(claims.read_tables(client, tables)))
+        print(f"wrote {out / 'claims.md'}")
     return 1 if failed else 0
