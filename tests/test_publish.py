@@ -113,6 +113,33 @@ def test_training_into_the_published_store_is_one_line(published):
     assert _digest(dest) == before
 
 
+def test_a_dataset_inputs_file_uri_is_published_without_its_path(tmp_path):
+    """A run on data with a root (data=cifar10_jpeg data.root=...) logs its splits as MLflow
+    dataset inputs whose source is the folder's file URI: published, it keeps the folder's name
+    only, and MLflow still reads the input back."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.tracking import MlflowClient
+
+    from cifar_sweep.tracking import publish
+
+    store = tmp_path / "store"
+    store.mkdir()
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    run = client.create_run(client.create_experiment("e", (store / "artifacts").as_uri()))
+    data = tmp_path / "deep" / "cifar10-jpeg"
+    source = '{"uri": "%s"}' % data.as_uri()
+    client.log_inputs(run.info.run_id, datasets=[DatasetInput(
+        Dataset("CIFAR-10 (JPEG copy)", "d1", "local", source),
+        [InputTag("mlflow.data.context", "train")])])
+    done = publish.publish(str(store), tmp_path / "published", host="no-such-host")
+    db = done.folder / "mlflow.db"
+    assert publish.machine_strings(db, store, "no-such-host") == []
+    assert not [v for v in _every_text(db) if str(tmp_path) in v or "file://" in v]
+    copy = MlflowClient(f"sqlite:///{publish.working_copy(done.folder)}/mlflow.db")
+    (read,) = copy.get_run(run.info.run_id).inputs.dataset_inputs
+    assert read.dataset.source == '{"uri": "<local>/cifar10-jpeg"}'
+
+
 def test_publishing_a_server_is_refused(tmp_path):
     from conftest import Project
 

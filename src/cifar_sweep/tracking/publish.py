@@ -40,6 +40,8 @@ DROPPED_TABLES = ("logged_model_metrics", "logged_model_params", "logged_model_t
                   "logged_models")
 # an absolute path inside a value: after start, a space, '=', a quote or a comma (not 1/2)
 ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s='\",(\[]))/[^\s'\",;)\]]+")
+# a file URI outside the store (a dataset input's source: `{"uri": "file:///data/cifar10-jpeg"}`)
+FILE_URI = re.compile(r"file://(/[^\s'\",;)\]]*)")
 HOST_PLACEHOLDER = "<host>"
 USER_PLACEHOLDER = "<user>"
 PATH_PLACEHOLDER = "<local>"
@@ -76,6 +78,7 @@ def _scrub(value: str, folder: Path, host: str) -> str:
     path keeps its last part (`data.root=<local>/cifar10-jpeg`), which says what it was."""
     value = value.replace(f"file://{folder}/", "").replace(f"{folder}/", "")
     value = value.replace(str(folder), ".")
+    value = FILE_URI.sub(lambda m: f"{PATH_PLACEHOLDER}/{Path(unquote(m.group(1))).name}", value)
     value = ABSOLUTE_PATH.sub(lambda m: f"{PATH_PLACEHOLDER}/{Path(m.group(0)).name}", value)
     if host:
         value = re.sub(rf"\b{re.escape(host)}\b", HOST_PLACEHOLDER, value)
