@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import socket
 import sqlite3
 from pathlib import Path
@@ -127,7 +128,7 @@ def test_a_dataset_inputs_file_uri_is_published_without_its_path(tmp_path):
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     run = client.create_run(client.create_experiment("e", (store / "artifacts").as_uri()))
     data = tmp_path / "deep" / "cifar10-jpeg"
-    source = '{"uri": "%s"}' % data.as_uri()
+    source = json.dumps({"uri": data.as_uri()})
     client.log_inputs(run.info.run_id, datasets=[DatasetInput(
         Dataset("CIFAR-10 (JPEG copy)", "d1", "local", source),
         [InputTag("mlflow.data.context", "train")])])
