@@ -2,8 +2,9 @@
 
 Hydra composes a job in two steps: the defaults list (the config groups chosen: `model=...`,
 `ablation=...`) and then the plain value overrides (`lr.value=0.01`) applied to the composed
-config (`ConfigLoaderImpl._apply_overrides_to_config`). Here the first step runs once per distinct
-choice of groups (most sweeps: once), and the second in memory, with Hydra's own function. A
+config (`ConfigLoaderImpl._apply_overrides_to_config`: hydra_private.py). Here the first step
+runs once per distinct choice of groups (most sweeps: once), and the second in memory, with
+Hydra's own function. A
 leaf changed to a plain value is changed in place and put back after (a copy of the config costs
 more than the rest of a job's checks); anything else (adding or deleting keys, dict or list
 values) works on a copy. tests/test_sweep_ahead.py checks the result against Hydra's composition.
@@ -15,10 +16,11 @@ import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cifar_sweep.hydra_private import apply_overrides
 
 
 class JobConfigs:
@@ -79,11 +81,11 @@ class JobConfigs:
         saved = _in_place(base, values)
         if saved is None:  # not a plain leaf change: on a copy
             cfg = copy.deepcopy(base)
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            apply_overrides(values, cfg)
             yield cfg, choices
             return
         try:
-            ConfigLoaderImpl._apply_overrides_to_config(values, base)
+            apply_overrides(values, base)
             yield base, choices
         finally:
             for parent, leaf, raw in reversed(saved):

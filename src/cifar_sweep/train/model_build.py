@@ -37,7 +37,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _locate(target: str):
-    from hydra._internal.utils import _locate as hydra_locate
+    from cifar_sweep.hydra_private import locate as hydra_locate
 
     try:
         return hydra_locate(target)

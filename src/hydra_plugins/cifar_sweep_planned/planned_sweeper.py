@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+
+from cifar_sweep.hydra_private import BasicSweeper
 
 LAUNCH_FILE = "launched_jobs.json"  # cifar_sweep.plan.ahead.LAUNCH_FILE (not imported: see above)
 
