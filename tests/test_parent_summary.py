@@ -22,13 +22,12 @@ from cifar_sweep.report import study_figures
 from cifar_sweep.report.studies import Table
 from cifar_sweep.sweep.parent_summary import (
     MAX_VIEW_CHARS,
-    SHARED_VIEW,
-    VIEW_TAG,
     compare_view,
     log_on_parent,
     row_key,
     row_metrics,
 )
+from cifar_sweep.tracking.tags import COMPARE_VIEW, SHARED_VIEW
 from conftest import hand_made_table
 
 # label -> seed -> (test accuracy, weighted F1); two classes, so chance is 1.2 x 1/2 = 0.6
@@ -212,7 +211,7 @@ def test_the_view_shows_each_rows_accuracy_and_is_linked_from_the_parent(parent)
     link = log_on_parent(client, run_id, table_of(ROWS), figures=False)
     experiment_id = client.get_run(run_id).info.experiment_id
     assert link == f"#/experiments/{experiment_id}/runs?viewStateShareKey={run_id}"
-    assert client.get_run(run_id).data.tags[VIEW_TAG] == link
+    assert client.get_run(run_id).data.tags[COMPARE_VIEW] == link
     envelope, columns = view_of(client, run_id)
     # the accuracy means only, in the table's order, as the UI names a metric's column
     assert columns == [f"metrics.`row/{r}/test_accuracy_mean`" for r in ROWS]

@@ -28,12 +28,12 @@ TAG_COLUMNS = [
     ("code_version", t.CODE_VERSION), ("torch_version", t.TORCH_VERSION),
     ("precision", t.PRECISION), ("data_fingerprint", t.DATA_FINGERPRINT),
     ("overrides", t.JOB_OVERRIDES), ("job_num", t.JOB_NUM), ("trial", t.TRIAL),
-    ("hpo_study", t.HPO_STUDY), ("hpo_study_uid", t.HPO_STUDY_UID), ("device", "device"),
-    ("git_commit", "git_commit"), ("stop_reason", t.STOP_REASON), ("predictions", t.PREDICTIONS),
+    ("hpo_study", t.HPO_STUDY), ("hpo_study_uid", t.HPO_STUDY_UID), ("device", t.DEVICE),
+    ("git_commit", t.GIT_COMMIT), ("stop_reason", t.STOP_REASON), ("predictions", t.PREDICTIONS),
 ]
 BASE_COLUMNS = ["run_id", "run_name", "experiment_id", "status", "start_time", "sweeps", "seed",
                 *[c for c, _ in TAG_COLUMNS]]
-CODE_COLUMNS = "code."  # code.model, code.training, ...: one hash per part
+CODE_COLUMNS = t.CODE_PART  # code.model, code.training, ...: one hash per part (tags)
 
 
 def _row(run, sweeps: list[str], code_keys: list[str]) -> dict:

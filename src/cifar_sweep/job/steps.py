@@ -28,7 +28,7 @@ from cifar_sweep.job.endings import Ended, Ending
 from cifar_sweep.plan import ahead
 from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, decide
 from cifar_sweep.plan.identity import Identity, identify
-from cifar_sweep.tracking import lifecycle, lineage, store
+from cifar_sweep.tracking import lifecycle, lineage, run_tags, store
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.experiments import open_experiment
 from cifar_sweep.tracking.queries import sweep_progress, sweep_varying
@@ -141,8 +141,7 @@ def _prepare(cfg: DictConfig, ctx: JobContext, started: float) -> Job | JobResul
         row = endings.WAYS[endings.BAD_VALUE]
         return JobResult(row.sweep, exit_code=0 if ctx.multirun else row.exit_code or 0)
     identity = identify(cfg, dataset.fingerprint, rt.device.type, rt.precision)
-    name, tags = _name_and_tags(cfg, ctx, rt, dataset, client)
-    tags.update(identity.tags())
+    name, tags = _name_and_tags(cfg, ctx, rt, dataset, client, identity)
     params = flatten(cast(dict, OmegaConf.to_container(cfg, resolve=True)))
     ending = Ending(str(cfg.tracking.uri), faults.write_folders(cfg), str(rt.device),
                     _gpu_advice(cfg, ctx.multirun))
@@ -347,21 +346,16 @@ def _gpu_advice(cfg, multirun: bool) -> str:
     return f"free the GPU of other processes or lower {batch}"
 
 
-def _name_and_tags(cfg, ctx: JobContext, rt, dataset, client) -> tuple[str, dict]:
-    choices = {g: str(ctx.choices.get(g)) for g in t.GROUPS}
-    tags = {**choices, "git_commit": git_commit(), t.DATA_FINGERPRINT: dataset.fingerprint,
-            "data_cache": dataset.cache, "device": str(rt.device), "num_threads": str(rt.threads),
-            t.PRECISION: rt.precision, t.ROLE: t.ROLE_JOB, "mlflow.source.name": "src/train.py",
-            t.JOB_OVERRIDES: " ".join(ctx.overrides), "study.name": str(cfg.study.name or ""),
-            **lifecycle.owner_tags()}
-    tags.update(lineage.source_tags(tags["git_commit"]))  # the UI's Source column
-    if cfg.optuna_trial is not None:  # which trial of which study: studies share experiments
-        tags[t.TRIAL] = str(cfg.optuna_trial)
-        tags.update(ctx.trial_tags)
+def _name_and_tags(cfg, ctx: JobContext, rt, dataset, client,
+                   identity: Identity) -> tuple[str, dict]:
+    tags = run_tags.job(
+        choices=ctx.choices, identity=identity.tags(), fingerprint=dataset.fingerprint,
+        data_cache=dataset.cache, device=str(rt.device), precision=rt.precision,
+        overrides=ctx.overrides, study=str(cfg.study.name or ""), git_commit=git_commit(),
+        owner=lifecycle.owner_tags(), parent=ctx.parent, job_num=ctx.job_num,
+        threads=rt.threads, trial=cfg.optuna_trial, trial_tags=ctx.trial_tags)
     if not ctx.parent:
-        return f"{choices['model']} {choices['optimizer']} lr={cfg.lr.value}", tags
-    tags[t.PARENT] = ctx.parent
-    tags[t.JOB_NUM] = str(ctx.job_num)
+        return f"{tags['model']} {tags['optimizer']} lr={cfg.lr.value}", tags
     varying = sweep_varying(client, ctx.parent)
     return f"#{ctx.job_num} {ahead.short_overrides(list(ctx.overrides), varying)}", tags
 

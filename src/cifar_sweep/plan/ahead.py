@@ -106,13 +106,11 @@ class Plan:
     def write_references(self, client, experiment_id: str, parent: str, varying: list[str],
                          owner: dict[str, str], git_commit: str) -> int:
         """A reference run for each job finished before or training elsewhere (what the job
-        would have written itself, job.py's `_reference`), written in bulk (bulk_writes.py)."""
-        from cifar_sweep.tracking import lineage
+        would have written itself, job/steps.py's `_reference`: tracking/run_tags.py builds
+        both), written in bulk (bulk_writes.py)."""
+        from cifar_sweep.tracking import run_tags
         from cifar_sweep.tracking.bulk_writes import CHUNK, FinishedRun, write_finished
 
-        common = {"git_commit": git_commit, "mlflow.source.name": "src/train.py", **owner,
-                  **lineage.source_tags(git_commit), t.ROLE: t.ROLE_REFERENCE, t.PARENT: parent,
-                  t.AHEAD: "true"}
         done = [(j, j.decision) for j in self.jobs
                 if j.decision is not None and j.decision.action in (FINISHED, ELSEWHERE)]
         for chunk in range(0, len(done), CHUNK):  # one transaction each; its lines printed after it
@@ -123,12 +121,11 @@ class Plan:
                 with self.configs.applied(job.overrides) as (cfg, choices):
                     params = flatten(cast(dict, OmegaConf.to_container(cfg, resolve=True)))
                     study = str(cfg.study.name or "")
-                tags = {**{g: choices.get(g, "None") for g in t.GROUPS}, **common,
-                        t.DATA_FINGERPRINT: job.fingerprint, "data_cache": job.data_cache,
-                        "device": job.device, t.PRECISION: job.precision,
-                        t.JOB_OVERRIDES: " ".join(job.overrides), "study.name": study,
-                        t.JOB_NUM: str(job.num), t.SAME_AS: original.info.run_id,
-                        **_identity(job).tags()}
+                tags = run_tags.reference(run_tags.job(
+                    choices=choices, identity=_identity(job).tags(), fingerprint=job.fingerprint,
+                    data_cache=job.data_cache, device=job.device, precision=job.precision,
+                    overrides=job.overrides, study=study, git_commit=git_commit, owner=owner,
+                    parent=parent, job_num=job.num), original.info.run_id, ahead=True)
                 why = "done before" if decision.action == FINISHED else "training elsewhere"
                 name = f"#{job.num} {short_overrides(job.overrides, varying)} ({why})"
                 runs.append(FinishedRun(

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.tracking.lineage import MODEL_PATH
+from cifar_sweep.tracking.tags import DATA_FINGERPRINT
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def best_of_study(client: MlflowClient, study) -> tuple[Run, dict[str, str]]:
             "val_accuracy": f"{val_mean * 100:.2f} ± {val_std * 100:.2f}",
             "runs": str(len(best.run_ids)), "chosen_by": f"mean {CHOSEN_BY} over seeds",
             "run_test_accuracy": f"{run.data.metrics.get('test_accuracy', float('nan')):.4f}",
-            "data_fingerprint": run.data.tags.get("data_fingerprint", "?")}
+            "data_fingerprint": run.data.tags.get(DATA_FINGERPRINT, "?")}
     return run, tags
 
 

@@ -193,9 +193,9 @@ def summarise(study: optuna.Study, client, parent: str | None, metric: str) -> N
         return
     client.log_metric(parent, f"best_{metric}", best.value)
     client.log_metric(parent, "trials_complete", len(complete))
-    client.set_tag(parent, "hpo.best_trial", str(best.number))
+    client.set_tag(parent, t.HPO_BEST_TRIAL, str(best.number))
     for key, value in best.params.items():
-        client.set_tag(parent, f"hpo.best.{key}", str(value))
+        client.set_tag(parent, t.HPO_BEST + key, str(value))
     with tempfile.TemporaryDirectory() as tmp:
         figures(study, Path(tmp))
         client.log_artifacts(parent, tmp)

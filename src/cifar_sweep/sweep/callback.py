@@ -33,7 +33,7 @@ from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.plan import ahead, disk_space
 from cifar_sweep.plan.identity import SEED_KEY
 from cifar_sweep.sweep import slurm
-from cifar_sweep.tracking import lifecycle
+from cifar_sweep.tracking import lifecycle, run_tags
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.experiments import open_experiment
 from cifar_sweep.tracking.queries import sweep_children
@@ -173,8 +173,7 @@ class MlflowSweepCallback(Callback):
                   t.SWEEP_VARYING: " ".join(varying_keys(jobs) if not self.search
                                             else config.hydra.sweeper.space),
                   t.SWEEP_FIRST_JOB: " ".join(jobs[0]) if jobs and not self.search else "",
-                  "git_commit": git_commit(),
-                  "mlflow.source.name": "src/train.py", **lifecycle.owner_tags()},
+                  **run_tags.common(git_commit(), lifecycle.owner_tags())},
         )
         self.parent_id = run.info.run_id
         self.checkpoint_dir = str(config.checkpoint.dir)

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from cifar_sweep.report import study_figures
 from cifar_sweep.report.rows import ACCURACY
 from cifar_sweep.report.studies import Table
+from cifar_sweep.tracking.tags import COMPARE_VIEW, SHARED_VIEW
 
 # the row's numbers a parent carries: (metric of the table's statistics, suffix of the key)
 ROW_NUMBERS = [(ACCURACY.metric, "test_accuracy"), ("test_f1_weighted", "test_f1_weighted")]
@@ -27,8 +28,7 @@ ROW = "row/"
 # experiment's tags `mlflow.sharedViewState.<key>`, as {name, createdAt, updatedAt, state}, `state`
 # the view as JSON; `#/experiments/<id>/runs?viewStateShareKey=<key>` opens one. Its runs table
 # shows no metric columns by default, so without such a view the rows' numbers are hidden.
-SHARED_VIEW = "mlflow.sharedViewState."
-VIEW_TAG = "cifar_sweep.compare_view"
+# (SHARED_VIEW: that prefix; COMPARE_VIEW: the parent's tag with the link, tracking/tags.py)
 MAX_VIEW_CHARS = 20000  # MLflow's limit on an experiment tag's value
 
 
@@ -74,7 +74,7 @@ def compare_view(client: MlflowClient, parent_id: str, keys: list[str]) -> str:
     experiment_id = parent.info.experiment_id
     client.set_experiment_tag(experiment_id, SHARED_VIEW + parent_id, envelope(columns))
     link = f"#/experiments/{experiment_id}/runs?viewStateShareKey={parent_id}"
-    client.set_tag(parent_id, VIEW_TAG, link)
+    client.set_tag(parent_id, COMPARE_VIEW, link)
     return link
 
 

@@ -19,7 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RUN_NAME_TAG = "mlflow.runName"
+from cifar_sweep.tracking.tags import RUN_NAME
 
 
 @dataclass
@@ -95,8 +95,8 @@ def _read(con: sqlite3.Connection, where: str, args: tuple) -> list[Run]:
             args):
         runs[run_id].data.metrics[key] = float("nan") if is_nan else value
     for run in runs.values():
-        if not run.info.run_name and run.data.tags.get(RUN_NAME_TAG):
-            run.info.run_name = run.data.tags[RUN_NAME_TAG]
+        if not run.info.run_name and run.data.tags.get(RUN_NAME):
+            run.info.run_name = run.data.tags[RUN_NAME]
     return list(runs.values())
 
 

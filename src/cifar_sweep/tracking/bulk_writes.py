@@ -20,9 +20,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from cifar_sweep.tracking.tags import RUN_NAME, USER
+
 CHUNK = 200  # runs per transaction: a live job writing to the same store waits for one chunk only
-RUN_NAME_TAG = "mlflow.runName"
-USER_TAG = "mlflow.user"
 MAX_KEY, MAX_PARAM_VALUE = 250, 6000  # mlflow.utils.validation's limits
 LARGEST = 1.7976931348623157e308  # what MLflow's SQL store keeps for an infinite metric
 
@@ -96,13 +96,13 @@ def _insert(store, experiment_id: str, location: str, runs: list[FinishedRun]) -
         run_id = uuid.uuid4().hex
         ids.append(run_id)
         tags = dict(run.tags)
-        name = run.name or tags.get(RUN_NAME_TAG, "")
-        tags.setdefault(RUN_NAME_TAG, name)
+        name = run.name or tags.get(RUN_NAME, "")
+        tags.setdefault(RUN_NAME, name)
         rows["runs"].append({
             "run_uuid": run_id, "name": name, "experiment_id": int(experiment_id),
             "artifact_uri": append_to_uri_path(location, run_id, "artifacts"),
             "source_type": "UNKNOWN", "source_name": "", "entry_point_name": "",
-            "user_id": tags.get(USER_TAG, "unknown"), "status": "FINISHED", "start_time": now,
+            "user_id": tags.get(USER, "unknown"), "status": "FINISHED", "start_time": now,
             "end_time": now, "deleted_time": None, "source_version": "",
             "lifecycle_stage": "active"})
         rows["tags"] += [{"run_uuid": run_id, "key": k, "value": v} for k, v in tags.items()]

@@ -1,8 +1,7 @@
 """What MLflow itself shows of a run: its data splits as dataset inputs (the UI's Datasets
-column), its source (MLflow's `mlflow.source.*` tags), system metrics while it trains (CPU,
-memory, disk, network; GPU where pynvml finds one) and its best-on-validation weights as an
-MLflow model (`mlflow.pytorch.load_model("runs:/<run id>/model")`). docs/mlflow.md says what
-each costs.
+column), system metrics while it trains (CPU, memory, disk, network; GPU where pynvml finds
+one) and its best-on-validation weights as an MLflow model
+(`mlflow.pytorch.load_model("runs:/<run id>/model")`). docs/mlflow.md says what each costs.
 """
 
 from __future__ import annotations
@@ -32,20 +31,7 @@ from cifar_sweep.data import Dataset
 
 log = logging.getLogger(__name__)
 
-GIT_DIRTY = "git_dirty"  # true when the tree had uncommitted changes to tracked files
 MODEL_PATH = "model"     # the run's artifact folder holding the MLflow model
-
-
-# --- source -----------------------------------------------------------------------------------
-
-def source_tags(git_commit: str) -> dict[str, str]:
-    """MLflow's own source tags, from `tracking.git_commit()`'s answer (`<sha>[-dirty]`), so the
-    UI's Source column shows the entry point and the commit; `git_dirty` says whether the tree
-    differed from that commit."""
-    tags = {"mlflow.source.type": "LOCAL", GIT_DIRTY: str(git_commit.endswith("-dirty")).lower()}
-    if git_commit != "unknown":
-        tags["mlflow.source.git.commit"] = git_commit.removesuffix("-dirty")
-    return tags
 
 
 # --- datasets ---------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cifar_sweep.tracking.tags import FAILURE, ROLE, ROLE_REFERENCE, SAME_AS
+from cifar_sweep.tracking import run_tags
+from cifar_sweep.tracking.tags import FAILURE
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def log_reference(client: MlflowClient, experiment_id: str, name: str, tags: dic
                   ending: Callable[[BaseException], RunEnd]) -> None:
     """A run standing in a sweep for `original` (finished before, or training elsewhere): the UI
     shows the sweep whole, and tables read the original in its place."""
-    ref_tags = {**tags, ROLE: ROLE_REFERENCE, SAME_AS: original.info.run_id}
+    ref_tags = run_tags.reference(tags, original.info.run_id)
     with tracked_run(client, experiment_id, name=name, tags=ref_tags, params=params,
                      ending=ending) as ref_id:
         if original.data.metrics:
@@ -137,7 +138,8 @@ def yield_run(client: MlflowClient, run_id: str, winner_id: str, reference: bool
     """A run that lost the claim on its config to `winner_id` (created first): in a sweep it stays
     as a reference to the winner, so that the sweep shows the job; alone it is deleted (no ghost)."""
     if reference:
-        client.log_batch(run_id, tags=[RunTag(ROLE, ROLE_REFERENCE), RunTag(SAME_AS, winner_id)])
+        tags = run_tags.reference({}, winner_id)  # the run already carries its job's tags
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         client.set_terminated(run_id, "FINISHED")
     else:
         client.set_terminated(run_id, "KILLED")
