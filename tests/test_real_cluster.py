@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_sweep.sweep.callback import PARENT_FILE
+from cifar_sweep.sweep_folder import PARENT_FILE
 from conftest import ROOT, TRAIN, wait_for
 
 pytestmark = pytest.mark.cluster

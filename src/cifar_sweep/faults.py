@@ -1,14 +1,13 @@
 """Faults of the machine, not of the run: a full disk or quota, a folder that cannot be written, a
 GPU out of memory, a tracking server that stopped answering. Such a run ends KILLED with its
 checkpoint kept (the same command continues it), a sweep stops starting jobs that would fail the
-same way (a marker file in its folder, read by each job before it starts), and the command exits
-EXIT_STOPPED, which scripts can test for "fix the machine, then run the same command again"
-(docs/faults.md)."""
+same way (a marker file in its folder, read by each job before it starts: sweep_folder.py), and
+the command exits EXIT_STOPPED, which scripts can test for "fix the machine, then run the same
+command again" (docs/faults.md)."""
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import tempfile
@@ -18,7 +17,6 @@ from pathlib import Path
 from cifar_sweep.tracking.store import sqlite_file
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL in sysexits.h: a temporary failure, try again later
-STOP_FILE = "stopped_by_environment.json"  # in the sweep folder (hydra.sweep.dir)
 
 FULL = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded"}
 UNWRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
@@ -142,48 +140,3 @@ def classify(exc: BaseException, folders: Sequence[tuple[str, Path]] = (), devic
                 return _disk_fault(code, None, folders, store=True)
     return None
 
-
-# The sweep's stop marker. In this process too: with the basic launcher the jobs run here, and
-# the marker file itself may be what cannot be written.
-_stopped_here: dict[str, dict] = {}
-
-
-def stop_sweep(sweep_dir: str, fault: EnvironmentFault, job: str) -> None:
-    """Tell the sweep's later jobs not to start (they would fail the same way)."""
-    record = {"what": fault.what, "where": fault.where, "advice": fault.advice, "job": job}
-    _stopped_here[str(Path(sweep_dir).resolve())] = record
-    path = Path(sweep_dir) / STOP_FILE
-    if path.exists():  # the first fault is the one reported
-        return
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        try:  # an empty file needs no free block: still a marker, without the details
-            path.touch()
-        except OSError:
-            pass
-
-
-def sweep_stopped(sweep_dir: str) -> dict | None:
-    """The stop record of this sweep, or None while it goes on."""
-    here = _stopped_here.get(str(Path(sweep_dir).resolve()))
-    if here is not None:
-        return here
-    path = Path(sweep_dir) / STOP_FILE
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # the empty marker of a full disk
-        return {"what": "a fault of the environment", "where": "the machine",
-                "advice": "see the jobs' lines above, fix it and run the same command again",
-                "job": "?"}
-
-
-def clear_stop(sweep_dir: str) -> None:
-    """A sweep run again in the same folder (a fixed hydra.sweep.dir) starts unstopped."""
-    _stopped_here.pop(str(Path(sweep_dir).resolve()), None)
-    (Path(sweep_dir) / STOP_FILE).unlink(missing_ok=True)

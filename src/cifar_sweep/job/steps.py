@@ -16,7 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_sweep import faults
+from cifar_sweep import faults, sweep_folder
 from cifar_sweep.batches import Loader
 from cifar_sweep.config.validate import check_config
 from cifar_sweep.data import Dataset, subsets
@@ -101,7 +101,7 @@ def run_job(cfg: DictConfig, ctx: JobContext | None = None) -> JobResult:
     reset_peak_rss()  # a worker process runs several jobs: each reports its own peak
     if ctx.sweep_dir is not None:  # a sweep's: parallel jobs' lines interleave, say whose
         _prefix_log_lines(f"#{ctx.job_num} ")
-        if faults.sweep_stopped(ctx.sweep_dir):  # a full disk, GPU memory: see faults.py
+        if sweep_folder.sweep_stopped(ctx.sweep_dir):  # a full disk, GPU memory: see faults.py
             log.info("not started: the sweep stopped on a fault of the environment")
             return JobResult("not started")
     job = _prepare(cfg, ctx, started)
@@ -238,7 +238,7 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
     elif ended.way == endings.NAN:
         print(f"error: run {run_id} failed: {ended.reason}", file=sys.stderr)
     if row.stops_sweep and job.ctx.sweep_dir and ended.fault is not None:
-        faults.stop_sweep(job.ctx.sweep_dir, ended.fault, f"#{job.ctx.job_num}")
+        sweep_folder.stop_sweep(job.ctx.sweep_dir, ended.fault, f"#{job.ctx.job_num}")
     if job.ctx.multirun:
         return JobResult(row.sweep, run_id=run_id)
     if row.exit_code is endings.RAISED:
@@ -372,7 +372,7 @@ def _log_sweep_progress(job: Job, failed: bool = False) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
     (the jobs it launched: not those finished before), from the sweep folder's record, else
     from the parent run's children."""
-    progress = (ahead.sweep_progress(job.ctx.sweep_dir, job.ctx.job_num, failed)
+    progress = (sweep_folder.sweep_progress(job.ctx.sweep_dir, job.ctx.job_num, failed)
                 if job.ctx.sweep_dir else None)
     if progress is None:
         if job.ctx.parent is None:  # a sweep without its callback (hydra.callbacks replaced)

@@ -9,8 +9,6 @@ prints the same decisions.
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +35,6 @@ from cifar_sweep.tracking.paging import all_runs
 from cifar_sweep.tracking.runs import flatten
 from cifar_sweep.tracking.store import sqlite_file
 from cifar_sweep.train import checkpoint
-
-LAUNCH_FILE = "launched_jobs.json"  # in the sweep folder: the job numbers launched, in order
 
 
 @dataclass
@@ -252,41 +248,6 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
                 raise
             job.error = str(exc)
     return Plan(out, configs, first)
-
-
-def write_launched(sweep_dir: str, nums: list[int]) -> None:
-    (Path(sweep_dir) / LAUNCH_FILE).write_text(json.dumps(nums))
-    ended = Path(sweep_dir) / ENDED
-    ended.mkdir(exist_ok=True)
-    for old in ended.iterdir():  # an earlier sweep in this same folder
-        old.unlink()
-
-
-ENDED = "ended_jobs"  # in the sweep folder: a file per launched job that ended, named num.state
-
-
-def sweep_progress(sweep_dir: str, num: int, failed: bool) -> tuple[int, int, int, float] | None:
-    """Record this job's end; (jobs launched, ended finished, ended failed, seconds since the
-    launch) from the sweep folder, or None where the sweep wrote no launch file (a search).
-    Files, not the store: reading every child run after every job costs O(jobs) each."""
-    folder = Path(sweep_dir)
-    launch, ended = folder / LAUNCH_FILE, folder / ENDED
-    if not launch.is_file() or not ended.is_dir():
-        return None
-    (ended / f"{num}.{'failed' if failed else 'finished'}").touch()
-    names = [entry.name for entry in os.scandir(ended)]
-    bad = sum(n.endswith(".failed") for n in names)
-    return (len(json.loads(launch.read_text())), len(names) - bad, bad,
-            time.time() - launch.stat().st_mtime)
-
-
-def original_job_num(sweep_dir: str, launched_num: int) -> int:
-    """A launched job's number in the whole sweep: the launcher numbers only what it launched."""
-    path = Path(sweep_dir) / LAUNCH_FILE
-    if not path.is_file():
-        return launched_num
-    nums = json.loads(path.read_text())
-    return nums[launched_num] if 0 <= launched_num < len(nums) else launched_num
 
 
 def short_overrides(overrides: list[str], keys: list[str]) -> str:

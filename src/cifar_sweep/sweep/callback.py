@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_sweep import faults
+from cifar_sweep import faults, sweep_folder
 from cifar_sweep.config.override_check import composition_error_line
 from cifar_sweep.errors import UserInputError, exit_on_user_error
 from cifar_sweep.plan import ahead, disk_space
@@ -40,8 +40,6 @@ from cifar_sweep.tracking.queries import sweep_children
 from cifar_sweep.tracking.runs import git_commit
 from cifar_sweep.tracking.store import lost_server, lost_server_line
 from cifar_sweep.train import checkpoint, model_build
-
-PARENT_FILE = "mlflow_parent_run_id"  # in the sweep folder
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
@@ -158,7 +156,7 @@ class MlflowSweepCallback(Callback):
         self.client = client
         lifecycle.close_ghosts(client, [experiment_id])
         sweep_dir = Path(config.hydra.sweep.dir)
-        faults.clear_stop(str(sweep_dir))  # a stop of an earlier sweep in this same folder
+        sweep_folder.clear_stop(str(sweep_dir))  # a stop of an earlier sweep in this same folder
         sweep_dir.mkdir(parents=True, exist_ok=True)
         # the sweep's own overrides, without where it is logged or reads from: paths make poor
         # names (the keys Hydra's output folder names leave out too)
@@ -182,7 +180,7 @@ class MlflowSweepCallback(Callback):
         self.varying = [k for k in varying_keys(jobs) if k != SEED_KEY] if not self.search else []
         client.log_batch(run.info.run_id, params=[
             Param("sweep.overrides", sweep[:6000]), Param("sweep.jobs", str(len(jobs)))])
-        (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
+        sweep_folder.write_parent_run_id(str(sweep_dir), run.info.run_id)
         atexit.register(self._close, "KILLED")  # if the sweep is interrupted or exits early
         if not self.search:
             self._launch_only_what_trains(experiment_id, sweep_dir, varying_keys(jobs))
@@ -196,7 +194,7 @@ class MlflowSweepCallback(Callback):
         launched = [j.num for j in self.plan.to_launch()]
         written = self.plan.write_references(client, experiment_id, parent,
                                              varying, lifecycle.owner_tags(), git_commit())
-        ahead.write_launched(str(sweep_dir), launched)
+        sweep_folder.write_launched(str(sweep_dir), launched)
         client.log_batch(parent, tags=[
             RunTag(t.SWEEP_TO_TRAIN, str(len(launched))),
             RunTag(t.SWEEP_LAUNCHED, f"{time.time():.3f}")])
@@ -229,7 +227,7 @@ class MlflowSweepCallback(Callback):
         sys.exit(faults.EXIT_STOPPED)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        stop = faults.sweep_stopped(config.hydra.sweep.dir)
+        stop = sweep_folder.sweep_stopped(config.hydra.sweep.dir)
         if stop is not None:
             self._stopped_by_environment(config, stop)
         client, parent = self._started()
@@ -351,8 +349,3 @@ def ui_line(uri: str) -> str:
 def _store_arg(config: DictConfig) -> str:
     uri = str(config.tracking.uri)
     return "" if uri == "mlruns" else f" tracking.uri={uri}"
-
-
-def parent_run_id(sweep_dir: str) -> str | None:
-    path = Path(sweep_dir) / PARENT_FILE
-    return path.read_text().strip() if path.is_file() else None

@@ -10,8 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cifar_sweep.job.context import JobContext
-from cifar_sweep.plan.ahead import original_job_num
-from cifar_sweep.sweep.callback import parent_run_id
+from cifar_sweep.sweep_folder import original_job_num, parent_run_id
 
 
 def from_hydra(hydra: DictConfig | HydraConf, cfg: DictConfig,

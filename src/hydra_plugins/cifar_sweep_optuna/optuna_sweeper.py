@@ -140,7 +140,7 @@ class OptunaStudySweeper(Sweeper):
                 for trial, result in zip(trials, results):
                     optuna_study.tell(study, trial, result, s["metric"])
                     beats.discard(trial)
-        from cifar_sweep.sweep.callback import parent_run_id
+        from cifar_sweep.sweep_folder import parent_run_id
         from cifar_sweep.tracking.experiments import open_store
 
         optuna_study.summarise(study, open_store(config.tracking), parent_run_id(str(sweep_dir)),

@@ -1,8 +1,9 @@
 """`hydra/sweeper=planned` (config.yaml's default): Hydra's basic sweeper (the cartesian product
 of the overrides' values, `hydra.sweeper.params` first) that launches only the jobs the sweep's
-start (cifar_sweep/sweep/callback.py, cifar_sweep/plan/ahead.py) left to train: those finished
-before, or training elsewhere, have their reference runs already. The launcher numbers the jobs
-it is given; each job reads its number in the whole sweep back from the sweep folder (ahead.original_job_num).
+start (cifar_sweep/sweep/callback.py, cifar_sweep/plan/ahead.py) left to train, as its launch
+file in the sweep folder lists them (cifar_sweep/sweep_folder.py): those finished before, or
+training elsewhere, have their reference runs already. The launcher numbers the jobs it is
+given; each job reads its number in the whole sweep back from the same file.
 
 Unlike the basic sweeper it does not compose every job's config again before launching it: the
 sweep's start has composed and checked each one (ahead.plan).
@@ -10,7 +11,6 @@ sweep's start has composed and checked each one (ahead.plan).
 
 # No `from __future__ import annotations` here: Hydra scans plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from cifar_sweep import sweep_folder
 from cifar_sweep.hydra_private import BasicSweeper
-
-LAUNCH_FILE = "launched_jobs.json"  # cifar_sweep.plan.ahead.LAUNCH_FILE (not imported: see above)
 
 
 @dataclass
@@ -45,9 +44,9 @@ class PlannedSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        launch = sweep_dir / LAUNCH_FILE
-        if launch.is_file():  # written by the sweep's start: the job numbers to launch
-            jobs = [jobs[num] for num in json.loads(launch.read_text())]
+        launched = sweep_folder.launched(str(sweep_dir))
+        if launched is not None:  # written by the sweep's start: the job numbers to launch
+            jobs = [jobs[num] for num in launched]
         returns: list = []
         first = 0
         if not jobs:  # every job finished before: nothing to launch

@@ -1,0 +1,101 @@
+"""The files a sweep and its jobs share in the sweep folder (cifar_sweep/sweep_folder.py), each
+through its writer and its reader on real files: their names never change (newer code reads the
+folders of older sweeps), a job finds its number and its parent run, the ended markers count a
+sweep's progress, and the stop marker keeps the first fault, even on a full disk."""
+
+import errno
+import json
+import os
+
+import pytest
+
+from cifar_sweep import sweep_folder
+from cifar_sweep.faults import EnvironmentFault
+
+
+@pytest.fixture(autouse=True)
+def _no_stop_in_memory(monkeypatch):
+    """Each test starts with no in-process stop record (the basic launcher's jobs share one)."""
+    monkeypatch.setattr(sweep_folder, "_stopped_here", {})
+
+
+def test_the_names_are_those_older_sweeps_wrote():
+    assert (sweep_folder.PARENT_FILE, sweep_folder.LAUNCH_FILE, sweep_folder.ENDED,
+            sweep_folder.STOP_FILE) == ("mlflow_parent_run_id", "launched_jobs.json",
+                                        "ended_jobs", "stopped_by_environment.json")
+
+
+def test_the_parent_run_id_round_trips(tmp_path):
+    assert sweep_folder.parent_run_id(str(tmp_path)) is None  # a sweep without its callback
+    sweep_folder.write_parent_run_id(str(tmp_path), "abc123")
+    assert (tmp_path / "mlflow_parent_run_id").read_text() == "abc123"
+    assert sweep_folder.parent_run_id(str(tmp_path)) == "abc123"
+    (tmp_path / "mlflow_parent_run_id").write_text("abc123\n")  # written by hand
+    assert sweep_folder.parent_run_id(str(tmp_path)) == "abc123"
+
+
+def test_a_launched_job_reads_its_number_in_the_whole_sweep(tmp_path):
+    folder = str(tmp_path)
+    assert sweep_folder.launched(folder) is None  # a search: the launcher's numbers are the sweep's
+    assert sweep_folder.original_job_num(folder, 1) == 1
+    sweep_folder.write_launched(folder, [2, 5, 7])  # jobs 0, 1, 3, 4, 6 finished before
+    assert json.loads((tmp_path / "launched_jobs.json").read_text()) == [2, 5, 7]
+    assert sweep_folder.launched(folder) == [2, 5, 7]
+    assert [sweep_folder.original_job_num(folder, n) for n in range(3)] == [2, 5, 7]
+    assert sweep_folder.original_job_num(folder, 3) == 3  # past the list: the launcher's own
+
+
+def test_the_ended_markers_count_the_launched_jobs(tmp_path):
+    folder = str(tmp_path)
+    assert sweep_folder.sweep_progress(folder, 0, failed=False) is None  # no launch file
+    assert not (tmp_path / "ended_jobs").exists()
+    sweep_folder.write_launched(folder, [2, 5, 7])
+    total, done, failed, elapsed = sweep_folder.sweep_progress(folder, 2, failed=False)
+    assert (total, done, failed) == (3, 1, 0) and elapsed >= 0
+    assert sweep_folder.sweep_progress(folder, 5, failed=True)[:3] == (3, 1, 1)
+    assert sorted(os.listdir(tmp_path / "ended_jobs")) == ["2.finished", "5.failed"]
+    sweep_folder.write_launched(folder, [5])  # the same folder again: the old markers go
+    assert os.listdir(tmp_path / "ended_jobs") == []
+    assert sweep_folder.sweep_progress(folder, 5, failed=False)[:3] == (1, 1, 0)
+
+
+def _fault(what: str) -> EnvironmentFault:
+    return EnvironmentFault(what, "/data", "free space on /data and run the same command again")
+
+
+def test_the_stop_marker_keeps_the_first_fault(tmp_path, monkeypatch):
+    folder = str(tmp_path)
+    assert sweep_folder.sweep_stopped(folder) is None
+    sweep_folder.stop_sweep(folder, _fault("no space left"), "#3")
+    first = {"what": "no space left", "where": "/data",
+             "advice": "free space on /data and run the same command again", "job": "#3"}
+    assert sweep_folder.sweep_stopped(folder) == first  # this process
+    assert json.loads((tmp_path / "stopped_by_environment.json").read_text()) == first
+    sweep_folder.stop_sweep(folder, _fault("disk quota exceeded"), "#4")
+    monkeypatch.setattr(sweep_folder, "_stopped_here", {})  # another process reads the file
+    assert sweep_folder.sweep_stopped(folder) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["stopped_by_environment.json"]  # no temp left
+    sweep_folder.clear_stop(folder)
+    assert sweep_folder.sweep_stopped(folder) is None
+    assert not (tmp_path / "stopped_by_environment.json").exists()
+
+
+def test_on_a_full_disk_the_stop_marker_is_an_empty_file(tmp_path, monkeypatch):
+    """No free block for the record: an empty file still stops the later jobs, in this process
+    with the record, elsewhere with a line that sends the user to the jobs' own lines."""
+    folder = str(tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sweep_folder.os, "replace", full)
+    sweep_folder.stop_sweep(folder, _fault("no space left"), "#1")
+    assert [p.name for p in tmp_path.iterdir()] == ["stopped_by_environment.json"]
+    assert (tmp_path / "stopped_by_environment.json").read_text() == ""
+    assert sweep_folder.sweep_stopped(folder)["job"] == "#1"  # this process kept the record
+    monkeypatch.setattr(sweep_folder, "_stopped_here", {})
+    assert sweep_folder.sweep_stopped(folder) == {
+        "what": "a fault of the environment", "where": "the machine",
+        "advice": "see the jobs' lines above, fix it and run the same command again", "job": "?"}
+    sweep_folder.clear_stop(folder)
+    assert sweep_folder.sweep_stopped(folder) is None
