@@ -211,9 +211,9 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
     path = job.checkpoint_path(run_id) if run_id else None
     if row.checkpoint == endings.REMOVED and path is not None:
         checkpoint.remove(path)
-    if ended.way == endings.ELSEWHERE:  # another command trains this config: stand aside. (Its
-        # own branch: it acts on the store and the sweep from the job's state, and answers with
-        # the run that trains it)
+    # another command trains this config: stand aside. Its own branch: it acts on the store and
+    # the sweep from the job's state, and answers with the run that trains it
+    if ended.way == endings.ELSEWHERE:
         assert isinstance(exc, Yielded)
         if run_id:
             yield_run(job.client, run_id, exc.winner.info.run_id, reference=bool(job.ctx.parent))
@@ -221,8 +221,9 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
             _log_sweep_progress(job)
         log.info("%s (%s)", Decision(ELSEWHERE, exc.winner).line(0), exc.winner.info.run_name)
         return JobResult(row.sweep, {}, 0, exc.winner.info.run_id)
-    if job.ctx.multirun and row.status == "FAILED":  # the other jobs still run; the sweep's exit
-        log.error("run %s failed: %s", run_id, ended.reason)  # status reports the failure
+    # a failed run in a sweep: the other jobs still run, and the sweep's exit status reports it
+    if job.ctx.multirun and row.status == "FAILED":
+        log.error("run %s failed: %s", run_id, ended.reason)
         _log_sweep_progress(job, failed=True)
     elif row.line is not None and row.logged:
         log.info(row.line(ended, run_id, path))
