@@ -134,6 +134,46 @@ def test_the_table_in_the_docs_is_the_one_the_code_reads():
         assert line in text, line
 
 
+# What each row tells the user, word for word: run r1 with its checkpoint, r2 before its first,
+# no run made. (The job's last step prints it after "error: ", or logs it where `logged`.)
+LINES = {
+    endings.PRUNED: ["run r1: pruned after epoch 3", "run r2: pruned after epoch 3",
+                     "run None: pruned after epoch 3"],
+    endings.NAN: [f"run {r} failed: NonFiniteLossError: the training loss became nan"
+                  for r in ("r1", "r2", None)],
+    endings.BAD_VALUE: ["lr.value=0 is invalid (run r1: FAILED)",
+                        "lr.value=0 is invalid (run r2: FAILED)", "lr.value=0 is invalid"],
+    endings.ENVIRONMENT: [
+        f"stopped by the environment: no space left on {{tmp}}; {kept}; free space on {{tmp}} and "
+        "run the same command again"
+        for kept in ("run r1 stopped, its checkpoint kept",
+                     "run r2 stopped (it had no checkpoint yet: it starts over)",
+                     "no run was created")],
+    endings.TIME_LIMIT: [f"run {r} stopped: job 12 timed out" for r in ("r1", "r2", None)],
+    endings.LOST_SERVER: [
+        f"lost the tracking server {{uri}}: connection refused; {kept}: run the same command "
+        "again when the server is back"
+        for kept in ("the run's checkpoint is kept", "the run's checkpoint is kept",
+                     "no run was created")],
+}
+
+
+@pytest.mark.parametrize("way", sorted(set(CASES) - {"finished"}))
+def test_each_row_says_its_line(way, tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    ended = endings.Ending(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it").of(
+        CASES[way](tmp_path))
+    row = endings.WAYS[way]
+    if way not in LINES:  # elsewhere: the job's own (from its state); an error in the code, a
+        assert row.line is None  # signal: their exception goes on
+        return
+    (tmp_path / "r1.pt").write_bytes(b"")
+    said = [row.line(ended, "r1", tmp_path / "r1.pt"), row.line(ended, "r2", tmp_path / "r2.pt"),
+            row.line(ended, None, None)]
+    assert said == [line.format(tmp=tmp_path, uri=uri) for line in LINES[way]]
+    assert row.logged == (way == endings.PRUNED)  # not a failure: a log line, as the job's others
+
+
 # Through the entrypoint: the rows a run ends by cheaply here (the others: test_env_faults.py,
 # test_errors.py, test_hpo.py, test_server.py, test_real_cluster.py).
 

@@ -1,12 +1,12 @@
 """How a job ends: every way it can stop, recognised once from what stopped it, and what follows
 from each (the table below): the run's MLflow status, whether its checkpoint is kept, what the
-sweep is told, and the exit status of a job run alone (src/train.py exits with it). The run is
-closed by `tracking.runs.tracked_run`, which asks `Ending.of`; the rest is `job.steps._ended`.
-docs/faults.md says the same to users."""
+sweep is told, the exit status of a job run alone (src/train.py exits with it) and the line the
+user is told. The run is closed by `tracking.runs.tracked_run`, which asks `Ending.of`;
+`job.steps._ended` acts on the rest of the row. docs/faults.md says the same to users."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,17 +25,38 @@ AS_CONFIGURED = "checkpoint.keep"  # a finished run's: kept only where checkpoin
 RAISED = None
 
 
+# the line a way of ending tells the user, from how the job ended, its run (None: none was made)
+# and that run's checkpoint file
+Line = Callable[["Ended", str | None, Path | None], str]
+
+
 @dataclass(frozen=True)
 class Way:
-    """One row of the table."""
+    """One row of the table. `left` and `raised` are words for docs/faults.md's table alone:
+    tests/test_endings.py holds that table equal to these rows."""
 
     status: str | None  # the run's MLflow status; None: left as it is (see `left`)
-    checkpoint: str     # KEPT, REMOVED, AS_CONFIGURED or NONE
+    checkpoint: str     # KEPT, REMOVED or AS_CONFIGURED
     sweep: str          # what the sweeper is told: JobResult.state
     exit_code: int | None  # a job alone: the command's exit status; RAISED: its exception goes on
     stops_sweep: bool = False  # the sweep's later jobs are not started: they would end the same way
     left: str = ""      # where status is None: what becomes of the run
     raised: str = ""    # where exit_code is RAISED: the status the exception ends the command with
+    # what the user is told: a line on stderr after "error: " (`logged`: a log line, as the job's
+    # others); none: nothing (an error in the code: its traceback). In a sweep a FAILED run's line
+    # is the sweep's "run <id> failed: <reason>" instead (job.steps._ended)
+    line: Line | None = None
+    logged: bool = False
+
+
+def _kept(run_id: str | None, path: Path | None) -> str:
+    """What the environment's stop leaves to continue."""
+    if run_id is None:
+        return "no run was created"
+    if path is not None and path.is_file():
+        return f"run {run_id} stopped, its checkpoint kept"
+    # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
+    return f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
 
 
 FINISHED, ELSEWHERE, PRUNED, NAN, CODE_ERROR = "finished", "elsewhere", "pruned", "nan", "code error"
@@ -45,27 +66,39 @@ BAD_VALUE, ENVIRONMENT, TIME_LIMIT, SIGNAL, LOST_SERVER = (
 WAYS: dict[str, Way] = {
     # trained, tested and logged
     FINISHED: Way("FINISHED", AS_CONFIGURED, "finished", 0),
-    # another command trains this config (or has, since it was decided): it stands aside
+    # another command trains this config (or has, since it was decided): it stands aside (its
+    # line and what it does: job.steps._ended, from the job's state)
     ELSEWHERE: Way(None, KEPT, "finished", 0,
                    left="a reference to the other run in a sweep; deleted alone (no ghost)"),
     # a search's pruner stopped it: not a failure, and nothing to continue
-    PRUNED: Way("KILLED", REMOVED, "pruned", 0),
+    PRUNED: Way("KILLED", REMOVED, "pruned", 0,
+                line=lambda ended, run_id, _: f"run {run_id}: {ended.exc}", logged=True),
     # the training loss became NaN or infinite
-    NAN: Way("FAILED", REMOVED, "failed", 1),
+    NAN: Way("FAILED", REMOVED, "failed", 1,
+             line=lambda ended, run_id, _: f"run {run_id} failed: {ended.reason}"),
     # an error in the code (the package's or a user's model): alone, its traceback
     CODE_ERROR: Way("FAILED", REMOVED, "failed", RAISED, raised="1, after its traceback"),
-    # a bad value: one line. Found before the run is created (nearly always): no run
-    BAD_VALUE: Way("FAILED", REMOVED, "failed", 2),
+    # a bad value: one line. Found before the run is created (nearly always): no run; found in a
+    # run, the same line names the run it ended
+    BAD_VALUE: Way("FAILED", REMOVED, "failed", 2, line=lambda ended, run_id, _: (
+        f"{ended.exc} (run {run_id}: FAILED)" if run_id else str(ended.exc))),
     # a full disk, a read-only folder, GPU memory: fix the machine, run the same command again
-    ENVIRONMENT: Way("KILLED", KEPT, "stopped", faults.EXIT_STOPPED, stops_sweep=True),
+    ENVIRONMENT: Way("KILLED", KEPT, "stopped", faults.EXIT_STOPPED, stops_sweep=True,
+                     line=lambda ended, run_id, path: (
+                         f"stopped by the environment: {ended.fault}; {_kept(run_id, path)}; "
+                         f"{ended.fault.advice if ended.fault else ''}")),
     # SLURM's time limit with no requeue left (submitit's UncompletedJobError): continued later
-    TIME_LIMIT: Way("KILLED", KEPT, "failed", 1),
+    TIME_LIMIT: Way("KILLED", KEPT, "failed", 1,
+                    line=lambda ended, run_id, _: f"run {run_id} stopped: {ended.exc}"),
     # Ctrl-C, `kill`, scancel, a preemption: continued later (the process ends: no sweeper is
     # told; with the basic launcher the sweep is that process, and ends with it)
     SIGNAL: Way("KILLED", KEPT, "-", RAISED, raised="128 + the signal's number (SIGTERM: 143)"),
     # the tracking server stopped answering: nothing can be written
     LOST_SERVER: Way(None, KEPT, "stopped", 1, stops_sweep=True,
-                     left="RUNNING: the next start on this host closes it KILLED (its process is gone)"),
+                     left="RUNNING: the next start on this host closes it KILLED (its process is gone)",
+                     line=lambda ended, run_id, _: store.lost_server_line(
+                         ended.uri, ended.problem,
+                         "the run's checkpoint is kept" if run_id else "no run was created")),
 }
 
 
@@ -85,6 +118,8 @@ class Ended:
     reason: str = ""  # the run's failure_reason tag
     fault: faults.EnvironmentFault | None = None  # ENVIRONMENT, LOST_SERVER: the sweep's stop record
     problem: str = ""  # LOST_SERVER: why the server does not answer
+    uri: str = ""  # LOST_SERVER: the server that does not answer
+    epochs: int = 0  # PRUNED: the epochs it trained, as the sweeper is told
     tags: dict[str, str] = field(default_factory=dict)  # set on the run as it is closed
 
     @property
@@ -124,7 +159,7 @@ class Ending:
         if isinstance(exc, Yielded):
             return Ended(ELSEWHERE, exc)
         if isinstance(exc, Pruned):
-            return Ended(PRUNED, exc, str(exc), tags={TRIAL_STATE: "pruned"})
+            return Ended(PRUNED, exc, str(exc), tags={TRIAL_STATE: "pruned"}, epochs=exc.epoch)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             return Ended(SIGNAL, exc, INTERRUPTED)
         if isinstance(exc, UserInputError):
@@ -133,7 +168,8 @@ class Ending:
             return Ended(TIME_LIMIT, exc, f"{INTERRUPTED}: {exc}"[:5000])
         problem = store.lost_server(self.uri, exc)
         if problem is not None:
-            return Ended(LOST_SERVER, exc, fault=faults.server_lost(self.uri), problem=problem)
+            return Ended(LOST_SERVER, exc, fault=faults.server_lost(self.uri), problem=problem,
+                         uri=self.uri)
         fault = faults.classify(exc, self.folders, self.device, self.gpu_advice)
         if fault is not None:
             return Ended(ENVIRONMENT, exc, f"{INTERRUPTED}: {fault}"[:5000], fault=fault)

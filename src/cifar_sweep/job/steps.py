@@ -210,7 +210,9 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
     path = job.checkpoint_path(run_id) if run_id else None
     if row.checkpoint == endings.REMOVED and path is not None:
         checkpoint.remove(path)
-    if ended.way == endings.ELSEWHERE:  # another command trains this config: stand aside
+    # another command trains this config: stand aside. Its own branch: it acts on the store and
+    # the sweep from the job's state, and answers with the run that trains it
+    if ended.way == endings.ELSEWHERE:
         assert isinstance(exc, Yielded)
         if run_id:
             yield_run(job.client, run_id, exc.winner.info.run_id, reference=bool(job.ctx.parent))
@@ -218,41 +220,21 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
             _log_sweep_progress(job)
         log.info("%s (%s)", Decision(ELSEWHERE, exc.winner).line(0), exc.winner.info.run_name)
         return JobResult(row.sweep, {}, 0, exc.winner.info.run_id)
-    if ended.way == endings.PRUNED:
-        log.info("run %s: %s", run_id, exc)
-        return JobResult(row.sweep, epochs=getattr(exc, "epoch", 0), run_id=run_id)
-    if ended.way == endings.ENVIRONMENT:
-        print(f"error: stopped by the environment: {ended.fault}; {_kept(run_id, path)}; "
-              f"{ended.fault.advice if ended.fault else ''}", file=sys.stderr)
-    elif ended.way == endings.LOST_SERVER:
-        kept = "the run's checkpoint is kept" if run_id else "no run was created"
-        print(f"error: {store.lost_server_line(job.ending.uri, ended.problem, kept)}",
-              file=sys.stderr)
-    elif ended.way == endings.TIME_LIMIT:
-        print(f"error: run {run_id} stopped: {exc}", file=sys.stderr)
-    elif job.ctx.multirun:  # the other jobs still run; the sweep's exit status reports the failure
+    # a failed run in a sweep: the other jobs still run, and the sweep's exit status reports it
+    if job.ctx.multirun and row.status == "FAILED":
         log.error("run %s failed: %s", run_id, ended.reason)
         _log_sweep_progress(job, failed=True)
-    elif ended.way == endings.BAD_VALUE:  # as before a run, and the run it ended
-        print(f"error: {exc}" + (f" (run {run_id}: FAILED)" if run_id else ""), file=sys.stderr)
-    elif ended.way == endings.NAN:
-        print(f"error: run {run_id} failed: {ended.reason}", file=sys.stderr)
+    elif row.line is not None and row.logged:
+        log.info(row.line(ended, run_id, path))
+    elif row.line is not None:
+        print(f"error: {row.line(ended, run_id, path)}", file=sys.stderr)
     if row.stops_sweep and job.ctx.sweep_dir and ended.fault is not None:
         sweep_folder.stop_sweep(job.ctx.sweep_dir, ended.fault, f"#{job.ctx.job_num}")
     if job.ctx.multirun:
-        return JobResult(row.sweep, run_id=run_id)
+        return JobResult(row.sweep, epochs=ended.epochs, run_id=run_id)
     if row.exit_code is endings.RAISED:
         raise exc
-    return JobResult(row.sweep, run_id=run_id, exit_code=row.exit_code)
-
-
-def _kept(run_id: str | None, path) -> str:
-    if run_id is None:
-        return "no run was created"
-    if path is not None and path.is_file():
-        return f"run {run_id} stopped, its checkpoint kept"
-    # KILLED; (RUNNING until the next start closes it, when the store cannot be written)
-    return f"run {run_id} stopped (it had no checkpoint yet: it starts over)"
+    return JobResult(row.sweep, epochs=ended.epochs, run_id=run_id, exit_code=row.exit_code)
 
 
 def _claim(job: Job, run_id: str, locked: bool) -> None:
