@@ -264,3 +264,18 @@ def test_a_sweep_of_many_settings_gets_a_ranking_and_figures_of_the_best(project
     assert drawn[0].startswith("01-")  # numbered in the table's order, the baseline first
     numbers = {int(name[:2]) for name in drawn}
     assert numbers == {1, *(rows.index(r) + 1 for r in best)}, (numbers, best)
+
+
+def test_a_searchs_sweeper_settings_are_checked_against_its_own_sweeper():
+    """`report.py hpo=<preset> hydra.sweeper.study_name=...` names a setting of the search's
+    sweeper (optuna_study), not of the default one (planned): accepted, and a misspelling is one
+    line naming the search's sweeper (the check ran against the default sweeper before)."""
+    from cifar_sweep.commands.report import syntax_problem
+
+    search = [("hpo", "modifiednet")]
+    assert syntax_problem({}, ["hydra.sweeper.study_name=test"], search) is None
+    line = syntax_problem({}, ["hydra.sweeper.study_nam=test"], search)
+    assert line is not None and "did you mean hydra.sweeper.study_name?" in line
+    assert "hydra/sweeper=optuna_study" in line
+    # without a search the default sweeper has no such setting, as before
+    assert "hydra/sweeper=planned" in syntax_problem({}, ["hydra.sweeper.study_name=test"])

@@ -8,6 +8,7 @@ published `reports/<study>/` (`report/folders.py`)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cifar_sweep.config.config_dirs import config_dir_args
@@ -117,10 +118,12 @@ class BadArgument(Exception):
     line, exit 2, nothing written."""
 
 
-def syntax_problem(options: dict, overrides: list[str]) -> str | None:
+def syntax_problem(options: dict, overrides: list[str],
+                   targets: Sequence[tuple[str, str]] = ()) -> str | None:
     """What is wrong with the arguments' form, before the store is opened: an empty sweep= or
     experiment=, a baseline= that is no override, an override the config does not have (as
-    train.py says it)."""
+    train.py says it, with each preset named: a search's `hydra.sweeper.study_name=` is a
+    setting of the search's sweeper, not of the default one)."""
     from cifar_sweep.config.override_check import problem
 
     for key in ("sweep", "experiment"):
@@ -131,7 +134,11 @@ def syntax_problem(options: dict, overrides: list[str]) -> str | None:
     if baseline is not None and "=" not in baseline.strip("="):
         return (f"baseline={baseline} is invalid: allowed: baseline=<key>=<value>, the override "
                 "of the row the others are compared with (e.g. baseline=optimizer=adam)")
-    return problem(overrides)
+    for group, name in targets:
+        found = problem([f"{group}={name}", *overrides])
+        if found:
+            return found
+    return None if targets else problem(overrides)
 
 
 def missing_store(tracking) -> str | None:
@@ -214,7 +221,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {parsed}", file=sys.stderr)
         return 2
     words, targets, options, overrides = parsed
-    problem = syntax_problem(options, overrides)  # before the store is opened
+    problem = syntax_problem(options, overrides, targets)  # before the store is opened
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
