@@ -1,6 +1,7 @@
-"""config/schema.py on its own: the dataclass per section and per `_target_`, the one line that
-`_problem` writes for a wrong type or an unknown key, and what `check_types` holds to a schema
-(our sections and our `_target_`s) and what it leaves alone (a user's own `_target_`).
+"""config/schema.py on its own: the dataclass per section and the one read from each `_target_`'s
+signature, the one line that `_problem` writes for a wrong type or an unknown key, what
+`check_types` holds to a schema (our sections, our `_target_`s and torch's optimizers, a new
+option in a user's folder included) and what it leaves alone (a user's own `_target_`).
 
 test_validate.py and test_configs.py go through `check_config` (the ranges and the builds); here
 the schema's own functions are called directly, so that a failure points at the schema.
@@ -9,14 +10,16 @@ the schema's own functions are called directly, so that a failure points at the 
 from __future__ import annotations
 
 import copy
+from dataclasses import MISSING as MISSING_FACTORY
 from dataclasses import fields
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from cifar_sweep.config import schema
-from cifar_sweep.config.schema import SECTIONS, TARGET_NODES, TARGETS, check_types
+from cifar_sweep.config.schema import SECTIONS, TARGET_NODES, check_types, target_schema
 from cifar_sweep.errors import UserInputError
 from conftest import ROOT
 
@@ -24,6 +27,13 @@ CONF = ROOT / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(g, o.stem) for g in GROUPS for o in sorted((CONF / g).glob("*.yaml"))]
 OURS = ("cifar_sweep.", "torch.optim.")  # the prefixes of the `_target_`s this project ships
+# the schemas read from the signatures, for the cases below
+SGD = target_schema("optimizer", "torch.optim.SGD")
+ADAM = target_schema("optimizer", "torch.optim.Adam")
+AUGMENT = target_schema("augment", "cifar_sweep.batches.Augment")
+MODIFIED_NET = target_schema("model", "cifar_sweep.models.ModifiedNet")  # dropout
+ORIGIN_NET = target_schema("model", "cifar_sweep.models.OriginNet")  # no settings of its own
+STEP = target_schema("lr.schedule", "cifar_sweep.schedules.step")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,7 @@ def refusal(cfg, tree=None) -> str:
 # --- _problem: the one line --------------------------------------------------------------------
 
 @pytest.mark.parametrize("path, node, kind, line", [
-    ("optimizer", {"momentum": "abc"}, schema.SGD,
+    ("optimizer", {"momentum": "abc"}, SGD,
      "optimizer.momentum=abc is invalid: must be a number"),
     ("trainer", {"epochs": "ten"}, schema.Trainer,
      "trainer.epochs=ten is invalid: must be an integer"),
@@ -79,7 +89,7 @@ def refusal(cfg, tree=None) -> str:
      "trainer.compile=maybe is invalid: must be true or false"),
     ("trainer", {"num_threads": "x"}, schema.Trainer,
      "trainer.num_threads=x is invalid: must be an integer or null"),
-    ("augment", {"translate_px": 1.5}, schema.Augment,
+    ("augment", {"translate_px": 1.5}, AUGMENT,
      "augment.translate_px=1.5 is invalid: must be an integer"),
 ])
 def test_a_wrong_type_is_one_line_with_key_value_and_kind(path, node, kind, line):
@@ -88,16 +98,16 @@ def test_a_wrong_type_is_one_line_with_key_value_and_kind(path, node, kind, line
 
 def test_a_wrong_type_in_a_list_names_the_key_and_its_value():
     # the kinds without a plain name (a list) are still named, with the key and the value given
-    line = schema._problem("optimizer", {"betas": "abc"}, schema.Adam)
+    line = schema._problem("optimizer", {"betas": "abc"}, ADAM)
     assert line.startswith("optimizer.betas=abc is invalid: must be ") and "float" in line
     assert "\n" not in line
 
 
 @pytest.mark.parametrize("path, node, kind, line", [
-    ("model", {"widht": 2}, schema.Dropout, "model.widht is not a setting here; allowed: dropout"),
+    ("model", {"widht": 2}, MODIFIED_NET, "model.widht is not a setting here; allowed: dropout"),
     # a model with no settings of its own: `none`, not an empty list
-    ("model", {"width": 2}, schema.Target, "model.width is not a setting here; allowed: none"),
-    ("lr.schedule", {"gama": 0.5}, schema.Step,
+    ("model", {"width": 2}, ORIGIN_NET, "model.width is not a setting here; allowed: none"),
+    ("lr.schedule", {"gama": 0.5}, STEP,
      "lr.schedule.gama is not a setting here; allowed: milestones, gamma"),
     ("checkpoint", {"kep": True}, schema.Checkpoint,
      "checkpoint.kep is not a setting here; allowed: dir, keep"),
@@ -109,7 +119,7 @@ def test_an_unknown_key_is_one_line_with_what_is_allowed(path, node, kind, line)
 
 def test_what_converts_is_no_problem():
     # OmegaConf converts a string that is a number, and an int where a float is asked for
-    assert schema._problem("optimizer", {"momentum": "0.9", "weight_decay": 1}, schema.SGD) is None
+    assert schema._problem("optimizer", {"momentum": "0.9", "weight_decay": 1}, SGD) is None
     assert schema._problem("trainer", {"num_threads": None, "compile": "true"},
                            schema.Trainer) is None
 
@@ -119,10 +129,10 @@ def test_a_refusal_is_remembered_and_raised_again():
     node = {"_target_": "torch.optim.SGD", "momentum": "abc-cached"}
     for _ in range(2):
         with pytest.raises(UserInputError, match="optimizer.momentum=abc-cached is invalid"):
-            schema._check("optimizer", node, schema.SGD)
+            schema._check("optimizer", node, SGD)
     # and the verdict is per path: the same node elsewhere names its own path
     with pytest.raises(UserInputError, match=r"^other\.momentum=abc-cached is invalid"):
-        schema._check("other", node, schema.SGD)
+        schema._check("other", node, SGD)
 
 
 # --- check_types: which nodes are held to which schema -----------------------------------------
@@ -211,7 +221,7 @@ def test_every_option_passes_the_schema(options, group, option):
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_shipped_target_has_a_schema_with_its_keys(options, group, option):
-    # a `_target_` of ours missing from TARGETS would silently skip the checks for it
+    # a `_target_` of ours without a schema (its signature unread) would skip the checks
     cfg = options[group, option]
     for path in TARGET_NODES:
         node = OmegaConf.select(cfg, path)
@@ -219,8 +229,9 @@ def test_every_shipped_target_has_a_schema_with_its_keys(options, group, option)
             continue
         target = node._target_
         assert target.startswith(OURS), (path, target)
-        assert target in TARGETS, (path, target)
-        allowed = {f.name for f in fields(TARGETS[target])}
+        typed = target_schema(path, target)
+        assert typed is not None, (path, target)
+        allowed = {f.name for f in fields(typed)}
         assert set(node) <= allowed, (path, target, set(node) - allowed)
 
 
@@ -230,3 +241,99 @@ def test_every_section_of_the_config_has_its_keys_in_the_schema(base):
         assert section in cfg, section
         allowed = {f.name for f in fields(kind)}
         assert set(cfg[section]) <= allowed, (section, set(cfg[section]) - allowed)
+
+
+# --- each default once: conf/ holds the values, the schema the keys and types ------------------
+
+def test_no_section_restates_a_default_of_conf():
+    # every leaf field MISSING: a default lives in conf/'s YAML alone (issue 43, item 6)
+    def leaves(kind):
+        for f in fields(kind):
+            if f.default_factory is not MISSING_FACTORY:  # a nested section: its own fields
+                yield from leaves(f.default_factory)
+            else:
+                yield f"{kind.__name__}.{f.name}", f.default
+    restated = [(name, value) for kind in [*SECTIONS.values(), schema.Target]
+                for name, value in leaves(kind) if value != "???"]
+    assert not restated, restated
+
+
+def test_a_section_key_absent_from_conf_stays_out_of_the_composed_config(base):
+    # the schema is never composed: `trainer.skip_test` (a tuned trial's, set with ++) and
+    # `study.paper` are not in any other run's config, so not in its hash
+    assert "skip_test" not in base.trainer and "paper" not in base.study
+    assert "skip_test" in {f.name for f in fields(schema.Trainer)}
+
+
+@pytest.mark.parametrize("override, line", [
+    # given at build time (train/loop.py's build), so not a setting of the YAML
+    ("+optimizer.lr=0.1", "optimizer.lr is not a setting here; allowed: momentum, dampening, "),
+    ("+optimizer.params=x", "optimizer.params is not a setting here; allowed: momentum, "),
+    ("+model.num_classes=3", "model.num_classes is not a setting here; allowed: dropout"),
+    ("+lr.schedule.epochs=3", "lr.schedule.epochs is not a setting here; allowed: none"),
+    ("+loss.num_classes=3", "loss.num_classes is not a setting here; allowed: label_smoothing, "),
+    # torch's keyword-only arguments are settings too; a union with a Tensor is its number
+    ("optimizer.weight_decay=heavy", "optimizer.weight_decay=heavy is invalid: must be a number"),
+    ("+optimizer.foreach=maybe", "optimizer.foreach=maybe is invalid: must be true, false or null"),
+])
+def test_what_the_build_gives_is_no_setting_and_torchs_types_are_read(base, override, line):
+    assert refusal(composed(base, override)).startswith(line)
+
+
+def test_torchs_keyword_only_arguments_are_accepted(base):
+    check_types(edited(base, optimizer__maximize=True, optimizer__foreach=None))
+
+
+@pytest.mark.parametrize("annotation, checked", [
+    (float, float), ("float | torch.Tensor", float), ("tuple[float | torch.Tensor, float]", list[float]),
+    ("tuple[float, ...]", list[float]), ("bool | None", bool | None), ("list[int] | None", list[int] | None),
+    ("Iterable[torch.Tensor]", Any), ("tuple[int, str]", list[Any]), ("dict[str, float]", Any),
+])
+def test_an_annotation_is_read_as_yaml_can_hold_it(annotation, checked):
+    import collections.abc
+
+    import torch
+    kind = eval(annotation, {"torch": torch, "Iterable": collections.abc.Iterable}) \
+        if isinstance(annotation, str) else annotation
+    assert schema._from_annotation(kind) == checked
+
+
+def test_an_untyped_argument_takes_its_defaults_kind():
+    import inspect
+
+    def untyped(momentum=0, nesterov=False, name="x", extra=None):
+        pass
+    kinds = [schema._yaml_type(p) for p in inspect.signature(untyped).parameters.values()]
+    assert kinds == [float, bool, str, Any]  # an int default: any number (0 stands for 0.0)
+
+
+def test_a_new_optimizer_is_one_yaml_file_in_a_users_folder(tmp_path):
+    """`optimizer/nadam.yaml` in a user's folder, and no Python: its keys and types are checked
+    from torch.optim.NAdam's signature, by check_types (once composed) and by the command line's
+    check (before)."""
+    from cifar_sweep.config.override_check import problem
+
+    (tmp_path / "optimizer").mkdir()
+    (tmp_path / "optimizer" / "nadam.yaml").write_text(
+        "_target_: torch.optim.NAdam\n_partial_: true\nmomentum_decay: 0.004\nweight_decay: 0.0\n")
+    search = f"hydra.searchpath=[file://{tmp_path}]"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["data=synthetic", "optimizer=nadam", search])
+    check_types(cfg)
+    check_types(cfg, OmegaConf.to_container(cfg, resolve=True))
+    assert refusal(composed(cfg, "optimizer.momentum_decay=abc")) == (
+        "optimizer.momentum_decay=abc is invalid: must be a number")
+    assert refusal(composed(cfg, "+optimizer.betas=abc")).startswith(
+        "optimizer.betas=abc is invalid: must be list[float]")
+    assert refusal(composed(cfg, "+optimizer.momentum=0.9")).startswith(
+        "optimizer.momentum is not a setting here; allowed: betas, eps, weight_decay, "
+        "momentum_decay, ")
+    check_types(edited(cfg, optimizer__betas=[0.9, 0.99], optimizer__weight_decay=1))
+    # the command line's check reads the same signature: a misspelt key, an unset one
+    folder = ["--config-dir", str(tmp_path)]
+    assert problem([*folder, "optimizer=nadam", "optimizer.momentum_decy=0.1"]).startswith(
+        "optimizer.momentum_decy: no such setting in optimizer=nadam (did you mean "
+        "optimizer.momentum_decay?)")
+    assert problem([*folder, "optimizer=nadam", "optimizer.eps=1e-7"]).startswith(
+        "optimizer.eps: optimizer=nadam does not set eps; add it with +optimizer.eps=<value>")
+    assert problem([*folder, "optimizer=nadam", "+optimizer.eps=1e-7"]) is None

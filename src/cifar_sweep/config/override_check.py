@@ -364,20 +364,17 @@ def _leaves(node: dict, prefix: str = "") -> list[str]:
     return found
 
 
-def _schema_fields(tree: dict, rest: str) -> list[str]:
-    """The settings the schema knows for the `_target_` nodes of an option's tree (at `rest`'s
-    level) that the option does not set: `+` adds them (`+optimizer.dampening=0.1`)."""
-    import dataclasses
-
+def _schema_fields(tree: dict, rest: str, group: str) -> list[str]:
+    """The settings the schema knows for the `_target_` nodes of `group`'s option's tree (at
+    `rest`'s level: their constructors' arguments) that the option does not set: `+` adds them
+    (`+optimizer.dampening=0.1`)."""
     from cifar_sweep.config import schema
 
     fields = []
     for prefix in ("", *(f"{k}." for k, v in tree.items() if isinstance(v, dict))):
         node = tree if not prefix else tree[prefix[:-1]]
-        typed = schema.TARGETS.get(str(node.get("_target_")))
-        if typed is not None:
-            fields += [f"{prefix}{f.name}" for f in dataclasses.fields(typed)
-                       if not f.name.startswith("_") and f.name not in node]
+        known = schema.target_fields(f"{group}.{prefix}".rstrip("."), str(node.get("_target_")))
+        fields += [f"{prefix}{name}" for name in known or () if name not in node]
     return fields
 
 
@@ -437,7 +434,7 @@ def _nearest(rest: str, settings: list[str]) -> list[str]:
 
 def _missing_key_line(key: str, group: str, option: str, tree: dict, rest: str) -> str:
     settings = _leaves(tree)
-    added = _schema_fields(tree, rest)
+    added = _schema_fields(tree, rest, group)
     if rest in added:  # the schema knows it; this option leaves it at its default
         return (f"{key}: {group}={option} does not set {rest}; add it with +{key}=<value>"
                 f"; {group}={option} sets: {', '.join(settings) or 'nothing'}")
