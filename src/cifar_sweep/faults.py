@@ -34,8 +34,9 @@ class EnvironmentFault(Exception):
         self.what, self.where, self.advice = what, where, advice
 
 
-def server_lost(uri: str) -> EnvironmentFault:
-    """The tracking server stopped answering mid-sweep: every later job would fail the same way."""
+def lost_server_fault(uri: str) -> EnvironmentFault:
+    """The fault a lost tracking server is recorded as (the sweep's stop record): it stopped
+    answering mid-sweep, and every later job would fail the same way."""
     return EnvironmentFault("no answer from the tracking server", uri,
                             f"start the tracking server at {uri} again (the same store) and run "
                             "the same command again")

@@ -166,9 +166,9 @@ class Ending:
             return Ended(BAD_VALUE, exc, f"{type(exc).__name__}: {exc}"[:5000])
         if out_of_time(exc):
             return Ended(TIME_LIMIT, exc, f"{INTERRUPTED}: {exc}"[:5000])
-        problem = store.lost_server(self.uri, exc)
+        problem = store.lost_server_problem(self.uri, exc)
         if problem is not None:
-            return Ended(LOST_SERVER, exc, fault=faults.server_lost(self.uri), problem=problem,
+            return Ended(LOST_SERVER, exc, fault=faults.lost_server_fault(self.uri), problem=problem,
                          uri=self.uri)
         fault = faults.classify(exc, self.folders, self.device, self.gpu_advice)
         if fault is not None:

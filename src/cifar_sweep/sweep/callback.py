@@ -38,7 +38,7 @@ from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.experiments import open_experiment
 from cifar_sweep.tracking.queries import sweep_children
 from cifar_sweep.tracking.runs import git_commit
-from cifar_sweep.tracking.store import lost_server, lost_server_line
+from cifar_sweep.tracking.store import lost_server_line, lost_server_problem
 from cifar_sweep.train import checkpoint, model_build
 
 
@@ -234,7 +234,7 @@ class MlflowSweepCallback(Callback):
         try:
             children = sweep_children(client, parent)
         except Exception as exc:
-            problem = lost_server(client.tracking_uri, exc)
+            problem = lost_server_problem(client.tracking_uri, exc)
             if problem is None:
                 raise
             # the parent stays RUNNING: the next sweep's start closes it (its process is gone)

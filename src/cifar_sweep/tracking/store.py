@@ -253,7 +253,7 @@ def who_asks(uri: str) -> str:
     return "the token in MLFLOW_TRACKING_TOKEN" if creds.token else "you"
 
 
-def lost_server(uri: str, exc: BaseException) -> str | None:
+def lost_server_problem(uri: str, exc: BaseException) -> str | None:
     """Why the tracking server at `uri` no longer answers (a few words) where `exc` came from it
     going away, or None (a local store, another error, or a server that answers: an ordinary
     failure). A run it ends stays RUNNING: the next start on this host finds its process gone
