@@ -1,6 +1,6 @@
 """cifar_sweep.tracking.queries against a real local MLflow store (SQLite): a sweep's runs
-(`sweep_children`), its progress line's numbers (`sweep_progress`), the settings its jobs vary
-(`sweep_varying`), and a config's job runs (`config_runs`). The store is made once for the file
+(`sweep_children`), its progress line's numbers (`sweep_progress_in_store`), the settings its
+jobs vary (`sweep_varying`), and a config's job runs (`config_runs`). The store is made once for the file
 (its schema migrations take seconds); each test writes to an experiment of its own."""
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from mlflow.tracking import MlflowClient
 
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.paging import PAGE_SIZE_ENV
-from cifar_sweep.tracking.queries import config_runs, sweep_children, sweep_progress, sweep_varying
+from cifar_sweep.tracking.queries import (
+    config_runs,
+    sweep_children,
+    sweep_progress_in_store,
+    sweep_varying,
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +96,7 @@ def test_progress_counts_the_launched_jobs_by_how_they_ended(client, experiment)
     for _ in range(2):
         make_run(client, experiment, parent=parent, **{t.AHEAD: "true", t.ROLE: t.ROLE_REFERENCE})
     before = time.time()
-    total, finished, failed, elapsed = sweep_progress(client, experiment, parent)
+    total, finished, failed, elapsed = sweep_progress_in_store(client, experiment, parent)
     # the jobs it launched (5), not every job of the sweep (7)
     assert (total, finished, failed) == (5, 2, 2)
     assert before - launched <= elapsed <= time.time() - launched
@@ -100,7 +105,7 @@ def test_progress_counts_the_launched_jobs_by_how_they_ended(client, experiment)
 def test_progress_of_a_sweep_that_launched_nothing_is_zero_jobs_not_all_of_them(client, experiment):
     # every job had finished before: "0" launched is an answer, not a missing tag
     parent = make_run(client, experiment, "RUNNING", **{t.SWEEP_JOBS: "4", t.SWEEP_TO_TRAIN: "0"})
-    assert sweep_progress(client, experiment, parent)[:3] == (0, 0, 0)
+    assert sweep_progress_in_store(client, experiment, parent)[:3] == (0, 0, 0)
 
 
 @pytest.mark.parametrize("tags, total", [
@@ -110,14 +115,14 @@ def test_progress_of_a_sweep_that_launched_nothing_is_zero_jobs_not_all_of_them(
 def test_progress_without_the_launched_count_falls_back_to_the_sweeps_jobs(
         client, experiment, tags, total):
     parent = make_run(client, experiment, "RUNNING", **tags)
-    assert sweep_progress(client, experiment, parent)[0] == total
+    assert sweep_progress_in_store(client, experiment, parent)[0] == total
 
 
 def test_progress_without_a_launch_time_counts_from_the_parents_start(client, experiment):
     started = time.time() - 50
     parent = make_run(client, experiment, "RUNNING", start=started)
     before = time.time()
-    elapsed = sweep_progress(client, experiment, parent)[3]
+    elapsed = sweep_progress_in_store(client, experiment, parent)[3]
     # the store keeps milliseconds: at most one off
     assert before - started - 0.001 <= elapsed <= time.time() - started + 0.001
 

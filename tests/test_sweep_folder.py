@@ -47,16 +47,16 @@ def test_a_launched_job_reads_its_number_in_the_whole_sweep(tmp_path):
 
 def test_the_ended_markers_count_the_launched_jobs(tmp_path):
     folder = str(tmp_path)
-    assert sweep_folder.sweep_progress(folder, 0, failed=False) is None  # no launch file
+    assert sweep_folder.record_job_end(folder, 0, failed=False) is None  # no launch file
     assert not (tmp_path / "ended_jobs").exists()
     sweep_folder.write_launched(folder, [2, 5, 7])
-    total, done, failed, elapsed = sweep_folder.sweep_progress(folder, 2, failed=False)
+    total, done, failed, elapsed = sweep_folder.record_job_end(folder, 2, failed=False)
     assert (total, done, failed) == (3, 1, 0) and elapsed >= 0
-    assert sweep_folder.sweep_progress(folder, 5, failed=True)[:3] == (3, 1, 1)
+    assert sweep_folder.record_job_end(folder, 5, failed=True)[:3] == (3, 1, 1)
     assert sorted(os.listdir(tmp_path / "ended_jobs")) == ["2.finished", "5.failed"]
     sweep_folder.write_launched(folder, [5])  # the same folder again: the old markers go
     assert os.listdir(tmp_path / "ended_jobs") == []
-    assert sweep_folder.sweep_progress(folder, 5, failed=False)[:3] == (1, 1, 0)
+    assert sweep_folder.record_job_end(folder, 5, failed=False)[:3] == (1, 1, 0)
 
 
 def _fault(what: str) -> EnvironmentFault:

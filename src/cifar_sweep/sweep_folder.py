@@ -61,9 +61,10 @@ def original_job_num(sweep_dir: str, launched_num: int) -> int:
     return nums[launched_num] if 0 <= launched_num < len(nums) else launched_num
 
 
-def sweep_progress(sweep_dir: str, num: int, failed: bool) -> tuple[int, int, int, float] | None:
-    """Record this job's end; (jobs launched, ended finished, ended failed, seconds since the
-    launch) from the sweep folder, or None where the sweep wrote no launch file (a search).
+def record_job_end(sweep_dir: str, num: int, failed: bool) -> tuple[int, int, int, float] | None:
+    """Record this job's end in the folder, then the sweep's progress from the folder's files:
+    (jobs launched, ended finished, ended failed, seconds since the launch), or None where the
+    sweep wrote no launch file (a search: queries.sweep_progress_in_store reads the store).
     Files, not the store: reading every child run after every job costs O(jobs) each."""
     folder = Path(sweep_dir)
     launch, ended = folder / LAUNCH_FILE, folder / ENDED

@@ -31,7 +31,7 @@ from cifar_sweep.plan.identity import Identity, identify
 from cifar_sweep.tracking import lifecycle, lineage, run_tags, store
 from cifar_sweep.tracking import tags as t
 from cifar_sweep.tracking.experiments import open_experiment
-from cifar_sweep.tracking.queries import sweep_progress, sweep_varying
+from cifar_sweep.tracking.queries import sweep_progress_in_store, sweep_varying
 from cifar_sweep.tracking.runs import (
     flatten,
     git_commit,
@@ -354,12 +354,12 @@ def _log_sweep_progress(job: Job, failed: bool = False) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
     (the jobs it launched: not those finished before), from the sweep folder's record, else
     from the parent run's children."""
-    progress = (sweep_folder.sweep_progress(job.ctx.sweep_dir, job.ctx.job_num, failed)
+    progress = (sweep_folder.record_job_end(job.ctx.sweep_dir, job.ctx.job_num, failed)
                 if job.ctx.sweep_dir else None)
     if progress is None:
         if job.ctx.parent is None:  # a sweep without its callback (hydra.callbacks replaced)
             return
-        progress = sweep_progress(job.client, job.experiment_id, job.ctx.parent)
+        progress = sweep_progress_in_store(job.client, job.experiment_id, job.ctx.parent)
     total, done, n_failed, elapsed = progress
     left = max(0, total - done - n_failed)
     eta = f", about {elapsed / (done + n_failed) * left / 60:.1f} min left" if done + n_failed else ""

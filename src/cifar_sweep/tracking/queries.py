@@ -32,9 +32,12 @@ def sweep_children(client: MlflowClient, parent: str, experiment_id: str | None 
     return all_runs(client, [experiment_id], query)
 
 
-def sweep_progress(client: MlflowClient, experiment_id: str, parent: str) -> tuple[int, int, int, float]:
-    """(jobs the sweep launched, finished, failed or killed, seconds since it launched them):
-    the reference runs it wrote before launching (finished before) are not counted."""
+def sweep_progress_in_store(client: MlflowClient, experiment_id: str,
+                            parent: str) -> tuple[int, int, int, float]:
+    """The sweep's progress from its runs in the store (where its folder has no record:
+    sweep_folder.record_job_end): (jobs the sweep launched, finished, failed or killed, seconds
+    since it launched them); the reference runs it wrote before launching (finished before) are
+    not counted."""
     sweep = client.get_run(parent)
     children = [c for c in sweep_children(client, parent, experiment_id)
                 if AHEAD not in c.data.tags]
