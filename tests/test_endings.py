@@ -57,7 +57,7 @@ def test_every_way_has_a_row_and_every_row_a_way():
 @pytest.mark.parametrize("way", sorted(set(CASES) - {"finished"}))
 def test_each_way_is_recognised_from_its_exception(way, tmp_path):
     uri = f"http://127.0.0.1:{_closed_port()}"  # a server that no longer answers
-    ending = endings.Ending(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it")
+    ending = endings.EndingClassifier(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it")
     exc = CASES[way](tmp_path)
     ended = ending.of(exc)
     assert ended.way == way
@@ -72,8 +72,8 @@ def test_each_way_is_recognised_from_its_exception(way, tmp_path):
 
 def test_a_fault_behind_another_error_is_still_the_environment(tmp_path):
     """MLflow wraps SQLite's "database or disk is full"; torch wraps CUDA's out of memory."""
-    ending = endings.Ending("sqlite:///" + str(tmp_path / "mlflow.db"),
-                            [("tracking.uri", tmp_path)], "cuda:1", "lower trainer.jobs_per_gpu")
+    ending = endings.EndingClassifier("sqlite:///" + str(tmp_path / "mlflow.db"),
+                                      [("tracking.uri", tmp_path)], "cuda:1", "lower trainer.jobs_per_gpu")
     try:
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -90,7 +90,7 @@ def test_an_exception_is_recognised_once(tmp_path, monkeypatch):
     calls = []
     real = faults.classify
     monkeypatch.setattr(faults, "classify", lambda *a, **k: calls.append(a) or real(*a, **k))
-    ending = endings.Ending(str(tmp_path / "mlruns"), [("checkpoint.dir", tmp_path)])
+    ending = endings.EndingClassifier(str(tmp_path / "mlruns"), [("checkpoint.dir", tmp_path)])
     exc = _full(tmp_path)
     assert ending.of(exc) is ending.of(exc)
     assert len(calls) == 1
@@ -100,7 +100,7 @@ def test_an_ending_acted_on_lets_the_jobs_objects_go(tmp_path):
     """An exception's traceback holds the job's frames (its model, optimizer, GPU tensors): once
     the job has acted on it, the classifier must not keep it, or a process that runs several
     jobs (the basic launcher, a search) holds every failed job's model."""
-    ending = endings.Ending(str(tmp_path / "mlruns"))
+    ending = endings.EndingClassifier(str(tmp_path / "mlruns"))
     held = []
 
     class Parts:
@@ -161,7 +161,7 @@ LINES = {
 @pytest.mark.parametrize("way", sorted(set(CASES) - {"finished"}))
 def test_each_row_says_its_line(way, tmp_path):
     uri = f"http://127.0.0.1:{_closed_port()}"
-    ended = endings.Ending(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it").of(
+    ended = endings.EndingClassifier(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it").of(
         CASES[way](tmp_path))
     row = endings.WAYS[way]
     if way not in LINES:  # elsewhere: the job's own (from its state); an error in the code, a

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cifar_sweep.errors import Pruned, Yielded
-from cifar_sweep.job.endings import Ending
+from cifar_sweep.job.endings import EndingClassifier
 from cifar_sweep.tracking import store
 from cifar_sweep.tracking.runs import (
     flatten,
@@ -45,7 +45,7 @@ def experiment_id(client):
 
 @pytest.fixture
 def ending(store_uri):
-    return Ending(store_uri).of
+    return EndingClassifier(store_uri).of
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """How a job ends: every way it can stop, recognised once from what stopped it, and what follows
 from each (the table below): the run's MLflow status, whether its checkpoint is kept, what the
 sweep is told, the exit status of a job run alone (src/train.py exits with it) and the line the
-user is told. The run is closed by `tracking.runs.tracked_run`, which asks `Ending.of`;
-`job.steps._ended` acts on the rest of the row. docs/faults.md says the same to users."""
+user is told. `WAYS` is that table (a `Way` per row), `Ended` how one job ended (its row and
+what stopped it), and `EndingClassifier` recognises it from the exception. The run is closed by
+`tracking.runs.tracked_run`, which asks `EndingClassifier.of`; `job.steps._ended` acts on the
+rest of the row. docs/faults.md says the same to users."""
 
 from __future__ import annotations
 
@@ -131,7 +133,7 @@ class Ended:
         return self.row.status
 
 
-class Ending:
+class EndingClassifier:
     """The one classifier of a job's exceptions, bound to what the job writes and where it runs;
     it remembers its answers, so that an exception is recognised once however many places see it
     (tracked_run closing the run, then the job's last step)."""

@@ -24,7 +24,7 @@ from cifar_sweep.errors import UserInputError, Yielded
 from cifar_sweep.job import endings, epoch_hooks, wrap_up
 from cifar_sweep.job.batch_progress import BatchProgress
 from cifar_sweep.job.context import JobContext
-from cifar_sweep.job.endings import Ended, Ending
+from cifar_sweep.job.endings import Ended, EndingClassifier
 from cifar_sweep.plan import ahead
 from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, decide
 from cifar_sweep.plan.identity import Identity, identify
@@ -84,7 +84,7 @@ class Job:
     name: str
     tags: dict[str, str]
     params: dict[str, str]
-    ending: Ending  # how its exceptions end it: job/endings.py
+    ending: EndingClassifier  # how its exceptions end it: job/endings.py
 
     def checkpoint_path(self, run_id: str):
         return checkpoint.path_for(self.cfg.checkpoint.dir, self.identity.config_hash, run_id)
@@ -143,8 +143,8 @@ def _prepare(cfg: DictConfig, ctx: JobContext, started: float) -> Job | JobResul
     identity = identify(cfg, dataset.fingerprint, rt.device.type, rt.precision)
     name, tags = _name_and_tags(cfg, ctx, rt, dataset, client, identity)
     params = flatten(cast(dict, OmegaConf.to_container(cfg, resolve=True)))
-    ending = Ending(str(cfg.tracking.uri), faults.write_folders(cfg), str(rt.device),
-                    _gpu_advice(cfg, ctx.multirun))
+    ending = EndingClassifier(str(cfg.tracking.uri), faults.write_folders(cfg), str(rt.device),
+                              _gpu_advice(cfg, ctx.multirun))
     return Job(cfg, ctx, started, rt, dataset, client, experiment_id, identity, name, tags, params,
                ending)
 
