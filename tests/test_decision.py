@@ -1,7 +1,7 @@
 """decision.py: what a job will do, from its config and a real MLflow store (one SQLite store for
 the module, each test's runs under a config hash of their own): reuse a finished run, stand aside
 for a live one, continue an interrupted one from its checkpoint, or train; each of these decided
-by one job (`decide`) and by a sweep's bulk plan (`ahead.Plan.decide`) alike; the table of
+by one job (`decide`) and by a sweep's bulk plan (`bulk_plan.Plan.decide`) alike; the table of
 `choose`'s cases; the notes on runs made by other code; the plan's line for each decision; and
 the identity a job has, worked out ahead."""
 
@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from cifar_sweep.errors import UserInputError
 from cifar_sweep.plan import decision
-from cifar_sweep.plan.ahead import AheadJob, Plan
+from cifar_sweep.plan.bulk_plan import JobPlan, Plan
 from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, TRAIN, Decision, Facts
 from cifar_sweep.plan.identity import Identity, config_hash, identify, identify_ahead, setting_hash
 from cifar_sweep.tracking import lifecycle
@@ -86,10 +86,10 @@ def other_code(identity: Identity, **changed: str) -> Identity:
 
 
 def decided(cfg, identity: Identity, client, experiment: str) -> Decision:
-    """decide's decision for one job, checked against what a sweep's bulk plan (ahead.Plan.decide,
+    """decide's decision for one job, checked against what a sweep's bulk plan (bulk_plan.Plan.decide,
     what `src/plan.py` prints and the sweep launches by) decides for it on the same store."""
     one = decision.decide(cfg, identity, client, experiment)
-    job = AheadJob(0, [], identity=identity, fingerprint=FINGERPRINT, precision=PRECISION,
+    job = JobPlan(0, [], identity=identity, fingerprint=FINGERPRINT, precision=PRECISION,
                    rerun=bool(cfg.trainer.rerun), reuse_other_code=bool(cfg.trainer.reuse_other_code),
                    epochs=int(cfg.trainer.epochs), checkpoint_dir=str(cfg.checkpoint.dir))
     Plan([job], None, None).decide(client, experiment, load_state=True)  # type: ignore[arg-type]

@@ -61,10 +61,10 @@ def test_the_values_are_the_ones_finished_runs_are_read_by():
 
 def test_a_reference_written_ahead_carries_what_its_job_wrote(project, monkeypatch):
     """One job trained, then a sweep's plan of the same job finds it finished and writes its
-    reference run in bulk (plan/ahead.py), as a sweep run again does: the reference carries every
+    reference run in bulk (plan/bulk_plan.py), as a sweep run again does: the reference carries every
     tag of the job run but the job's own, with the same values."""
     from cifar_sweep.config.override_check import composition_error_line
-    from cifar_sweep.plan import ahead
+    from cifar_sweep.plan import bulk_plan
     from cifar_sweep.tracking import lifecycle
     from cifar_sweep.tracking.experiments import open_experiment
     from cifar_sweep.tracking.runs import git_commit
@@ -76,7 +76,7 @@ def test_a_reference_written_ahead_carries_what_its_job_wrote(project, monkeypat
     monkeypatch.chdir(project.workdir)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        plan = ahead.plan(lambda groups: compose("config", overrides=groups,
+        plan = bulk_plan.plan(lambda groups: compose("config", overrides=groups,
                                                  return_hydra_config=True),
                           loader, [[*FAST, *overrides]], composition_error_line)
         cfg = compose("config", overrides=[*FAST, *overrides])

@@ -1,4 +1,4 @@
-"""A sweep planned ahead (ahead.py, job_configs.py): every job's config as Hydra would compose it,
+"""A sweep planned ahead (bulk_plan.py, job_configs.py): every job's config as Hydra would compose it,
 the finished jobs not launched, and the bookkeeping's cost per job flat in the number of jobs."""
 
 import time
@@ -90,7 +90,7 @@ def _plan_cost(tmp_path, n: int) -> float:
     from mlflow.tracking import MlflowClient
 
     from cifar_sweep.config.override_check import composition_error_line
-    from cifar_sweep.plan import ahead
+    from cifar_sweep.plan import bulk_plan
     from cifar_sweep.plan.job_configs import JobConfigs
     from cifar_sweep.tracking import tags as t
     from cifar_sweep.tracking.experiments import open_experiment
@@ -102,7 +102,7 @@ def _plan_cost(tmp_path, n: int) -> float:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         make = (lambda groups: compose("config", overrides=groups, return_hydra_config=True))
-        plan = ahead.plan(make, loader, work, composition_error_line)
+        plan = bulk_plan.plan(make, loader, work, composition_error_line)
         client, experiment_id = open_experiment(OmegaConf.create(
             {"uri": str(store), "experiment": "cost"}))
         for job in plan.jobs[::2]:  # finished before: runs as a trained job leaves them
@@ -114,7 +114,7 @@ def _plan_cost(tmp_path, n: int) -> float:
         configs = plan.configs  # composed: a cost once per sweep, not per job
         assert isinstance(configs, JobConfigs)
         start = time.perf_counter()
-        plan = ahead.plan(make, loader, work, composition_error_line, configs=configs)
+        plan = bulk_plan.plan(make, loader, work, composition_error_line, configs=configs)
         plan.decide(client, experiment_id)
         written = plan.write_references(client, experiment_id, parent, ["lr.value"], {}, "x")
         seconds = time.perf_counter() - start

@@ -1,5 +1,5 @@
 """`src/plan.py` (`make plan`): what a sweep will do, job by job, planned in bulk as the sweep's
-start plans it (cifar_sweep/plan/ahead.py), without training or creating any run."""
+start plans it (cifar_sweep/plan/bulk_plan.py), without training or creating any run."""
 
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
 
     from cifar_sweep.config.config_dirs import CONF, config_dir_args
     from cifar_sweep.config.override_check import composition_error_line, problem
-    from cifar_sweep.plan import ahead
+    from cifar_sweep.plan import bulk_plan
     from cifar_sweep.sweep.callback import sweep_job_overrides, varying_keys
     from cifar_sweep.tracking.experiments import open_store
 
@@ -45,9 +45,9 @@ def main(argv: list[str]) -> int:
             base.hydra.overrides.task = list(argv)
         jobs = sweep_job_overrides(base)
         shown = varying_keys(jobs)
-        # the same bulk planning as the sweep's start (cifar_sweep/plan/ahead.py): configs composed once per
-        # choice of groups, each store asked a handful of queries for all its jobs
-        plan = ahead.plan(lambda groups: compose("config", overrides=groups,
+        # the same bulk planning as the sweep's start (cifar_sweep/plan/bulk_plan.py): configs
+        # composed once per choice of groups, each store asked a handful of queries for all its jobs
+        plan = bulk_plan.plan(lambda groups: compose("config", overrides=groups,
                                                  return_hydra_config=True),
                           loader, jobs, composition_error_line, stop_on_error=False)
         stores: dict[tuple[str, str], list] = {}
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
                 experiment = client.get_experiment_by_name(name)
                 plan.decide(client, experiment.experiment_id if experiment else None,
                             load_state=True, jobs=those)
-            except ahead.UserInputError as exc:
+            except bulk_plan.UserInputError as exc:
                 for job in those:
                     job.error = str(exc)
     first: dict[str, int] = {}  # each error said once: the jobs after the first point to it

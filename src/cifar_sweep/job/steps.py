@@ -25,7 +25,7 @@ from cifar_sweep.job import endings, epoch_hooks, wrap_up
 from cifar_sweep.job.batch_progress import BatchProgress
 from cifar_sweep.job.context import JobContext
 from cifar_sweep.job.endings import Ended, EndingClassifier
-from cifar_sweep.plan import ahead
+from cifar_sweep.plan import bulk_plan
 from cifar_sweep.plan.decision import CONTINUE, ELSEWHERE, FINISHED, Decision, decide
 from cifar_sweep.plan.identity import Identity, identify
 from cifar_sweep.tracking import lifecycle, lineage, run_tags, store
@@ -339,7 +339,7 @@ def _name_and_tags(cfg, ctx: JobContext, rt, dataset, client,
     if not ctx.parent:
         return f"{tags['model']} {tags['optimizer']} lr={cfg.lr.value}", tags
     varying = sweep_varying(client, ctx.parent)
-    return f"#{ctx.job_num} {ahead.short_overrides(list(ctx.overrides), varying)}", tags
+    return f"#{ctx.job_num} {bulk_plan.short_overrides(list(ctx.overrides), varying)}", tags
 
 
 def _prefix_log_lines(prefix: str) -> None:

@@ -1,7 +1,7 @@
 """What a job will do, decided once from its config and the store: already finished as run X /
 being trained elsewhere / continue run X from epoch k / train. One pure function, `choose`, makes
 the decision from the facts about a config's runs (`Facts`); `decide` gathers them for one job
-with a few store queries, and `ahead.Plan.decide` for a whole sweep in bulk: `run_job` acts on the
+with a few store queries, and `bulk_plan.Plan.decide` for a whole sweep in bulk: `run_job` acts on the
 decision and `src/plan.py` prints it, so the plan and the run cannot disagree.
 """
 
@@ -136,7 +136,7 @@ def _finished(identity: Identity, client: MlflowClient):
 
 def choose_finished(reuse_other_code: bool, identity: Identity, same_code, other_code):
     """finished_before's answer from the newest finished run of this config made by this code
-    and the newest made by any code (None where there is none); `ahead.py` asks in bulk."""
+    and the newest made by any code (None where there is none); `bulk_plan.py` asks in bulk."""
     if same_code is not None:
         return same_code, ""
     other = other_code

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cifar_sweep import faults, sweep_folder
 from cifar_sweep.config.override_check import composition_error_line
 from cifar_sweep.errors import UserInputError, exit_on_user_error
-from cifar_sweep.plan import ahead, disk_space
+from cifar_sweep.plan import bulk_plan, disk_space
 from cifar_sweep.plan.identity import SEED_KEY
 from cifar_sweep.sweep import slurm
 from cifar_sweep.tracking import lifecycle, run_tags
@@ -106,7 +106,7 @@ class MlflowSweepCallback(Callback):
         self.jobs = 0
         self.search = False
         self.varying: list[str] = []  # what the sweep varies but the seed: a table's rows
-        self.plan: ahead.Plan | None = None
+        self.plan: bulk_plan.Plan | None = None
         self.checkpoint_dir = "checkpoints"
 
     def _started(self) -> tuple[MlflowClient, str]:
@@ -143,9 +143,9 @@ class MlflowSweepCallback(Callback):
                 client, experiment_id = open_experiment(config.tracking)
                 disk_space.check_sweep(planned, client, self._concurrent(config),
                                   int(config.hydra.sweeper.n_trials))
-            else:  # every job composed, checked and decided in bulk (ahead.py)
+            else:  # every job composed, checked and decided in bulk (bulk_plan.py)
                 loader = GlobalHydra.instance().config_loader()
-                self.plan = ahead.plan(lambda groups: loader.load_sweep_config(config, groups),
+                self.plan = bulk_plan.plan(lambda groups: loader.load_sweep_config(config, groups),
                                        loader, jobs, composition_error_line)
                 client, experiment_id = open_experiment(config.tracking)
                 here = (str(config.tracking.uri), str(config.tracking.experiment))

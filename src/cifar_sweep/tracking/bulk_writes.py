@@ -1,6 +1,6 @@
 """Finished runs written to a local SQLite store many at a time, through MLflow's own table models.
 
-Why: a sweep re-run writes a reference run for every job finished before (ahead.py). Through the
+Why: a sweep re-run writes a reference run for every job finished before (bulk_plan.py). Through the
 client that is three calls a run (`create_run`, `log_batch`, `set_terminated`), each its own
 session, queries and commit: about 70 ms a run, so a re-run of a finished 10,000-job sweep spent
 about 12 minutes writing them (docs/speed.md). Here the rows MLflow's SQL store would write for

@@ -53,7 +53,7 @@ def job(*, choices: Mapping[str, object], identity: Mapping[str, str], fingerpri
 
 def reference(job_tags: Mapping[str, str], same_as: str, ahead: bool = False) -> dict[str, str]:
     """A reference run: the job's tags, its role reference and the run it stands for; `ahead`:
-    written by the sweep before it launched its jobs (`plan/ahead.py`), not by the job."""
+    written by the sweep before it launched its jobs (`plan/bulk_plan.py`), not by the job."""
     tags = {**job_tags, t.ROLE: t.ROLE_REFERENCE, t.SAME_AS: same_as}
     if ahead:
         tags[t.AHEAD] = "true"

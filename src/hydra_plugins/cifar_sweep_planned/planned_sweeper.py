@@ -1,12 +1,12 @@
 """`hydra/sweeper=planned` (config.yaml's default): Hydra's basic sweeper (the cartesian product
 of the overrides' values, `hydra.sweeper.params` first) that launches only the jobs the sweep's
-start (cifar_sweep/sweep/callback.py, cifar_sweep/plan/ahead.py) left to train, as its launch
+start (cifar_sweep/sweep/callback.py, cifar_sweep/plan/bulk_plan.py) left to train, as its launch
 file in the sweep folder lists them (cifar_sweep/sweep_folder.py): those finished before, or
 training elsewhere, have their reference runs already. The launcher numbers the jobs it is
 given; each job reads its number in the whole sweep back from the same file.
 
 Unlike the basic sweeper it does not compose every job's config again before launching it: the
-sweep's start has composed and checked each one (ahead.plan).
+sweep's start has composed and checked each one (bulk_plan.plan).
 """
 
 # No `from __future__ import annotations` here: Hydra scans plugin modules outside sys.modules,

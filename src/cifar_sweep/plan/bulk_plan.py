@@ -38,8 +38,9 @@ from cifar_sweep.train import checkpoint
 
 
 @dataclass
-class AheadJob:
-    """What one job is, from its config; kept small (a sweep holds thousands)."""
+class JobPlan:
+    """One job of the plan: what it is, from its config, and its decision; kept small (a sweep
+    holds thousands)."""
 
     num: int
     overrides: list[str]
@@ -60,12 +61,12 @@ class AheadJob:
 
 @dataclass
 class Plan:
-    jobs: list[AheadJob]
+    jobs: list[JobPlan]
     configs: JobConfigs
     first: DictConfig | None  # the first job's config (a copy): the sweep's folders
 
     def decide(self, client, experiment_id: str | None, load_state: bool = False,
-               jobs: list[AheadJob] | None = None) -> None:
+               jobs: list[JobPlan] | None = None) -> None:
         """Each job's decision, as decision.decide would make it, from bulk store queries:
         finished runs of the jobs' data anywhere in the store, unfinished ones in the
         experiment. `load_state`: read a continued run's checkpoint (the plan says its epoch)."""
@@ -88,7 +89,7 @@ class Plan:
             job.decision = _decide(job, finished.get(config, []), unfinished.get(config, []),
                                    load_state)
 
-    def to_launch(self) -> list[AheadJob]:
+    def to_launch(self) -> list[JobPlan]:
         """The jobs a sweep launches: all but those finished before or training elsewhere."""
         return [j for j in self.jobs if j.decision is None
                 or j.decision.action not in (FINISHED, ELSEWHERE)]
@@ -154,14 +155,14 @@ def _runs_of_data(client, db: Path | None, experiments: list[str], experiment_id
             all_runs(client, [experiment_id], narrow + " and attributes.status != 'FINISHED'"))
 
 
-def _identity(job: AheadJob) -> Identity:
+def _identity(job: JobPlan) -> Identity:
     """A checked job's identity (set by the check that composed it)."""
     if job.identity is None:
         raise RuntimeError(f"job #{job.num} was decided before it was checked")
     return job.identity
 
 
-def _decide(job: AheadJob, finished: list, unfinished: list, load_state: bool) -> Decision:
+def _decide(job: JobPlan, finished: list, unfinished: list, load_state: bool) -> Decision:
     """decision.choose on runs already read (each list newest first): the facts decision.decide
     would gather for this job. `load_state`: read a continued run's checkpoint (the sweep
     launches it either way: the job reads its checkpoint itself)."""
@@ -202,7 +203,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
     devices: dict[tuple[str, str], tuple[str, str]] = {}
     out, first = [], None
     for num, overrides in enumerate(jobs):
-        job = AheadJob(num, list(overrides))
+        job = JobPlan(num, list(overrides))
         out.append(job)
         try:
             with configs.applied(overrides) as (cfg, _):
