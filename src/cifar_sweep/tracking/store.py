@@ -44,7 +44,7 @@ def sqlite_file(uri: str) -> Path | None:
 
 def claim_lock(uri: str) -> FileLock | None:
     """Held by a new run from its creation until it has checked for another live run of its
-    config (job.py's claim); None for a server, whose runs are ordered by their start instead.
+    config (job/steps.py's `_claim`); None for a server, whose runs are ordered by their start instead.
     Why: without it two commands started together each checked before the other's run was
     written, and both trained (a run's start time is taken before it is written, so "the first
     started" is not "the first visible")."""

@@ -6,7 +6,7 @@ Why filter the arguments: a config group option inherits keys from the option it
 (`model._target_=mynet.MyNet` keeps modified_net's `dropout`), and a user's constructor need not
 take `num_classes` under that name. Our models take every key their configs hold, so for them
 nothing changes, nor does any hash: the job's config keeps every key, only what is passed to
-the constructor is cut (`for_build`), and `training.build`, part of every run's code version,
+the constructor is cut (`for_build`), and `train.loop.build`, part of every run's code version,
 is not touched.
 """
 
@@ -64,7 +64,7 @@ def _accepted(target: str) -> set[str] | None:
 
 def arguments(model_cfg: DictConfig) -> tuple[dict, list[str]]:
     """(the config's keys the constructor takes, those it does not take and so does not get).
-    It must take `num_classes`: the data decides it (training.build passes it)."""
+    It must take `num_classes`: the data decides it (train.loop.build passes it)."""
     node = cast(dict, OmegaConf.to_container(model_cfg, resolve=True))
     target = str(node.get("_target_", ""))
     accepted = _accepted(target)
@@ -80,7 +80,7 @@ def arguments(model_cfg: DictConfig) -> tuple[dict, list[str]]:
 
 
 def for_build(cfg: DictConfig) -> DictConfig:
-    """`cfg` with its model node cut to what the constructor takes, for `training.build`; the
+    """`cfg` with its model node cut to what the constructor takes, for `train.loop.build`; the
     job's own config (and so its hashes and logged params) keeps every key."""
     kept, dropped = arguments(cfg.model)
     if not dropped:
