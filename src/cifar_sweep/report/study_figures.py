@@ -23,6 +23,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 import matplotlib.ticker
@@ -36,12 +37,19 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from cifar_sweep.report import run_figures
 from cifar_sweep.report.writers import plural
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+    from cifar_sweep.report.tuning import Trial
+
 COLUMN_IN, PAGE_IN = 3.5, 7.0   # a paper's column and its full width, in inches
 DPI, SCREEN_DPI = 300, 150
 FEW_EPOCHS = 15                 # up to this many points a curve gets markers and error bars
-PAPER_STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
-               "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 8,
-               "lines.linewidth": 1.2, "lines.markersize": 4, "savefig.dpi": DPI}
+# typed as matplotlib's rc keys, so that mypy checks each name
+PAPER_STYLE: dict[RcKeyType, Any] = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 8,
+    "lines.linewidth": 1.2, "lines.markersize": 4, "savefig.dpi": DPI}
 CHANCE_NOTE = "at chance"
 MANY_ROWS = 12  # above this many settings: the ranking, and the others for a few rows only
 TOP_ROWS = 5    # the best settings those few are, beside the baseline
@@ -102,7 +110,8 @@ def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
     """Validation loss and accuracy per epoch, two panels across a page's width."""
     with plt.rc_context(PAPER_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(PAGE_IN, 2.6), layout="constrained")
-        longest, handles = 1, []
+        longest = 1
+        handles: list[Any] = []  # the legend's: a row's line or error bars, the chance line
         for number, row in enumerate(rows):
             for ax, key in zip(axes, ("val_loss", "val_accuracy")):
                 histories = [h for h in _histories(client, row.run_ids, key) if h]
@@ -156,13 +165,14 @@ def _slug(label: str) -> str:
 
 def summed_confusion(evals: dict[str, dict], row: FigureRow) -> tuple[list[list[float]], list[str]]:
     """A row's confusion counts summed over its runs (seeds), and the classes."""
-    summed, classes = None, []
+    summed: list[list[float]] | None = None
+    classes: list[str] = []
     for run_id in row.run_ids:
         ev = evals[run_id]
         classes, matrix = ev["classes"], ev["confusion"]
         summed = matrix if summed is None else [
             [a + b for a, b in zip(x, y)] for x, y in zip(summed, matrix)]
-    return summed, classes
+    return cast(list[list[float]], summed), classes  # a row has runs
 
 
 def _confusion_title(row: FigureRow, width: int = 34, setting: str = "") -> str:
@@ -217,7 +227,7 @@ def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
     width = 0.8 / len(rows)
     with plt.rc_context(PAPER_STYLE):
         fig, ax = plt.subplots(figsize=(PAGE_IN, 2.6), layout="constrained")
-        handles = []
+        handles: list[Any] = []  # the legend's: a row's bars, the chance line
         for i, row in enumerate(rows):
             runs = [run_figures.normalised(evals[r]["confusion"]).diagonal().tolist()
                     for r in row.run_ids if evals[r]["classes"] == classes]
@@ -243,6 +253,12 @@ def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         _save(fig, out, "per_class_accuracy", pdf)
 
 
+def _accuracy(row: FigureRow) -> tuple[float, float]:
+    """A drawn row's mean test accuracy and std: the figures draw only the rows that have them."""
+    assert row.accuracy is not None
+    return row.accuracy
+
+
 def shown(rows: list[FigureRow]) -> list[FigureRow]:
     """The rows the curves, matrices and bars draw: all of them, or past MANY_ROWS the baseline
     (else the first) and the TOP_ROWS best by mean test accuracy, in the table's order."""
@@ -250,7 +266,7 @@ def shown(rows: list[FigureRow]) -> list[FigureRow]:
         return rows
     base = next((r for r in rows if r.baseline), rows[0])
     ranked = sorted((r for r in rows if r is not base and r.accuracy),
-                    key=lambda r: -r.accuracy[0])
+                    key=lambda r: -_accuracy(r)[0])
     keep = {id(base), *(id(r) for r in ranked[:TOP_ROWS])}
     return [r for r in rows if id(r) in keep]
 
@@ -266,8 +282,8 @@ def ranking(rows: list[FigureRow], out: Path, title: str, chance: float | None,
         for hollow in (False, True):
             part = [(i, r) for i, r in drawn if r.at_chance == hollow]
             if part:
-                spread = [r.accuracy[1] if len(r.run_ids) > 1 else 0.0 for _, r in part]
-                ax.errorbar([i for i, _ in part], [r.accuracy[0] for _, r in part],
+                spread = [_accuracy(r)[1] if len(r.run_ids) > 1 else 0.0 for _, r in part]
+                ax.errorbar([i for i, _ in part], [_accuracy(r)[0] for _, r in part],
                             yerr=spread if any(spread) else None, fmt="o", markersize=2.5,
                             elinewidth=0.6, capsize=0, color="C0",
                             markerfacecolor="none" if hollow else "C0",
@@ -323,14 +339,14 @@ def accuracy_vs(rows: list[FigureRow], out: Path, title: str, setting: str,
     several = any(len(r.run_ids) > 1 for _, r in drawn)
     with plt.rc_context(PAPER_STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.6), layout="constrained")
-        handles = [ax.errorbar([v for v, _ in drawn], [r.accuracy[0] for _, r in drawn],
-                               yerr=[r.accuracy[1] if len(r.run_ids) > 1 else 0.0
-                                     for _, r in drawn] if several else None,
-                               fmt="-o", capsize=2, color="C0",
-                               label="ours, " + spread_note(rows, "mean ± 1 std over seeds"))]
+        handles: list[Any] = [ax.errorbar(
+            [v for v, _ in drawn], [_accuracy(r)[0] for _, r in drawn],
+            yerr=[_accuracy(r)[1] if len(r.run_ids) > 1 else 0.0 for _, r in drawn] if several else None,
+            fmt="-o", capsize=2, color="C0",
+            label="ours, " + spread_note(rows, "mean ± 1 std over seeds"))]
         base = [(v, r) for v, r in drawn if r.baseline]
         if base:
-            handles += ax.plot([base[0][0]], [base[0][1].accuracy[0]], "o", markersize=9,
+            handles += ax.plot([base[0][0]], [_accuracy(base[0][1])[0]], "o", markersize=9,
                                markerfacecolor="none", markeredgecolor="C1",
                                markeredgewidth=1.2, label=f"baseline ({setting}={base[0][1].label})")
         paper = [(v, r.paper) for v, r in drawn if r.paper]
@@ -393,9 +409,9 @@ def grid_cells(rows: list[FigureRow]):
     across = list(dict.fromkeys(v for _, v in cells))
     if len(down) < 2 or len(across) < 2:
         return None
-    means = [[cells[(a, b)].accuracy[0] if (a, b) in cells else float("nan") for b in across]
+    means = [[_accuracy(cells[(a, b)])[0] if (a, b) in cells else float("nan") for b in across]
              for a in down]
-    best = [max((j for j, m in enumerate(line) if m == m), key=lambda j, line=line: line[j])
+    best = [max((j for j, m in enumerate(line) if m == m), key=line.__getitem__)
             for line in means]
     return keys, down, across, means, best, cells
 
@@ -442,7 +458,7 @@ def grid(rows: list[FigureRow], out: Path, title: str, pdf: bool = True) -> bool
     return True
 
 
-def trials(arms: list[tuple[str, list, object, list[str]]], out: Path, title: str,
+def trials(arms: list[tuple[str, list[Trial], Trial | None, list[str]]], out: Path, title: str,
            pdf: bool = True) -> None:
     """A tuned study's searches (trials.png and PDF): for each arm (a column) and each tuned
     setting (a row), every trial's validation accuracy against its value (finished: dots;
@@ -466,7 +482,7 @@ def trials(arms: list[tuple[str, list, object, list[str]]], out: Path, title: st
                 numbers = _numbers([v for v, _ in done + pruned])
                 if numbers is None:  # categorical: the choices in the order first seen
                     choices = list(dict.fromkeys(v for v, _ in done + pruned))
-                    place = {c: i for i, c in enumerate(choices)}
+                    place: dict[str, float] = {c: i for i, c in enumerate(choices)}
                     ax.set_xticks(range(len(choices)), choices)
                 else:
                     place = dict(zip([v for v, _ in done + pruned], numbers))
@@ -514,7 +530,8 @@ def flipped_images(images: dict[int, tuple], classes: list[str], lost: list[tupl
     3 uint8 image, its label)."""
     with plt.rc_context(PAPER_STYLE):
         fig = plt.figure(figsize=(PAGE_IN, 4.6), layout="constrained")
-        halves = fig.subfigures(1, 2, wspace=0.04)
+        # two: matplotlib types subfigures(1, 2) as an array or one figure
+        halves = cast(Any, fig.subfigures(1, 2, wspace=0.04))
         lost_total, gained_total = totals if totals else (None, None)
         for half, (chosen, what, total) in zip(halves, (
                 (lost, f"right under {baseline}, wrong under {row}", lost_total),
