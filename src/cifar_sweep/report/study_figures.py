@@ -530,7 +530,7 @@ def flipped_images(images: dict[int, tuple], classes: list[str], lost: list[tupl
     3 uint8 image, its label)."""
     with plt.rc_context(PAPER_STYLE):
         fig = plt.figure(figsize=(PAGE_IN, 4.6), layout="constrained")
-        # two: matplotlib types subfigures(1, 2) as an array or one figure
+        # an array of two (matplotlib's types allow one figure: a 1 x 1 call returns it bare)
         halves = cast(Any, fig.subfigures(1, 2, wspace=0.04))
         lost_total, gained_total = totals if totals else (None, None)
         for half, (chosen, what, total) in zip(halves, (
