@@ -5,7 +5,7 @@
 (a) reference: the report's pipeline: a dataset that hands out PIL images as torchvision's CIFAR10
     does, RandomHorizontalFlip + RandomRotation(10) + ToTensor + Normalize, a DataLoader with one
     worker per core, batch 64, and a plain SGD step;
-(b) ours: `training.train_epoch`, the very code `src/train.py` runs, set up by `training.build`
+(b) ours: `train.loop.train_epoch`, the very code `src/train.py` runs, set up by `train.loop.build`
     from the composed Hydra config;
 (c) floor: forward + backward + step on prebuilt, normalised tensors, no augmentation.
 Every variant trains the same model on the same images (80% of the training set).

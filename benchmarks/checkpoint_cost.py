@@ -4,8 +4,8 @@ a save alternate, and both medians are printed too.
 
     python benchmarks/checkpoint_cost.py [--data-root /path/to/cifar10-jpeg] [--repeats 3]
 
-The epochs are the ones `src/train.py` runs (`training.build`, `training.fit`); the checkpoint
-is the one it writes (`training.training_state`, `checkpoint.save`), to a temporary folder.
+The epochs are the ones `src/train.py` runs (`train.loop.build`, `train.loop.fit`); the checkpoint
+is the one it writes (`train.loop.training_state`, `checkpoint.save`), to a temporary folder.
 """
 
 from __future__ import annotations

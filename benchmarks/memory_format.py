@@ -4,7 +4,7 @@
 
 For each model and torch thread count, in one process, on the same random tensors:
 - training: forward + backward + SGD step at batch 64, the batches NCHW (the reference) or NHWC,
-  the model's weights NCHW in both (as `training.build` leaves them on a CPU);
+  the model's weights NCHW in both (as `train.loop.build` leaves them on a CPU);
 - evaluation: 10,000 images without gradients, NCHW at batch 1000 (the reference: the old
   default), NCHW at batch 250 (the batch size alone) and NHWC at batch 250 (the default now).
 Each figure is the fastest of 3 repeats; the ratio is reference time / new time (>1: faster).
