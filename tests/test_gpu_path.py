@@ -265,7 +265,9 @@ def test_dependency_ranges_hold_the_exact_pins_and_the_installed_torch():
     for pin in pins:
         [exact] = list(pin.specifier)
         assert exact.operator == "==", pin
-        for spec in declared[canonicalize_name(pin.name)]:
+        # a pin of a package nothing declares (matplotlib's own, pinned for the published
+        # figures' bytes) has no range to lie in
+        for spec in declared.get(canonicalize_name(pin.name), []):
             assert spec.contains(exact.version, prereleases=True), (pin, spec)
     for name in ("torch", "torchvision"):
         [spec] = declared[name]
