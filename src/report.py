@@ -15,8 +15,8 @@ results/<study or experiment>/ naming the newest; the command prints the folder.
     python src/report.py all [tracking.uri=...]             all of these, for what the store holds,
         and claims.md: the report's claims read across the studies (report/claims.py)
     python src/report.py all published                      `make tables`: the project's published
-        tables -> reports/<study>/, reports/hpo-modifiednet/, reports/models.md,
-        reports/claims.md (tracked by git)
+        tables -> reports/<study>/ (reports/hpo-modifiednet/ where the published store holds
+        that search), reports/models.md, reports/claims.md (tracked by git)
 
 table.tex holds the columns a paper prints (setting, accuracy, Δ with its interval, p (Holm),
 the report's number), table_more.tex the others, notes.md what the caption leaves out;

@@ -196,3 +196,24 @@ def test_make_tables_alone_regenerates_the_published_tables_byte_for_byte(publis
         any(k.endswith(".pdf") for k in written["first"]), sorted(written["first"])
     assert "lr/table.tex" in written["first"]
     assert written["first"] == written["second"]
+
+
+def test_the_committed_tables_are_what_make_tables_writes_from_the_committed_store(tmp_path):
+    """reports/ as committed: every table, figure and claims.md is what `make tables` alone
+    (`src/report.py all published`) writes from the committed published store, byte for byte,
+    in a checkout elsewhere; nothing else is there but the hand-written README.md (no table of
+    earlier runs left behind)."""
+    import shutil
+
+    from conftest import Project
+
+    committed = ROOT / "reports"
+    checkout = tmp_path / "repo"
+    shutil.copytree(committed / "store", checkout / "reports" / "store")
+    Project(checkout).run("all", "published", script=REPORT, check=True)
+    written = {k: v for k, v in _digest(checkout / "reports").items() if not k.startswith("store/")}
+    kept = {k: v for k, v in _digest(committed).items()
+            if not k.startswith("store/") and k != "README.md"}
+    assert sorted(set(kept) - set(written)) == [], "committed, not written: stale"
+    assert sorted(set(written) - set(kept)) == [], "written, not committed: run `make tables`"
+    assert [k for k in kept if kept[k] != written[k]] == [], "differs: run `make tables`"
