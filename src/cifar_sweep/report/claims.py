@@ -182,7 +182,7 @@ def markdown(readings: list[Reading]) -> str:
 def read_tables(client, tables: dict) -> list[Reading]:
     """Every claim against the study tables given (preset name -> report.studies.Table), Holm
     across them; a claim whose study or rows are not there is 'not run'."""
-    from cifar_sweep.report.per_example import read_all
+    from cifar_sweep.report.per_example import by_seed, read_all
     from cifar_sweep.report.rows import ACCURACY
 
     readings = []
@@ -199,14 +199,10 @@ def read_tables(client, tables: dict) -> list[Reading]:
         value = dict(zip(frame.run_id, frame[ACCURACY.metric]))
         a, b = rows[claim.a], rows[claim.b]
         loaded = read_all(client, frame, a.run_ids + b.run_ids)
-        readings.append(read(claim, _by_seed(seed_of, a.run_ids, value),
-                             _by_seed(seed_of, b.run_ids, value),
-                             _by_seed(seed_of, a.run_ids, loaded),
-                             _by_seed(seed_of, b.run_ids, loaded)))
+        readings.append(read(claim, by_seed(seed_of, a.run_ids, value),
+                             by_seed(seed_of, b.run_ids, value),
+                             by_seed(seed_of, a.run_ids, loaded),
+                             by_seed(seed_of, b.run_ids, loaded)))
     adjust(readings)
     return readings
 
-
-def _by_seed(seed_of: dict[str, str], run_ids: list[str], what: dict) -> dict:
-    """seed -> what a row's runs have (a metric, predictions), for the runs that have it."""
-    return {seed_of[i]: what[i] for i in run_ids if i in what}

@@ -45,20 +45,22 @@ def read_all(client, frame: pd.DataFrame, run_ids: list[str]) -> dict[str, evide
     return out
 
 
+def by_seed(seed_of: dict[str, str], run_ids: list[str], what: dict) -> dict:
+    """seed -> what a row's runs have (their predictions, a metric), for the runs that have it;
+    `seed_of`: run id -> its seed."""
+    return {seed_of[r]: what[r] for r in run_ids if r in what}
+
+
 def attach(client, frame: pd.DataFrame, recs: list[Record],
            draws: int = evidence.DRAWS) -> None:
     """Set each record's `evidence` (None where none of its runs has predictions)."""
     wanted = list(dict.fromkeys(run_id for rec in recs for run_id in rec.run_ids))
     loaded = read_all(client, frame, wanted)
     seed_of = dict(zip(frame.run_id, frame.seed.astype(str)))
-
-    def by_seed(rec: Record) -> dict[str, evidence.Predictions]:
-        return {seed_of[r]: loaded[r] for r in rec.run_ids if r in loaded}
-
     base = next((rec for rec in recs if rec.baseline), None)
-    base_runs = by_seed(base) if base is not None else {}
+    base_runs = by_seed(seed_of, base.run_ids, loaded) if base is not None else {}
     for rec in recs:
-        runs = by_seed(rec)
+        runs = by_seed(seed_of, rec.run_ids, loaded)
         rec.evidence = evidence.compare(runs, None if rec is base else base_runs, draws)
 
 
