@@ -173,6 +173,30 @@ def test_make_ui_serves_the_published_store_without_writing_to_it(published):
     assert _digest(dest) == before
 
 
+def test_the_kept_copy_for_make_ui_is_made_once_per_version_and_leaves_nothing_beside_it(
+        published, tmp_path, monkeypatch):
+    """`make ui`'s copy (keep=True) outlives its process: made once per published store and
+    version, in one step (no half-made folder or second copy left in the temporary folder), its
+    locations pointing at the published artifacts."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from cifar_sweep.tracking import publish
+
+    _project, _store, dest, _proc = published
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = publish.working_copy(dest, keep=True)
+    again = publish.working_copy(dest, keep=True)
+    assert first == again and first.parent == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+    assert sorted(p.name for p in first.iterdir()) == ["artifacts", "mlflow.db"]
+    client = MlflowClient(f"sqlite:///{first}/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("ablation-lr").experiment_id],
+                             "tags.`cifar_sweep.role` = 'job'")[0]
+    assert run.info.artifact_uri == (dest / "artifacts" / run.info.run_id / "artifacts").as_uri()
+
+
 def test_make_tables_alone_regenerates_the_published_tables_byte_for_byte(published, tmp_path):
     """Two checkouts, at other paths and times, each with the published store in reports/store:
     `src/report.py all published` (what `make tables` alone runs) writes the same bytes in both,

@@ -202,8 +202,13 @@ def working_copy(folder: Path, keep: bool = False) -> Path:
     key = hashlib.sha256(f"{folder}:{version}".encode()).hexdigest()[:16]
     kept = Path(tempfile.gettempdir()) / f"cifar-sweep-published-{key}"
     if not (kept / DB).is_file():
-        made = _working_copy(folder, version)
-        shutil.copytree(made, kept, dirs_exist_ok=True)
+        # made beside it, then renamed: a `make ui` killed halfway leaves no half-made copy
+        made = Path(tempfile.mkdtemp(prefix=f"{kept.name}-", dir=kept.parent))
+        _fill_working_copy(folder, made)
+        try:
+            made.rename(kept)
+        except OSError:  # another `make ui` made it first
+            shutil.rmtree(made, ignore_errors=True)
     return kept
 
 
@@ -211,6 +216,13 @@ def working_copy(folder: Path, keep: bool = False) -> Path:
 def _working_copy(folder: Path, _version: int) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="cifar-sweep-published-"))
     atexit.register(shutil.rmtree, tmp, True)
+    _fill_working_copy(folder, tmp)
+    return tmp
+
+
+def _fill_working_copy(folder: Path, tmp: Path) -> None:
+    """Copy the published `folder`'s database into the empty folder `tmp`, its locations made
+    absolute (pointing at `folder`'s artifacts)."""
     shutil.copy2(folder / DB, tmp / DB)
     (tmp / ARTIFACTS).mkdir()
     with closing(sqlite3.connect(tmp / DB)) as db:
@@ -222,4 +234,3 @@ def _working_copy(folder: Path, _version: int) -> Path:
                     db.execute(f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?',
                                (absolute, rowid))
         db.commit()
-    return tmp
