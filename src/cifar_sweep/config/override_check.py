@@ -160,8 +160,8 @@ def _sections(folders: list[Path]) -> dict:
     sections = {str(k): v for k, v in cast(dict, OmegaConf.to_container(
         _load(CONF / "config.yaml"))).items() if k != "defaults"}
     for name, keys in sections.items():
-        typed = getattr(schema, name.capitalize(), None)
-        if isinstance(keys, dict) and dataclasses.is_dataclass(typed):
+        typed = schema.SECTIONS.get(name)
+        if isinstance(keys, dict) and typed is not None:
             for f in dataclasses.fields(typed):
                 keys.setdefault(f.name, None)
     for folder in folders:
