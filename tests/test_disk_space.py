@@ -85,17 +85,20 @@ def test_a_setting_without_weights_does_not_change_the_size(base):
     assert model_bytes(compose_config("model.dropout=0.1"), 10) == model_bytes(base, 10)
 
 
-# the module's table: (checkpoint, artifacts, best_weights.pt) measured, in bytes. The torchvision
-# models are left out: importing torchvision's model zoo alone takes seconds.
-MEASURED = {"origin_net": (803_000, 471_000, 197_000), "modified_net": (619_000, 478_000, 151_000),
-            "modified_net_ds": (592_000, 511_000, 144_000)}
+# the module's table: (checkpoint, artifacts, best_weights.pt) measured, in bytes, the artifacts
+# with the logged model and the 500 synthetic test images' predictions (2026-12-07, the module's
+# command). The torchvision models are left out: importing torchvision's model zoo alone takes
+# seconds.
+MEASURED = {"origin_net": (808_873, 738_886, 196_991), "modified_net": (622_371, 701_400, 151_250),
+            "modified_net_ds": (593_959, 729_788, 143_680)}
+SYNTHETIC_TEST = 500  # conf/data/synthetic.yaml's num_test
 
 
 @pytest.mark.parametrize("model", MEASURED)
 def test_a_jobs_estimated_writes_match_what_was_measured(model):
     checkpoint_measured, artifacts_measured, weights_measured = MEASURED[model]
     cfg = compose_config(f"model={model}", "trainer.epochs=1")
-    store, checkpoint = job_writes(cfg, 10)
+    store, checkpoint = job_writes(cfg, 10, SYNTHETIC_TEST)
     # best_weights.pt is the state plus a file's few kB of framing
     assert weights_measured - max(12_000, 0.01 * weights_measured) < model_bytes(cfg, 10) <= weights_measured
     # never clearly under what a checkpoint took (figures rounded to 3 digits), nor far over
@@ -109,6 +112,55 @@ def test_figures_add_to_the_store_and_not_to_the_checkpoint(base):
     without = job_writes(OmegaConf.merge(base, {"tracking": {"figures": False}}), 10)
     assert with_figures[1] == without[1]
     assert with_figures[0] - without[0] >= 360_000  # the four PNGs measured up to 360 kB
+
+
+def test_predictions_add_a_row_per_test_image_unless_the_test_is_skipped(base):
+    """predictions.npz, as tracking/predictions.py writes it: CIFAR-10's 10,000 test images of
+    10 classes measured 281,660 bytes."""
+    import numpy as np
+
+    from cifar_sweep.tracking import predictions
+
+    none, cifar = (job_writes(base, 10, n)[0] for n in (0, 10_000))
+    cifar10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]
+    written = len(predictions.to_bytes(predictions.arrays(
+        np.zeros((10_000, 10), np.float32), np.zeros(10_000), cifar10)))
+    assert written == 281_660
+    assert written <= cifar - none <= written + 10_000
+    skipped = OmegaConf.create(OmegaConf.to_container(base))  # a search's trial
+    skipped.trainer.skip_test = True
+    assert job_writes(skipped, 10, 10_000)[0] == job_writes(skipped, 10, 0)[0]
+    labels_only = OmegaConf.merge(base, {"tracking": {"predictions_probabilities": False}})
+    assert job_writes(labels_only, 10, 10_000)[0] - job_writes(labels_only, 10, 0)[0] < 100_000
+
+
+def test_the_logged_model_adds_about_the_weights_to_the_store(base):
+    logged = job_writes(OmegaConf.merge(base, {"tracking": {"log_model": True}}), 10)
+    not_logged = job_writes(OmegaConf.merge(base, {"tracking": {"log_model": False}}), 10)
+    state = model_bytes(base, 10)
+    # modified_net's model.pth and MLmodel's files measured 159,545 bytes for its 151,250 state
+    assert state < logged[0] - not_logged[0] <= state + 20_000
+    assert logged[1] == not_logged[1]
+
+
+def test_the_test_images_count_once_per_data_in_a_sweep(client, tmp_path, free):
+    """Two jobs of one data and one of another: the store gets each data's test images once
+    (test_images.npz), on top of what the three jobs write."""
+    def job(model, fingerprint, examples):
+        cfg = folders(compose_config(f"model={model}", f"trainer.seed={uuid.uuid4().int % 10**9}"),
+                      tmp_path, uri=str(tmp_path / "store"))
+        return PlannedJob(cfg, fingerprint, 10, examples, examples * 3 * 32 * 32)
+
+    jobs = [job("modified_net", FINGERPRINT, 500), job("origin_net", FINGERPRINT, 500)]
+    other = job("modified_net", "other-data", 200)
+    free.of[tmp_path] = 1
+    line = error_line_sweep([*jobs, other], client)
+    checkpoints = 2 * max(job_writes(j.cfg, 10)[1] for j in (*jobs, other))
+    store = (disk_space.STORE_ONCE + sum(job_writes(j.cfg, 10, j.test_examples)[0]
+                                         for j in (*jobs, other))
+             + 700 * 3 * 32 * 32 + 2 * disk_space.NPZ_EXTRA)
+    assert f"its 3 jobs to train write about {(checkpoints + store) / MB:.1f} MB" in line, line
 
 
 def test_each_epoch_adds_the_same_store_rows_and_nothing_to_the_checkpoint(base):

@@ -14,6 +14,11 @@ state), figures on, checkpoint kept, in a fresh folder:
     modified_net_ds     592 kB      511 kB  (144 kB)
     mobilenet_v2       36.4 MB      9.53 MB (9.15 MB)
     resnet18          179.0 MB     45.1 MB  (44.8 MB)
+Those artifacts (figures, best_weights.pt, config) came before the run's logged model and its
+predictions; the same command again (2026-12-07) added, per run: the logged model, its state and
+13-15 kB of MLflow's files (origin_net 203,908 bytes, modified_net 159,545, modified_net_ds
+152,987); predictions.npz, 15,500 bytes for synthetic data's 500 test images (281,660 for
+CIFAR-10's 10,000); and once per data fingerprint, test_images.npz (1,540,236 bytes for 500).
 """
 
 from __future__ import annotations
@@ -46,6 +51,12 @@ STORE_PER_EPOCH = 2_000
 # 4 MB (1,000 pages) before it is folded back into the database.
 STORE_ONCE = 5_000_000
 NARROW = 2.0             # less free than this many times the need: a warning
+LOGGED_MODEL_EXTRA = 16_000  # tracking.log_model: the state as model.pth, MLmodel and its files
+# predictions.npz (tracking/predictions.py): per test image index (int32), label and predicted
+# (int16) and a float16 probability per class; the archive's framing measured 1,660 bytes
+PREDICTION_BYTES = 4 + 2 + 2
+PROBABILITY_BYTES = 2
+NPZ_EXTRA = 5_000
 
 
 @dataclass
@@ -53,6 +64,15 @@ class PlannedJob:
     cfg: DictConfig
     fingerprint: str  # of its data: with the config, whether it finished before
     classes: int
+    test_examples: int = 0     # its data's test images: one prediction each
+    test_image_bytes: int = 0  # their pixels (uint8): test_images.npz, once per fingerprint
+
+
+def test_images_bytes(test_image_bytes: int) -> int:
+    """test_images.npz (tracking/test_images.py): its data's test images, uncompressed, written
+    once per data fingerprint into a store (counted here even where the store has them: an
+    upper bound by one file)."""
+    return test_image_bytes + NPZ_EXTRA if test_image_bytes else 0
 
 
 def _jobs_write(count: int) -> str:
@@ -73,11 +93,18 @@ def _state_bytes(model_json: str, classes: int) -> int:
     return sum(v.numel() * 4 for v in model.state_dict().values())
 
 
-def job_writes(cfg: DictConfig, classes: int) -> tuple[int, int]:
-    """(bytes kept in the store, bytes of one checkpoint) of one job."""
+def job_writes(cfg: DictConfig, classes: int, test_examples: int = 0) -> tuple[int, int]:
+    """(bytes kept in the store, bytes of one checkpoint) of one job, whose data has
+    `test_examples` test images (a job that skips the test, a search's trial, predicts none)."""
     state = model_bytes(cfg, classes)
     store = (state + SMALL_FILES + (FIGURES if cfg.tracking.figures else 0) + STORE_PER_JOB
              + STORE_PER_EPOCH * int(cfg.trainer.epochs))
+    if cfg.tracking.log_model:
+        store += state + LOGGED_MODEL_EXTRA
+    if test_examples and not cfg.trainer.get("skip_test", False):  # a key of trials only
+        per_image = PREDICTION_BYTES + (PROBABILITY_BYTES * classes
+                                        if cfg.tracking.predictions_probabilities else 0)
+        store += test_examples * per_image + NPZ_EXTRA
     return store, CHECKPOINT_STATES * state + CHECKPOINT_EXTRA
 
 
@@ -98,12 +125,15 @@ def check_sweep(planned: list[PlannedJob], client, concurrent: int,
     else:
         todo = [j for j in planned if not _finished(j, client)]
     if todo:  # the sweep's folders are the same for every job
-        check_writes(todo[0].cfg, [job_writes(j.cfg, j.classes) for j in todo], concurrent)
+        images = {j.fingerprint: j.test_image_bytes for j in todo}
+        check_writes(todo[0].cfg, [job_writes(j.cfg, j.classes, j.test_examples) for j in todo],
+                     concurrent, sum(test_images_bytes(b) for b in images.values()))
 
 
-def check_writes(cfg: DictConfig, writes: list[tuple[int, int]], concurrent: int) -> None:
-    """check_sweep's test, from each job to train's (store bytes, checkpoint bytes) and one
-    job's config (the folders)."""
+def check_writes(cfg: DictConfig, writes: list[tuple[int, int]], concurrent: int,
+                 once: int = 0) -> None:
+    """check_sweep's test, from each job to train's (store bytes, checkpoint bytes), one job's
+    config (the folders) and what the store gets once (`once`: the test images of its data)."""
     todo = writes
     checkpoints = sorted((c for _, c in writes), reverse=True)
     # each running job has a checkpoint and, while saving, its temporary copy; kept ones stay
@@ -115,7 +145,7 @@ def check_writes(cfg: DictConfig, writes: list[tuple[int, int]], concurrent: int
     folders = dict(faults.write_folders(cfg))
     parts = [("checkpoint.dir", need_checkpoints)]
     if "tracking.uri" in folders:  # a server keeps its own files
-        parts.append(("tracking.uri", STORE_ONCE + sum(s for s, _ in writes)))
+        parts.append(("tracking.uri", STORE_ONCE + once + sum(s for s, _ in writes)))
     for setting, size in parts:
         existing = _existing(folders[setting])
         # folders on one file system share its free space

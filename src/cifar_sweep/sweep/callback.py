@@ -90,7 +90,9 @@ def preflight(config: DictConfig, jobs: list[list[str]]) -> list[disk_space.Plan
     loaded, datasets = {}, {}
     for key, data in sources.items():
         datasets[key] = subsets.load(data)
-        loaded[key] = (datasets[key].fingerprint, len(datasets[key].classes))
+        test = datasets[key].test
+        loaded[key] = (datasets[key].fingerprint, len(datasets[key].classes), len(test),
+                       test.images.numel())
     for c in configs:  # a forward pass per distinct model and data shape (cached there)
         model_build.check_job(c, datasets[OmegaConf.to_yaml(c.data)])
     return [disk_space.PlannedJob(c, *loaded[OmegaConf.to_yaml(c.data)]) for c in configs]
