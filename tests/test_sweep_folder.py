@@ -72,7 +72,11 @@ def test_the_stop_marker_keeps_the_first_fault(tmp_path, monkeypatch):
     assert sweep_folder.sweep_stopped(folder) == first  # this process
     assert json.loads((tmp_path / "stopped_by_environment.json").read_text()) == first
     sweep_folder.stop_sweep(folder, _fault("disk quota exceeded"), "#4")
+    assert sweep_folder.sweep_stopped(folder) == first  # this process, after a second fault
     monkeypatch.setattr(sweep_folder, "_stopped_here", {})  # another process reads the file
+    assert sweep_folder.sweep_stopped(folder) == first
+    # a fault in that other process too: it reports the first, the file's
+    sweep_folder.stop_sweep(folder, _fault("disk quota exceeded"), "#5")
     assert sweep_folder.sweep_stopped(folder) == first
     assert [p.name for p in tmp_path.iterdir()] == ["stopped_by_environment.json"]  # no temp left
     sweep_folder.clear_stop(folder)

@@ -85,10 +85,14 @@ _stopped_here: dict[str, dict] = {}
 def stop_sweep(sweep_dir: str, fault: EnvironmentFault, job: str) -> None:
     """Tell the sweep's later jobs not to start (they would fail the same way)."""
     record = {"what": fault.what, "where": fault.where, "advice": fault.advice, "job": job}
-    _stopped_here[str(Path(sweep_dir).resolve())] = record
-    path = Path(sweep_dir) / STOP_FILE
-    if path.exists():  # the first fault is the one reported
+    key = str(Path(sweep_dir).resolve())
+    if key in _stopped_here:  # the first fault is the one reported, here as in the file
         return
+    path = Path(sweep_dir) / STOP_FILE
+    if path.exists():  # another process's fault came first: that one (ours if it is empty)
+        _stopped_here[key] = sweep_stopped(sweep_dir) if path.stat().st_size else record
+        return
+    _stopped_here[key] = record
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(json.dumps(record))
