@@ -54,9 +54,12 @@ def test_the_values_are_the_ones_finished_runs_are_read_by():
     alone = run_tags.job(**{**_facts(), "choices": {}, "git_commit": "unknown"})
     assert alone["model"] == "None" and t.SOURCE_COMMIT not in alone
     assert not {t.PARENT, t.JOB_NUM, t.NUM_THREADS, t.TRIAL} & set(alone)
-    # a sweep's parent shares the commit, the entry point and the owner, not the source tags
+    # a sweep's parent shares the commit, the entry point, the source tags and the owner
     parent = run_tags.common("abc-dirty", {t.OWNER_HOST: "h"})
-    assert parent == {t.GIT_COMMIT: "abc-dirty", t.SOURCE_NAME: "src/train.py", t.OWNER_HOST: "h"}
+    assert parent == {t.GIT_COMMIT: "abc-dirty", t.SOURCE_NAME: "src/train.py", t.OWNER_HOST: "h",
+                      t.SOURCE_TYPE: "LOCAL", t.GIT_DIRTY: "true", t.SOURCE_COMMIT: "abc"}
+    assert {k: job[k] for k in parent if k != t.OWNER_HOST} == {
+        k: v for k, v in parent.items() if k != t.OWNER_HOST}
 
 
 def test_a_reference_written_ahead_carries_what_its_job_wrote(project, monkeypatch):

@@ -12,9 +12,10 @@ ENTRY_POINT = "src/train.py"  # the mlflow.source.name of every run: the UI's So
 
 
 def common(git_commit: str, owner: Mapping[str, str]) -> dict[str, str]:
-    """What a sweep's parent and its jobs all carry: the commit, the entry point and the owner
-    (`lifecycle.owner_tags()`: the process writing the run, and its heartbeat)."""
-    return {t.GIT_COMMIT: git_commit, t.SOURCE_NAME: ENTRY_POINT, **owner}
+    """What a sweep's parent and its jobs all carry: the commit, the entry point, MLflow's source
+    tags (the UI's Source column, the sweep's row too) and the owner (`lifecycle.owner_tags()`:
+    the process writing the run, and its heartbeat)."""
+    return {t.GIT_COMMIT: git_commit, t.SOURCE_NAME: ENTRY_POINT, **source(git_commit), **owner}
 
 
 def source(git_commit: str) -> dict[str, str]:
@@ -37,7 +38,7 @@ def job(*, choices: Mapping[str, object], identity: Mapping[str, str], fingerpri
     commit and owner; in a sweep its parent and number; in a search its trial and study. A
     reference run has no threads of its own (`threads` None leaves the tag out)."""
     tags = {**{g: str(choices.get(g)) for g in t.GROUPS}, **common(git_commit, owner),
-            **source(git_commit), t.ROLE: t.ROLE_JOB, t.DATA_FINGERPRINT: fingerprint,
+            t.ROLE: t.ROLE_JOB, t.DATA_FINGERPRINT: fingerprint,
             t.DATA_CACHE: data_cache, t.DEVICE: device, t.PRECISION: precision,
             t.JOB_OVERRIDES: " ".join(overrides), t.STUDY_NAME: study, **identity}
     if threads is not None:
