@@ -156,7 +156,7 @@ studies:  ## the published studies, converged (hours): DATA=<CIFAR-10 JPEG copy>
 	$(MAKE) ablation-optimizer EPOCHS=100 ARGS='$(STUDY_ARGS)'
 	$(MAKE) ablation-loss EPOCHS=100 ARGS='$(STUDY_ARGS)'
 	$(MAKE) ablation-arch EPOCHS=100 ARGS='$(STUDY_ARGS) model=origin_net,modified_net,modified_net_ds'
-	$(MAKE) ablation-optimizer_tuned EPOCHS=100 ARGS='$(STUDY_ARGS) study.tune.trials=12 study.tune.epochs=30'
+	$(MAKE) ablation-optimizer_tuned EPOCHS=100 ARGS='$(STUDY_ARGS) study.tune.trials=8 study.tune.epochs=30'
 
 # The project's published store: the studies' runs, shipped with the repository (docs/reproducing.md)
 PUBLISHED_STORE ?= reports/store
