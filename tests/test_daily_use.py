@@ -373,6 +373,36 @@ def test_a_parallel_sweep_interrupted_says_what_and_how_to_continue(project, sig
     assert "Traceback" not in out + after and "leaked semaphore" not in after
 
 
+
+@pytest.mark.parametrize("search", [False, True], ids=["sweep", "search"])
+def test_the_interrupted_line_counts_a_sweeps_jobs_and_a_searchs_trials(tmp_path, search):
+    """What a Ctrl-C prints of a sweep, read from a real store: the jobs finished of all, the runs
+    stopped. A search asks its trials as it goes, so it names the trials finished and no total
+    (it said `4 of 1 jobs finished`: the total was its first batch)."""
+    from mlflow import MlflowClient
+
+    from cifar_sweep.sweep.callback import MlflowSweepCallback
+    from cifar_sweep.tracking import tags as t
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("e", (tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment, tags={t.ROLE: t.ROLE_SWEEP}).info.run_id
+    for num in range(3):
+        run = client.create_run(experiment, run_name=f"#{num} lr.value=0.{num + 1}", tags={
+            t.ROLE: t.ROLE_JOB, t.PARENT: parent, t.JOB_NUM: str(num), t.CONFIG_HASH: f"h{num}"})
+        if num < 2:
+            client.set_terminated(run.info.run_id, "FINISHED")
+    callback = MlflowSweepCallback()
+    callback.client, callback.parent_id, callback.search = client, parent, search
+    callback.jobs, callback.checkpoint_dir = (1 if search else 3), str(tmp_path / "checkpoints")
+    done = "2 trials finished" if search else "2 of 3 jobs finished"
+    assert callback.interrupted() == (f"sweep {parent}: {done}, 1 stopped KILLED (#2), no "
+                                      "checkpoint yet: it starts over")
+    assert client.get_run(parent).info.status == "KILLED"
+    assert [r.info.status for r in client.search_runs([experiment], f"tags.`{t.PARENT}` = "
+                                                      f"'{parent}'", order_by=["run_name"])] == [
+        "FINISHED", "FINISHED", "KILLED"]
+
 # --- report.py: its usage, and arguments checked before the store is opened ---------------------
 
 REPORT = ROOT / "src" / "report.py"

@@ -315,8 +315,12 @@ class MlflowSweepCallback(Callback):
                                        c.info.run_id).is_file() for c in stopped)
         saved = ("its checkpoint kept" if kept == len(stopped) == 1 else
                  "their checkpoints kept" if kept == len(stopped) else
+                 "no checkpoint yet: it starts over" if len(stopped) == 1 else
                  f"{kept} with a checkpoint, the others start over")
-        return (f"sweep {parent}: {finished} of {self.jobs} jobs finished"
+        # a search asks its trials as it goes (self.jobs: its first batch): no total to name
+        done = f"{finished} trials finished" if self.search else \
+            f"{finished} of {self.jobs} jobs finished"
+        return (f"sweep {parent}: {done}"
                 + (f", {len(stopped)} stopped KILLED ({names}), {saved}" if stopped else ""))
 
     def _close(self, status: str) -> None:
