@@ -59,6 +59,37 @@ def test_the_ended_markers_count_the_launched_jobs(tmp_path):
     assert sweep_folder.record_job_end(folder, 5, failed=False)[:3] == (1, 1, 0)
 
 
+def test_the_markers_keep_the_times_of_the_jobs_that_trained_from_the_start(tmp_path):
+    """What a job to start will take: the jobs that trained whole, not the continued ones
+    (no time), nor the failed ones; a marker of older code (empty) or a torn one is skipped."""
+    folder = str(tmp_path)
+    assert sweep_folder.whole_job_seconds(folder) == []  # no folder yet
+    sweep_folder.write_launched(folder, [0, 1, 2, 3, 4])
+    sweep_folder.record_job_end(folder, 0, failed=False, seconds=600.04)
+    sweep_folder.record_job_end(folder, 1, failed=False)  # continued from a checkpoint
+    sweep_folder.record_job_end(folder, 2, failed=True)
+    sweep_folder.record_job_end(folder, 3, failed=False, seconds=300.0)
+    (tmp_path / "ended_jobs" / "4.finished").write_text("12.")  # a float still
+    (tmp_path / "ended_jobs" / "9.finished").write_text("half")
+    assert (tmp_path / "ended_jobs" / "0.finished").read_text() == "600.0"
+    assert sorted(sweep_folder.whole_job_seconds(folder)) == [12.0, 300.0, 600.0]
+
+
+@pytest.mark.parametrize("left, elapsed, ended, whole, side_by_side, expected", [
+    (4, 60.0, 2, [600.0, 1200.0], 2, ", about 30.0 min left"),  # 900 s x 4 jobs / 2 at once
+    (4, 60.0, 2, [600.0], 1, ", about 40.0 min left"),
+    (4, 60.0, 2, [], 2, ""),               # only continued or failed jobs ended: no guess
+    (4, 600.0, 2, None, 2, ", about 20.0 min left"),  # a search (no folder): 300 s per job ended
+    (0, 600.0, 6, [600.0], 2, ""),         # nothing left
+    (3, 5.0, 0, None, 2, ""),              # nothing ended yet
+])
+def test_the_time_left_comes_from_whole_jobs_where_the_folder_has_them(
+        left, elapsed, ended, whole, side_by_side, expected):
+    from cifar_sweep.job.steps import _time_left
+
+    assert _time_left(left, elapsed, ended, whole, side_by_side) == expected
+
+
 def _fault(what: str) -> EnvironmentFault:
     return EnvironmentFault(what, "/data", "free space on /data and run the same command again")
 

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 PARENT_FILE = "mlflow_parent_run_id"  # the sweep's parent run id
 LAUNCH_FILE = "launched_jobs.json"  # the job numbers launched, in order
-ENDED = "ended_jobs"  # a file per launched job that ended, named num.state
+ENDED = "ended_jobs"  # a file per launched job that ended, named num.state; it holds the
+# seconds the job took where it trained from its first epoch (empty otherwise: older sweeps too)
 STOP_FILE = "stopped_by_environment.json"  # a fault of the environment stopped the sweep
 
 
@@ -61,20 +62,38 @@ def original_job_num(sweep_dir: str, launched_num: int) -> int:
     return nums[launched_num] if 0 <= launched_num < len(nums) else launched_num
 
 
-def record_job_end(sweep_dir: str, num: int, failed: bool) -> tuple[int, int, int, float] | None:
-    """Record this job's end in the folder, then the sweep's progress from the folder's files:
-    (jobs launched, ended finished, ended failed, seconds since the launch), or None where the
-    sweep wrote no launch file (a search: queries.sweep_progress_in_store reads the store).
-    Files, not the store: reading every child run after every job costs O(jobs) each."""
+def record_job_end(sweep_dir: str, num: int, failed: bool,
+                   seconds: float | None = None) -> tuple[int, int, int, float] | None:
+    """Record this job's end in the folder (`seconds`: how long it took, where it trained from
+    its first epoch), then the sweep's progress from the folder's files: (jobs launched, ended
+    finished, ended failed, seconds since the launch), or None where the sweep wrote no launch
+    file (a search: queries.sweep_progress_in_store reads the store). Files, not the store:
+    reading every child run after every job costs O(jobs) each."""
     folder = Path(sweep_dir)
     launch, ended = folder / LAUNCH_FILE, folder / ENDED
     if not launch.is_file() or not ended.is_dir():
         return None
-    (ended / f"{num}.{'failed' if failed else 'finished'}").touch()
+    (ended / f"{num}.{'failed' if failed else 'finished'}").write_text(
+        "" if seconds is None else f"{seconds:.1f}")
     names = [entry.name for entry in os.scandir(ended)]
     bad = sum(n.endswith(".failed") for n in names)
     return (len(json.loads(launch.read_text())), len(names) - bad, bad,
             time.time() - launch.stat().st_mtime)
+
+
+def whole_job_seconds(sweep_dir: str) -> list[float]:
+    """How long each ended job took that trained from its first epoch (record_job_end's
+    `seconds`): what a job still to start will take. A continued job's time says little."""
+    ended = Path(sweep_dir) / ENDED
+    found = []
+    for entry in os.scandir(ended) if ended.is_dir() else ():
+        try:
+            text = Path(entry.path).read_text()
+            if text:
+                found.append(float(text))
+        except (OSError, ValueError):  # being written, or a marker of another version
+            continue
+    return found
 
 
 # The sweep's stop marker. In this process too: with the basic launcher the jobs run here, and

@@ -198,7 +198,7 @@ def _train(job: Job, decision: Decision) -> JobResult:
     if not cfg.checkpoint.keep:
         checkpoint.remove(job.checkpoint_path(run_id))
     if job.ctx.parent:
-        _log_sweep_progress(job)
+        _log_sweep_progress(job, whole=resume is None)
     return JobResult("finished", summary, cfg.trainer.epochs, run_id)
 
 
@@ -350,17 +350,37 @@ def _prefix_log_lines(prefix: str) -> None:
             handler.setFormatter(logging.Formatter(fmt, handler.formatter.datefmt))
 
 
-def _log_sweep_progress(job: Job, failed: bool = False) -> None:
+def _log_sweep_progress(job: Job, failed: bool = False, whole: bool = False) -> None:
     """Parallel jobs' progress bars cannot show the sweep's: each job ends with a line for it
     (the jobs it launched: not those finished before), from the sweep folder's record, else
-    from the parent run's children."""
-    progress = (sweep_folder.record_job_end(job.ctx.sweep_dir, job.ctx.job_num, failed)
+    from the parent run's children. `whole`: the job trained from its first epoch."""
+    seconds = time.perf_counter() - job.started if whole else None
+    progress = (sweep_folder.record_job_end(job.ctx.sweep_dir, job.ctx.job_num, failed, seconds)
                 if job.ctx.sweep_dir else None)
+    whole_jobs = sweep_folder.whole_job_seconds(job.ctx.sweep_dir) if progress else None
     if progress is None:
         if job.ctx.parent is None:  # a sweep without its callback (hydra.callbacks replaced)
             return
         progress = sweep_progress_in_store(job.client, job.experiment_id, job.ctx.parent)
     total, done, n_failed, elapsed = progress
     left = max(0, total - done - n_failed)
-    eta = f", about {elapsed / (done + n_failed) * left / 60:.1f} min left" if done + n_failed else ""
-    log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, n_failed, eta)
+    log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, n_failed,
+             _time_left(left, elapsed, done + n_failed, whole_jobs, job.ctx.n_jobs))
+
+
+def _time_left(left: int, elapsed: float, ended: int, whole_jobs: list[float] | None,
+               side_by_side: int) -> str:
+    """`, about N min left`: from the jobs that trained from their first epoch (the sweep
+    folder's record: the mean of their times, `side_by_side` at once), because a continued job
+    ends early: from the time since the launch over the jobs ended, a sweep continued after a
+    stop said "2.0 min left" with 20 to go. Without the folder's record (`whole_jobs` None: a
+    search), from that time since the launch; nothing until a whole job has ended."""
+    if not left or not ended:
+        return ""
+    if whole_jobs is None:
+        seconds = elapsed / ended * left
+    elif whole_jobs:
+        seconds = sum(whole_jobs) / len(whole_jobs) * left / max(1, side_by_side)
+    else:
+        return ""
+    return f", about {seconds / 60:.1f} min left"
