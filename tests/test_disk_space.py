@@ -144,23 +144,50 @@ def test_the_logged_model_adds_about_the_weights_to_the_store(base):
     assert logged[1] == not_logged[1]
 
 
+def test_the_test_images_file_is_counted_by_what_log_once_writes(base, tmp_path):
+    """test_images.npz as tracking/test_images.py writes it into a real store, for 500 images of
+    3 x 32 x 32 and CIFAR-10's class names: the estimate is at or above its size, by less than
+    10 kB; a job that skips the test (a search's trial) writes none."""
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from cifar_sweep.tracking import test_images
+
+    store = tmp_path / "store"
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    images = np.random.default_rng(0).integers(0, 256, (500, 3, 32, 32), dtype=np.uint8)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]
+    assert test_images.log_once(client, str(store), "fp", images, np.arange(500) % 10, classes)
+    [written] = list(store.rglob(test_images.ARTIFACT))
+    estimate = disk_space.test_images_bytes(base, 500, images.size)
+    assert written.stat().st_size <= estimate <= written.stat().st_size + 10_000
+    skipped = OmegaConf.create(OmegaConf.to_container(base))
+    skipped.trainer.skip_test = True
+    assert disk_space.test_images_bytes(skipped, 500, images.size) == 0
+
+
 def test_the_test_images_count_once_per_data_in_a_sweep(client, tmp_path, free):
-    """Two jobs of one data and one of another: the store gets each data's test images once
-    (test_images.npz), on top of what the three jobs write."""
-    def job(model, fingerprint, examples):
+    """Two jobs of one data and one of another: the store gets each data's test images once,
+    on top of what the three jobs write; jobs that skip the test add none."""
+    def job(model, fingerprint, examples, skip_test=False):
         cfg = folders(compose_config(f"model={model}", f"trainer.seed={uuid.uuid4().int % 10**9}"),
                       tmp_path, uri=str(tmp_path / "store"))
+        if skip_test:
+            cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+            cfg.trainer.skip_test = True
         return PlannedJob(cfg, fingerprint, 10, examples, examples * 3 * 32 * 32)
 
-    jobs = [job("modified_net", FINGERPRINT, 500), job("origin_net", FINGERPRINT, 500)]
-    other = job("modified_net", "other-data", 200)
+    jobs = [job("modified_net", FINGERPRINT, 500), job("origin_net", FINGERPRINT, 500),
+            job("modified_net", "other-data", 200), job("modified_net", "trials-data", 300, True)]
     free.of[tmp_path] = 1
-    line = error_line_sweep([*jobs, other], client)
-    checkpoints = 2 * max(job_writes(j.cfg, 10)[1] for j in (*jobs, other))
-    store = (disk_space.STORE_ONCE + sum(job_writes(j.cfg, 10, j.test_examples)[0]
-                                         for j in (*jobs, other))
-             + 700 * 3 * 32 * 32 + 2 * disk_space.NPZ_EXTRA)
-    assert f"its 3 jobs to train write about {(checkpoints + store) / MB:.1f} MB" in line, line
+    line = error_line_sweep(jobs, client)
+    checkpoints = 2 * max(job_writes(j.cfg, 10)[1] for j in jobs)
+    images = [disk_space.test_images_bytes(j.cfg, j.test_examples, j.test_pixels) for j in jobs]
+    assert images[0] == images[1] > images[2] > 0 == images[3]
+    store = (disk_space.STORE_ONCE + images[0] + images[2]
+             + sum(job_writes(j.cfg, 10, j.test_examples)[0] for j in jobs))
+    assert f"its 4 jobs to train write about {(checkpoints + store) / MB:.1f} MB" in line, line
 
 
 def test_each_epoch_adds_the_same_store_rows_and_nothing_to_the_checkpoint(base):

@@ -195,6 +195,13 @@ def test_the_kept_copy_for_make_ui_is_made_once_per_version_and_leaves_nothing_b
     run = client.search_runs([client.get_experiment_by_name("ablation-lr").experiment_id],
                              "tags.`cifar_sweep.role` = 'job'")[0]
     assert run.info.artifact_uri == (dest / "artifacts" / run.info.run_id / "artifacts").as_uri()
+    # a half-made copy under that name (older code killed while copying): made again
+    import shutil
+
+    shutil.rmtree(first)
+    (first / "artifacts").mkdir(parents=True)
+    assert publish.working_copy(dest, keep=True) == first and (first / "mlflow.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
 
 
 def test_make_tables_alone_regenerates_the_published_tables_byte_for_byte(published, tmp_path):

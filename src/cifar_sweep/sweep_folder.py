@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 PARENT_FILE = "mlflow_parent_run_id"  # the sweep's parent run id
 LAUNCH_FILE = "launched_jobs.json"  # the job numbers launched, in order
-ENDED = "ended_jobs"  # a file per launched job that ended, named num.state; it holds the
-# seconds the job took where it trained from its first epoch (empty otherwise: older sweeps too)
+# a file per launched job that ended, named `num.state` (state: finished, failed), or
+# `num.<seconds>s.finished` for a job that trained from its first epoch (its time: what a job still
+# to start will take); empty files, named so that one directory listing reads them all
+ENDED = "ended_jobs"
 STOP_FILE = "stopped_by_environment.json"  # a fault of the environment stopped the sweep
 
 
@@ -73,8 +75,8 @@ def record_job_end(sweep_dir: str, num: int, failed: bool,
     launch, ended = folder / LAUNCH_FILE, folder / ENDED
     if not launch.is_file() or not ended.is_dir():
         return None
-    (ended / f"{num}.{'failed' if failed else 'finished'}").write_text(
-        "" if seconds is None else f"{seconds:.1f}")
+    state = "failed" if failed else "finished" if seconds is None else f"{seconds:.0f}s.finished"
+    (ended / f"{num}.{state}").touch()  # no data block: a full disk still takes it
     names = [entry.name for entry in os.scandir(ended)]
     bad = sum(n.endswith(".failed") for n in names)
     return (len(json.loads(launch.read_text())), len(names) - bad, bad,
@@ -83,16 +85,17 @@ def record_job_end(sweep_dir: str, num: int, failed: bool,
 
 def whole_job_seconds(sweep_dir: str) -> list[float]:
     """How long each ended job took that trained from its first epoch (record_job_end's
-    `seconds`): what a job still to start will take. A continued job's time says little."""
+    `seconds`, from the markers' names): what a job still to start will take. A continued
+    job's time says little."""
     ended = Path(sweep_dir) / ENDED
     found = []
     for entry in os.scandir(ended) if ended.is_dir() else ():
-        try:
-            text = Path(entry.path).read_text()
-            if text:
-                found.append(float(text))
-        except (OSError, ValueError):  # being written, or a marker of another version
-            continue
+        parts = entry.name.split(".")
+        if len(parts) == 3 and parts[2] == "finished" and parts[1].endswith("s"):
+            try:
+                found.append(float(parts[1][:-1]))
+            except ValueError:  # a name of another version
+                continue
     return found
 
 
@@ -108,20 +111,20 @@ def stop_sweep(sweep_dir: str, fault: EnvironmentFault, job: str) -> None:
     if key in _stopped_here:  # the first fault is the one reported, here as in the file
         return
     path = Path(sweep_dir) / STOP_FILE
-    if path.exists():  # another process's fault came first: that one (ours if it is empty)
-        _stopped_here[key] = sweep_stopped(sweep_dir) if path.stat().st_size else record
-        return
     _stopped_here[key] = record
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        os.link(tmp, path)  # only where no marker is: of two processes, the first fault stays
+    except FileExistsError:  # another process's fault came first: that one (ours if it is empty)
+        _stopped_here[key] = _read_stop(path) or record
     except OSError:
-        tmp.unlink(missing_ok=True)
         try:  # an empty file needs no free block: still a marker, without the details
             path.touch()
         except OSError:
             pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sweep_stopped(sweep_dir: str) -> dict | None:
@@ -132,12 +135,18 @@ def sweep_stopped(sweep_dir: str) -> dict | None:
     path = Path(sweep_dir) / STOP_FILE
     if not path.exists():
         return None
+    return _read_stop(path) or {  # the empty marker of a full disk
+        "what": "a fault of the environment", "where": "the machine",
+        "advice": "see the jobs' lines above, fix it and run the same command again", "job": "?"}
+
+
+def _read_stop(path: Path) -> dict | None:
+    """The stop marker's record; None where it is empty (a full disk's) or unreadable."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # the empty marker of a full disk
-        return {"what": "a fault of the environment", "where": "the machine",
-                "advice": "see the jobs' lines above, fix it and run the same command again",
-                "job": "?"}
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def clear_stop(sweep_dir: str) -> None:

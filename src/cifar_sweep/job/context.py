@@ -14,6 +14,9 @@ class JobContext:
     job_num: int = 0  # its number in the whole sweep (a launcher numbers only what it launched)
     parent: str | None = None  # the sweep's parent run: its jobs are its children in the UI
     n_jobs: int = 1  # jobs the launcher runs side by side (threads each; bars or lines)
+    # jobs running at once where the launcher says (n_jobs, a SLURM array's parallelism; the
+    # basic launcher: 1); None where it does not (Ray: the cluster decides)
+    side_by_side: int | None = None
     choices: Mapping[str, str] = field(default_factory=dict)  # config group -> option chosen
     overrides: tuple[str, ...] = ()  # the command line's overrides for this job
     # a search's trial: reports each epoch's validation accuracy (raises Pruned to stop it)

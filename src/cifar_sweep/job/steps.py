@@ -357,30 +357,33 @@ def _log_sweep_progress(job: Job, failed: bool = False, whole: bool = False) -> 
     seconds = time.perf_counter() - job.started if whole else None
     progress = (sweep_folder.record_job_end(job.ctx.sweep_dir, job.ctx.job_num, failed, seconds)
                 if job.ctx.sweep_dir else None)
-    whole_jobs = sweep_folder.whole_job_seconds(job.ctx.sweep_dir) if progress else None
+    whole_jobs = (sweep_folder.whole_job_seconds(job.ctx.sweep_dir)
+                  if progress and job.ctx.sweep_dir else None)
     if progress is None:
         if job.ctx.parent is None:  # a sweep without its callback (hydra.callbacks replaced)
             return
         progress = sweep_progress_in_store(job.client, job.experiment_id, job.ctx.parent)
     total, done, n_failed, elapsed = progress
     left = max(0, total - done - n_failed)
+    at_once = min(job.ctx.side_by_side, total) if job.ctx.side_by_side else None
     log.info("sweep: %d of %d jobs finished, %d failed%s", done, total, n_failed,
-             _time_left(left, elapsed, done + n_failed, whole_jobs, job.ctx.n_jobs))
+             _time_left(left, elapsed, done + n_failed, whole_jobs, at_once))
 
 
 def _time_left(left: int, elapsed: float, ended: int, whole_jobs: list[float] | None,
-               side_by_side: int) -> str:
+               at_once: int | None) -> str:
     """`, about N min left`: from the jobs that trained from their first epoch (the sweep
-    folder's record: the mean of their times, `side_by_side` at once), because a continued job
-    ends early: from the time since the launch over the jobs ended, a sweep continued after a
-    stop said "2.0 min left" with 20 to go. Without the folder's record (`whole_jobs` None: a
-    search), from that time since the launch; nothing until a whole job has ended."""
+    folder's record: the mean of their times, `at_once` of them running together), because a
+    continued job ends early: from the time since the launch over the jobs ended, a sweep
+    continued after a stop said "2.0 min left" with 20 to go. Without that record or where the
+    launcher does not say how many run at once (`whole_jobs` or `at_once` None: a search, Ray),
+    from the time since the launch; nothing until a whole job has ended."""
     if not left or not ended:
         return ""
-    if whole_jobs is None:
+    if whole_jobs is None or at_once is None:
         seconds = elapsed / ended * left
     elif whole_jobs:
-        seconds = sum(whole_jobs) / len(whole_jobs) * left / max(1, side_by_side)
+        seconds = sum(whole_jobs) / len(whole_jobs) * left / at_once
     else:
         return ""
     return f", about {seconds / 60:.1f} min left"

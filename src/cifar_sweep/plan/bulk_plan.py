@@ -55,7 +55,7 @@ class JobPlan:
     checkpoint_dir: str = ""
     store: tuple[str, str] = ("", "")  # (tracking.uri, tracking.experiment)
     writes: tuple[int, int] = (0, 0)   # (bytes in the store, bytes of a checkpoint)
-    test_image_bytes: int = 0          # its data's test images: the store gets them once
+    test_images: int = 0               # bytes of its data's test images: the store gets them once
     error: str = ""                    # the one line that stops it (plan only)
     decision: Decision | None = field(default=None, repr=False)
 
@@ -99,9 +99,9 @@ class Plan:
         """The free-space check (disk_space.py) for the jobs that will train."""
         todo = [j for j in self.jobs if j.decision is None or j.decision.action != FINISHED]
         if todo and self.first is not None:
-            images = {j.fingerprint: j.test_image_bytes for j in todo}
             disk_space.check_writes(self.first, [j.writes for j in todo], concurrent,
-                                    sum(disk_space.test_images_bytes(b) for b in images.values()))
+                                    disk_space.once_per_data((j.fingerprint, j.test_images)
+                                                             for j in todo))
 
     def write_references(self, client, experiment_id: str, parent: str, varying: list[str],
                          owner: dict[str, str], git_commit: str) -> int:
@@ -225,7 +225,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
                                           dataset.cache, tuple(dataset.train.images.shape[1:]),
                                           len(dataset.test), dataset.test.images.numel())
                 (job.fingerprint, classes, job.data_cache, shape, test_examples,
-                 job.test_image_bytes) = datasets[data_key]
+                 test_pixels) = datasets[data_key]
                 # a forward pass per distinct model and data shape (cached there)
                 model_build.check_model(cfg.model, str(cfg.data.name), shape, classes)
                 where = (str(cfg.trainer.device), str(cfg.trainer.precision))
@@ -241,6 +241,7 @@ def plan(compose: Callable[[list[str]], DictConfig], config_loader, jobs: list[l
                 job.checkpoint_dir = str(cfg.checkpoint.dir)
                 job.store = (str(cfg.tracking.uri), str(cfg.tracking.experiment))
                 job.writes = disk_space.job_writes(cfg, classes, test_examples)
+                job.test_images = disk_space.test_images_bytes(cfg, test_examples, test_pixels)
                 if first is None:
                     import copy
 

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +65,27 @@ class PlannedJob:
     cfg: DictConfig
     fingerprint: str  # of its data: with the config, whether it finished before
     classes: int
-    test_examples: int = 0     # its data's test images: one prediction each
-    test_image_bytes: int = 0  # their pixels (uint8): test_images.npz, once per fingerprint
+    test_examples: int = 0  # its data's test images: one prediction each
+    test_pixels: int = 0    # their size in bytes (uint8): test_images.npz, once per fingerprint
 
 
-def test_images_bytes(test_image_bytes: int) -> int:
-    """test_images.npz (tracking/test_images.py): its data's test images, uncompressed, written
-    once per data fingerprint into a store (counted here even where the store has them: an
-    upper bound by one file)."""
-    return test_image_bytes + NPZ_EXTRA if test_image_bytes else 0
+def test_images_bytes(cfg: DictConfig, test_examples: int, test_pixels: int) -> int:
+    """test_images.npz (tracking/test_images.py), which the first job testing on a data writes
+    once into the store: its images (`test_pixels` bytes, uint8), a label (int16) and an index
+    (int32) per image, and the archive's framing; none where the job skips the test (a search's
+    trial). Counted where the store holds it already too: the estimate errs by that one file."""
+    if not test_examples or cfg.trainer.get("skip_test", False):
+        return 0
+    return test_pixels + test_examples * (2 + 4) + NPZ_EXTRA
+
+
+def once_per_data(sizes: Iterable[tuple[str, int]]) -> int:
+    """What the store gets once per data of a sweep's jobs to train: from (data fingerprint, its
+    test_images.npz's bytes, test_images_bytes) pairs, the largest of each fingerprint, summed."""
+    largest: dict[str, int] = {}
+    for fingerprint, size in sizes:
+        largest[fingerprint] = max(largest.get(fingerprint, 0), size)
+    return sum(largest.values())
 
 
 def _jobs_write(count: int) -> str:
@@ -125,9 +138,10 @@ def check_sweep(planned: list[PlannedJob], client, concurrent: int,
     else:
         todo = [j for j in planned if not _finished(j, client)]
     if todo:  # the sweep's folders are the same for every job
-        images = {j.fingerprint: j.test_image_bytes for j in todo}
+        once = once_per_data((j.fingerprint, test_images_bytes(j.cfg, j.test_examples,
+                                                               j.test_pixels)) for j in todo)
         check_writes(todo[0].cfg, [job_writes(j.cfg, j.classes, j.test_examples) for j in todo],
-                     concurrent, sum(test_images_bytes(b) for b in images.values()))
+                     concurrent, once)
 
 
 def check_writes(cfg: DictConfig, writes: list[tuple[int, int]], concurrent: int,

@@ -317,7 +317,8 @@ class MlflowSweepCallback(Callback):
                  "their checkpoints kept" if kept == len(stopped) else
                  "no checkpoint yet: it starts over" if len(stopped) == 1 else
                  f"{kept} with a checkpoint, the others start over")
-        # a search asks its trials as it goes (self.jobs: its first batch): no total to name
+        # a search: its children here are this command's trials, while n_trials counts those
+        # of every command on the study (self.jobs: its first batch): no total fits
         done = f"{finished} trials finished" if self.search else \
             f"{finished} of {self.jobs} jobs finished"
         return (f"sweep {parent}: {done}"

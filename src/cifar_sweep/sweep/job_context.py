@@ -29,6 +29,18 @@ def from_hydra(hydra: DictConfig | HydraConf, cfg: DictConfig,
         job_num=original_job_num(sweep_dir, int(hydra.job.num)) if sweep_dir else 0,
         parent=parent_run_id(sweep_dir) if sweep_dir else None,
         n_jobs=int(hydra.launcher.get("n_jobs") or 1) if sweep_dir else 1,
+        side_by_side=side_by_side(hydra.launcher) if sweep_dir else 1,
         choices={group: str(option) for group, option in hydra.runtime.choices.items()},
         overrides=tuple(hydra.overrides.task),
         reporter=reporter, trial_tags=trial_tags, interrupted=interrupted)
+
+
+def side_by_side(launcher) -> int | None:
+    """How many of a sweep's jobs its launcher runs at once, where it says: the parallel (joblib)
+    launcher's n_jobs, a SLURM array's array_parallelism, 1 for the basic launcher; None for
+    another (Ray's tasks: the cluster's free resources decide)."""
+    for key in ("n_jobs", "array_parallelism"):
+        value = launcher.get(key)
+        if value:
+            return int(value)
+    return 1 if str(launcher.get("_target_", "")).endswith(".BasicLauncher") else None

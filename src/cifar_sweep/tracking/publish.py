@@ -203,11 +203,17 @@ def working_copy(folder: Path, keep: bool = False) -> Path:
     kept = Path(tempfile.gettempdir()) / f"cifar-sweep-published-{key}"
     if not (kept / DB).is_file():
         # made beside it, then renamed: a `make ui` killed halfway leaves no half-made copy
+        # under the name the next one looks for
         made = Path(tempfile.mkdtemp(prefix=f"{kept.name}-", dir=kept.parent))
-        _fill_working_copy(folder, made)
         try:
+            _fill_working_copy(folder, made)
+            if kept.exists() and not (kept / DB).is_file():  # a half-made one of older code
+                shutil.rmtree(kept, ignore_errors=True)
             made.rename(kept)
-        except OSError:  # another `make ui` made it first
+        except OSError:
+            if not (kept / DB).is_file():  # not another `make ui` that made it first
+                raise
+        finally:
             shutil.rmtree(made, ignore_errors=True)
     return kept
 
