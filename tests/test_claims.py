@@ -91,6 +91,25 @@ def test_a_large_difference_holds_and_its_delta_is_the_seeds_mean_difference():
     assert reading.verdict == HOLDS
 
 
+@pytest.mark.parametrize("a_is_baseline", [True, False])
+def test_a_claims_interval_is_its_tables_own_with_the_sign_its_direction_needs(a_is_baseline):
+    """The table draws each row against its baseline (evidence.bootstrap_interval(row,
+    baseline)); a claim on the same two rows uses those same draws, so its interval is the
+    table's, negated where A is the baseline (they once differed by a few hundredths: each drew
+    its own)."""
+    rng = np.random.default_rng(11)
+    acc_a, pred_a = rows([0.70, 0.72, 0.71], 3000, rng)
+    acc_b, pred_b = rows([0.68, 0.69, 0.70], 3000, rng)
+    reading = claims.read(Claim("lr", "a=1", "b=1", BEATS, ""), acc_a, acc_b, pred_a, pred_b,
+                          draws=4000, a_is_baseline=a_is_baseline)
+    if a_is_baseline:  # the table's row is B: its interval of B - A
+        low, high = evidence.bootstrap_interval(pred_b, pred_a, draws=4000)
+        assert reading.boot == pytest.approx((-high, -low), abs=1e-12)
+    else:  # the table's row is A, B its baseline: A - B
+        assert reading.boot == pytest.approx(
+            evidence.bootstrap_interval(pred_a, pred_b, draws=4000), abs=1e-12)
+
+
 def test_the_same_predictions_are_equal_within_the_margin_and_beat_nothing():
     rng = np.random.default_rng(4)
     acc, pred = rows([0.70, 0.72, 0.71], 3000, rng)

@@ -117,14 +117,18 @@ class Reading:
 def read(claim: Claim, accuracy_a: dict[str, float], accuracy_b: dict[str, float],
          predictions_a: dict[str, evidence.Predictions],
          predictions_b: dict[str, evidence.Predictions],
-         draws: int = evidence.DRAWS) -> Reading:
-    """A claim from its two rows: seed -> test accuracy (a fraction) and seed -> predictions."""
+         draws: int = evidence.DRAWS, a_is_baseline: bool = False) -> Reading:
+    """A claim from its two rows: seed -> test accuracy (a fraction) and seed -> predictions.
+    `a_is_baseline`: A is its table's baseline row, so the draws are the table's own for B
+    (the bootstrap of B - A, negated), and the claim's interval is the table's, sign flipped;
+    else those of A - B, as the table draws them where B is the baseline."""
     shared = sorted(set(predictions_a) & set(predictions_b))
     if len(shared) < 2:
         return Reading(claim, missing=f"{len(shared)} seed(s) with predictions on both rows")
     a = {s: predictions_a[s] for s in shared}
     b = {s: predictions_b[s] for s in shared}
-    deltas = evidence.bootstrap_deltas(a, b, draws)
+    deltas = (-evidence.bootstrap_deltas(b, a, draws) if a_is_baseline
+              else evidence.bootstrap_deltas(a, b, draws))
     low, high = np.percentile(deltas, [2.5, 97.5])
     t = compare({s: accuracy_a[s] for s in shared}, {s: accuracy_b[s] for s in shared}, 100)
     p_h, p_f = p_values(deltas, claim.kind)
@@ -169,7 +173,8 @@ def markdown(readings: list[Reading]) -> str:
     lines += ["", f"{len(read_)} of {len(readings)} claims read; margin m = {MARGIN:g} point. "
               "Δ: the mean over the seeds both rows share of A's test accuracy minus B's. The "
               f"bootstrap ({evidence.DRAWS:,} draws of seeds and test images together, a fixed "
-              "generator seed) gives Δ's interval and the p's: a claim that A beats B holds "
+              "generator seed: the draws of the table's Δ bootstrap column for the same two "
+              "rows) gives Δ's interval and the p's: a claim that A beats B holds "
               "when Δ ≤ 0 is rejected; falls when Δ ≥ 0 is rejected or Δ is shown within ±m "
               "(TOST); a claim that A equals B holds when Δ is shown within ±m, falls when Δ is "
               "shown beyond +m or below -m. Holm's adjustment runs across all the claims read "
@@ -202,7 +207,7 @@ def read_tables(client, tables: dict) -> list[Reading]:
         readings.append(read(claim, by_seed(seed_of, a.run_ids, value),
                              by_seed(seed_of, b.run_ids, value),
                              by_seed(seed_of, a.run_ids, loaded),
-                             by_seed(seed_of, b.run_ids, loaded)))
+                             by_seed(seed_of, b.run_ids, loaded), a_is_baseline=a.baseline))
     adjust(readings)
     return readings
 
