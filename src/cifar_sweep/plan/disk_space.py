@@ -69,19 +69,25 @@ class PlannedJob:
     test_pixels: int = 0    # their size in bytes (uint8): test_images.npz, once per fingerprint
 
 
+def _tests(cfg: DictConfig, test_examples: int) -> bool:
+    """Whether the job evaluates a test set (a search's trial skips it: `trainer.skip_test`, a
+    key of trials only)."""
+    return bool(test_examples) and not cfg.trainer.get("skip_test", False)
+
+
 def test_images_bytes(cfg: DictConfig, test_examples: int, test_pixels: int) -> int:
     """test_images.npz (tracking/test_images.py), which the first job testing on a data writes
     once into the store: its images (`test_pixels` bytes, uint8), a label (int16) and an index
     (int32) per image, and the archive's framing; none where the job skips the test (a search's
     trial). Counted where the store holds it already too: the estimate errs by that one file."""
-    if not test_examples or cfg.trainer.get("skip_test", False):
+    if not _tests(cfg, test_examples):
         return 0
     return test_pixels + test_examples * (2 + 4) + NPZ_EXTRA
 
 
 def once_per_data(sizes: Iterable[tuple[str, int]]) -> int:
-    """What the store gets once per data of a sweep's jobs to train: from (data fingerprint, its
-    test_images.npz's bytes, test_images_bytes) pairs, the largest of each fingerprint, summed."""
+    """What the store gets once per data of a sweep's jobs to train: from (data fingerprint,
+    test_images_bytes) pairs, one per job, the largest of each fingerprint, summed."""
     largest: dict[str, int] = {}
     for fingerprint, size in sizes:
         largest[fingerprint] = max(largest.get(fingerprint, 0), size)
@@ -114,7 +120,7 @@ def job_writes(cfg: DictConfig, classes: int, test_examples: int = 0) -> tuple[i
              + STORE_PER_EPOCH * int(cfg.trainer.epochs))
     if cfg.tracking.log_model:
         store += state + LOGGED_MODEL_EXTRA
-    if test_examples and not cfg.trainer.get("skip_test", False):  # a key of trials only
+    if _tests(cfg, test_examples):
         per_image = PREDICTION_BYTES + (PROBABILITY_BYTES * classes
                                         if cfg.tracking.predictions_probabilities else 0)
         store += test_examples * per_image + NPZ_EXTRA
