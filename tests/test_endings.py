@@ -221,6 +221,29 @@ def test_a_row_through_the_entrypoint(way, project):
         assert proc.returncode == row.exit_code, proc.stderr
 
 
+def test_a_bad_value_in_a_sweep_names_its_job(tmp_path, monkeypatch, capsys):
+    """Parallel jobs' lines interleave: a job's error line in a sweep says which job it is, as
+    its log lines do ("#3 epoch ..."); alone, it is the bare "error: " line."""
+    from hydra import compose, initialize_config_dir
+
+    from cifar_sweep.job import steps
+    from cifar_sweep.job.context import JobContext
+
+    # the log-line prefix changes the root logger's formatters: not this test process's
+    monkeypatch.setattr(steps, "_prefix_log_lines", lambda prefix: None)
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*FAST, "lr.value=0"])
+    said = {}
+    for ctx in (JobContext(sweep_dir=str(tmp_path / "sweep"), job_num=3), JobContext()):
+        result = steps.run_job(cfg, ctx)
+        [said[ctx.multirun]] = capsys.readouterr().err.strip().splitlines()
+        assert result.state == "failed" and result.exit_code == (0 if ctx.multirun else 2)
+    assert said[True].startswith("error: job #3: lr.value=0 is invalid"), said
+    assert said[False] == said[True].replace("job #3: ", ""), said
+    assert not (tmp_path / "mlruns").exists()  # found before any run
+
+
 def test_a_signal_ends_as_its_row_says(project):
     """SIGTERM after an epoch: KILLED, the checkpoint kept, the status of the signal."""
     row = endings.WAYS[endings.SIGNAL]

@@ -137,7 +137,7 @@ def _prepare(cfg: DictConfig, ctx: JobContext, started: float) -> Job | JobResul
             model_build.check_job(cfg, dataset)
         client, experiment_id = open_experiment(cfg.tracking)
     except UserInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say_error(ctx, str(exc))
         row = endings.WAYS[endings.BAD_VALUE]
         return JobResult(row.sweep, exit_code=0 if ctx.multirun else row.exit_code or 0)
     identity = identify(cfg, dataset.fingerprint, rt.device.type, rt.precision)
@@ -227,7 +227,7 @@ def _ended(job: Job, ended: Ended, run_id: str | None) -> JobResult:
     elif row.line is not None and row.logged:
         log.info(row.line(ended, run_id, path))
     elif row.line is not None:
-        print(f"error: {row.line(ended, run_id, path)}", file=sys.stderr)
+        _say_error(job.ctx, row.line(ended, run_id, path))
     if row.stops_sweep and job.ctx.sweep_dir and ended.fault is not None:
         sweep_folder.stop_sweep(job.ctx.sweep_dir, ended.fault, f"#{job.ctx.job_num}")
     if job.ctx.multirun:
@@ -340,6 +340,13 @@ def _name_and_tags(cfg, ctx: JobContext, rt, dataset, client,
         return f"{tags['model']} {tags['optimizer']} lr={cfg.lr.value}", tags
     varying = sweep_varying(client, ctx.parent)
     return f"#{ctx.job_num} {bulk_plan.short_overrides(list(ctx.overrides), varying)}", tags
+
+
+def _say_error(ctx: JobContext, line: str) -> None:
+    """A job's one error line, on stderr; in a sweep it names the job, as its log lines do
+    (parallel jobs' lines interleave)."""
+    print(f"error: job #{ctx.job_num}: {line}" if ctx.multirun else f"error: {line}",
+          file=sys.stderr)
 
 
 def _prefix_log_lines(prefix: str) -> None:
