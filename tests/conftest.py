@@ -9,6 +9,8 @@ import contextlib
 import io
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,6 +161,57 @@ def _job_process(workdir: Path, env: dict[str, str | None]):
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on when asked (a server to start there, or a closed one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class UI:
+    """A `make ui` that answers: its base URL, its process (make, which exec's mlflow), and once
+    it has ended what it printed."""
+
+    base: str
+    process: subprocess.Popen
+    printed: str = ""
+
+
+@contextlib.contextmanager
+def make_ui(*args: str, project_dir: Path = ROOT, timeout: float = 120):
+    """`make ui <args>` as a user types it (`args`: STORE=...), in `project_dir`'s Makefile with
+    this Python, on a free loopback port, in a session of its own; yields a `UI` once it answers
+    /health; then ends it (make and its mlflow, by the session) and keeps what it printed."""
+    port = free_port()
+    server = subprocess.Popen(["make", "-C", str(project_dir), "ui", *args, f"PORT={port}",
+                               f"PYTHON={sys.executable}"], cwd=project_dir,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    ui = UI(f"http://127.0.0.1:{port}", server)
+    try:
+        wait_for(lambda: _answers(ui), timeout, "make ui to answer", step=1)
+        yield ui
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            ui.printed, _ = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            ui.printed, _ = server.communicate()
+
+
+def _answers(ui: UI) -> bool:
+    import urllib.request
+
+    assert ui.process.poll() is None, f"make ui ended: {ui.process.communicate()[0]}"
+    try:
+        urllib.request.urlopen(f"{ui.base}/health", timeout=2)
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.5):

@@ -10,7 +10,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST, ROOT, TRAIN, wait_for
+from conftest import FAST, ROOT, TRAIN, free_port, wait_for
 
 CONF = ROOT / "conf"
 REPORT = ROOT / "src" / "report.py"
@@ -264,12 +263,6 @@ def test_ray_local_instance_sweep_makes_one_parent_and_two_finished_children(pro
 
 
 # --- a shared tracking server: `make server` ---------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextmanager
 def tracking_server(folder: Path, workers: int = 2, **make_vars: str):

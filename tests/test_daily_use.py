@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import FAST, ROOT, TRAIN
+from conftest import FAST, ROOT, TRAIN, free_port
 
 CONF = ROOT / "conf"
 
@@ -146,12 +146,6 @@ def test_m_among_the_overrides_says_where_it_goes(project):
 # --- stores that are not stores -----------------------------------------------------------------
 # The job refuses these as it opens the store (one job's outcome): in-process, but for one case of
 # each parametrized test, which runs the real command.
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_a_file_that_is_no_database_is_refused_and_nothing_is_made_beside_it(project, tmp_path):
     junk = tmp_path / "notes.db"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import gc
 import os
-import socket
 import subprocess
 import sys
 import weakref
@@ -19,17 +18,11 @@ from mlflow.exceptions import MlflowException
 from cifar_sweep import faults
 from cifar_sweep.errors import NonFiniteLossError, Pruned, UserInputError, Yielded
 from cifar_sweep.job import endings
-from conftest import FAST, ROOT, TRAIN, wait_for
+from conftest import FAST, ROOT, TRAIN, free_port, wait_for
 
 
 class UncompletedJobError(RuntimeError):
     """submitit's, by name (submitit is matched by name: it is only there on a cluster)."""
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _full(folder):
@@ -56,7 +49,7 @@ def test_every_way_has_a_row_and_every_row_a_way():
 
 @pytest.mark.parametrize("way", sorted(set(CASES) - {"finished"}))
 def test_each_way_is_recognised_from_its_exception(way, tmp_path):
-    uri = f"http://127.0.0.1:{_closed_port()}"  # a server that no longer answers
+    uri = f"http://127.0.0.1:{free_port()}"  # a server that no longer answers
     ending = endings.EndingClassifier(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it")
     exc = CASES[way](tmp_path)
     ended = ending.of(exc)
@@ -160,7 +153,7 @@ LINES = {
 
 @pytest.mark.parametrize("way", sorted(set(CASES) - {"finished"}))
 def test_each_row_says_its_line(way, tmp_path):
-    uri = f"http://127.0.0.1:{_closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     ended = endings.EndingClassifier(uri, [("checkpoint.dir", tmp_path)], "cuda:0", "lower it").of(
         CASES[way](tmp_path))
     row = endings.WAYS[way]

@@ -363,7 +363,8 @@ def test_probabilities_off_in_a_run_changes_no_identity(tmp_path):
 
 @pytest.mark.slow  # a real `mlflow server`: about 20 s to start
 def test_predictions_read_back_through_a_server(tmp_path):
-    from test_server import Server, free_port
+    from conftest import free_port
+    from test_server import Server
 
     server = Server(tmp_path / "server", free_port())
     server.start()

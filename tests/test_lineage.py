@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import ROOT
-from test_ui import CHROMIUM, mlflow_ui, page
+from conftest import ROOT, make_ui
+from test_ui import CHROMIUM, page
 
 REGISTER = ROOT / "src" / "register_model.py"
 
@@ -93,7 +93,8 @@ def test_a_studys_best_setting_is_registered_and_loads(project):
 @pytest.mark.slow  # up to a minute on the 2-core CPU: make test-full (a default test covers its core)
 def test_register_says_what_is_wrong_in_one_line(project):
     proc = project.run("ablation=nope", script=REGISTER)
-    assert proc.returncode == 2 and "allowed: ablation=<arch|loss|lr|" in proc.stderr
+    studies = "|".join(sorted(p.stem for p in (ROOT / "conf" / "ablation").glob("*.yaml")))
+    assert proc.returncode == 2 and f"allowed: ablation=<{studies}>" in proc.stderr, proc.stderr
     proc = project.run("ablation=loss", script=REGISTER)
     assert proc.returncode == 1 and "error: study loss: no experiment" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -106,8 +107,8 @@ def test_the_ui_shows_a_runs_datasets_and_source(project):
     (name, context) and its source (the entry point, the commit), from MLflow's own fields."""
     project.job(check=True)
     [run] = project.runs()
-    with mlflow_ui(project.store) as ui:
-        dom = page(f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
+    with make_ui(f"STORE={project.store}") as ui:
+        dom = page(f"{ui.base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))  # the page's text, no markup
     # the overview's fields, e.g. "Source train.py efb8cb0 ... Datasets synthetic (generated)
     # (500c68d943a271567435-ba0268f1) train +2", and the run's logged models

@@ -8,17 +8,14 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, make_ui
 
 REPORT = ROOT / "src" / "report.py"
 GIT = shutil.which("git")
@@ -38,12 +35,6 @@ def as_repository(folder: Path) -> None:
     git(folder, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ignore")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api(base: str, path: str, body: dict | None = None, query: str = "") -> dict:
     """MLflow's REST API as the UI's page asks it: a POST with `body`, else a GET."""
     request = urllib.request.Request(
@@ -51,32 +42,6 @@ def api(base: str, path: str, body: dict | None = None, query: str = "") -> dict
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json"})
     return json.loads(urllib.request.urlopen(request, timeout=30).read())
-
-
-def serve(command: list[str], cwd: Path, port: int):
-    """`command` (a `make ui ...`) in a session of its own, once it answers on `port`; returns
-    the process, which the caller ends (its session, by the process's id)."""
-    server = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return server
-        except OSError:
-            assert server.poll() is None, server.stdout.read()
-            assert time.time() < deadline, "make ui did not answer"
-            time.sleep(1)
-
-
-def stop(server) -> str:
-    os.killpg(server.pid, signal.SIGTERM)  # the session started above: make and its mlflow
-    try:
-        out, _ = server.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        out, _ = server.communicate()
-    return out
 
 
 @needs_git
@@ -120,11 +85,8 @@ def test_a_sweep_and_its_report_write_only_into_results_and_say_where(project):
         r"http://127\.0\.0\.1:5000/#/experiments/(\d+)/runs\?viewStateShareKey=\w+$",
         proc.stdout, re.M)
     assert command == f"make ui STORE={store}"
-    port = free_port()
-    server = serve(["make", "-C", str(ROOT), *command.split()[1:], f"PORT={port}"],
-                   project.workdir, port)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with make_ui(*command.split()[2:]) as ui:
+        base = ui.base
         got = api(base, "experiments/get", query=f"?experiment_id={experiment}")
         assert got["experiment"]["name"] == "cifar-sweep"
         runs = api(base, "runs/search", {"experiment_ids": [experiment], "max_results": 10})
@@ -132,11 +94,9 @@ def test_a_sweep_and_its_report_write_only_into_results_and_say_where(project):
         # one worker: make's shell exec'd mlflow, which runs one uvicorn worker
         import psutil
 
-        tree = psutil.Process(server.pid).children(recursive=True)
+        tree = psutil.Process(ui.process.pid).children(recursive=True)
         assert len(tree) <= 2, [p.cmdline()[:3] for p in tree]
-    finally:
-        printed = stop(server)
-    assert f"open http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in printed
+    assert f"open {ui.base}/#/experiments?workflowType=machine_learning" in ui.printed
 
 
 def project_runs(store: Path):
@@ -185,15 +145,9 @@ def test_a_study_in_a_clean_clone_leaves_git_status_clean(tmp_path):
         log = compile_tex(tmp_path, (out / "table.tex").read_text(),
                           (out / "table_more.tex").read_text())
         assert "Overfull \\hbox" not in log
-    port = free_port()
-    server = serve(["make", "ui", f"STORE={clone / 'mlruns'}", f"PORT={port}",
-                    f"PYTHON={sys.executable}"], clone, port)
-    try:
-        got = api(f"http://127.0.0.1:{port}", "experiments/get-by-name",
-                  query="?experiment_name=ablation-lr")
+    with make_ui(f"STORE={clone / 'mlruns'}", project_dir=clone) as ui:
+        got = api(ui.base, "experiments/get-by-name", query="?experiment_name=ablation-lr")
         assert got["experiment"]["name"] == "ablation-lr"
-    finally:
-        stop(server)
 
 
 def test_only_published_writes_into_reports(project):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, make_ui
 
 PUBLISH = ROOT / "src" / "publish_store.py"
 REPORT = ROOT / "src" / "report.py"
@@ -149,14 +149,12 @@ def test_publishing_a_server_is_refused(tmp_path):
 
 
 def test_make_ui_serves_the_published_store_without_writing_to_it(published):
-    from test_output_folders import api, free_port, serve, stop
+    from test_output_folders import api
 
     _project, _store, dest, _proc = published
     before = _digest(dest)
-    port = free_port()
-    server = serve(["make", "ui", f"STORE={dest}", f"PORT={port}"], ROOT, port)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with make_ui(f"STORE={dest}") as ui:
+        base = ui.base
         experiment = api(base, "experiments/get-by-name", query="?experiment_name=ablation-lr")
         runs = api(base, "runs/search", {"experiment_ids": [
             experiment["experiment"]["experiment_id"]]})["runs"]
@@ -168,8 +166,6 @@ def test_make_ui_serves_the_published_store_without_writing_to_it(published):
         with urllib.request.urlopen(url, timeout=10) as answer:
             assert answer.read() == (dest / "artifacts" / job["info"]["run_uuid"] / "artifacts"
                                      / "evaluation.json").read_bytes()
-    finally:
-        stop(server)
     assert _digest(dest) == before
 
 

@@ -133,7 +133,8 @@ def test_a_read_only_user_makes_tables(project, tmp_path):
     from mlflow.server import get_app_client
     from mlflow.tracking import MlflowClient
 
-    from test_server import ADMIN, BOB, Server, free_port
+    from conftest import free_port
+    from test_server import ADMIN, BOB, Server
 
     auth = Server(tmp_path / "auth", free_port(), ("--app-name", "basic-auth"),
                   {"MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN["MLFLOW_TRACKING_PASSWORD"],

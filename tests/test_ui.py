@@ -1,28 +1,17 @@
-"""The MLflow UI in a real browser: `mlflow ui` (as `make ui` starts it) over a store holding a
+"""The MLflow UI in a real browser: `make ui` (conftest.make_ui) over a store holding a
 sweep, the experiment page loaded by headless Chromium, the runs table read from the page."""
 
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
+
+from conftest import make_ui
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian: apt-get install chromium)")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def page(url: str) -> str:
@@ -33,36 +22,11 @@ def page(url: str) -> str:
     return proc.stdout
 
 
-@contextmanager
-def mlflow_ui(store: Path):
-    """`mlflow ui` on the store, on a free loopback port, its job runner off as `make ui` starts
-    it; yields its base URL once it answers."""
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui",
-                               "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "mlflow ui did not start"
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def test_the_runs_table_shows_the_sweep_and_its_children(project):
     project.train("-m", "optimizer=sgd,adam", check=True)
     experiment = project.client.get_experiment_by_name("cifar-sweep").experiment_id
-    with mlflow_ui(project.store) as ui:
-        dom = page(f"{ui}/#/experiments/{experiment}?workflowType=machine_learning")
+    with make_ui(f"STORE={project.store}") as ui:
+        dom = page(f"{ui.base}/#/experiments/{experiment}?workflowType=machine_learning")
     # the runs table, not the GenAI overview: the sweep's parent row, named by its overrides,
     # and its two children counted under it (collapsed there until clicked)
     assert "sweep: data=synthetic trainer.epochs=1 trainer.num_threads=1 optimizer=sgd,adam" in dom
@@ -81,10 +45,10 @@ def test_the_sweeps_parent_shows_each_rows_accuracy_and_the_figures(project):
     experiment = client.get_experiment_by_name("cifar-sweep").experiment_id
     [parent] = [r for r in project.runs() if r.data.tags["cifar_sweep.role"] == "sweep"]
     accuracy = parent.data.metrics["row/adam/test_accuracy_mean"]
-    with mlflow_ui(project.store) as ui:
-        runs = page(f"{ui}/{link}")
-        plain = page(f"{ui}/#/experiments/{experiment}?workflowType=machine_learning")
-        artifacts = page(f"{ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
+    with make_ui(f"STORE={project.store}") as ui:
+        runs = page(f"{ui.base}/{link}")
+        plain = page(f"{ui.base}/#/experiments/{experiment}?workflowType=machine_learning")
+        artifacts = page(f"{ui.base}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
     text = re.sub(r"<[^>]+>", " ", runs)
     assert "row/adam/test_accuracy_mean" in text and "row/sgd/test_accuracy_mean" in text, \
         re.findall(r".{60}row/.{60}", text)[:5] or text[-2000:]
