@@ -5,6 +5,7 @@ experiment (made with its kind tag, an older one tagged, a deleted one refused i
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -54,15 +55,38 @@ def test_a_database_uri_is_asked_whether_it_answers_and_no_folder_is_made(tmp_pa
     # no folder is made for it (run from a scratch folder, where a version that took it for a
     # folder would make one); a server that does not answer is one line (test_daily_use.py: the
     # driver, other schemes)
-    import socket
+    from conftest import free_port
 
     monkeypatch.chdir(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # free once closed: nothing answers there
+    port = free_port()  # nothing answers there
     with pytest.raises(UserInputError, match=f"no postgresql server answers at 127.0.0.1:{port}"):
         store_locations(f"postgresql://user@127.0.0.1:{port}/mlflow")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checking_a_store_keeps_the_processs_open_connections_current(tmp_path):
+    """Each job checks its store (`store_locations`) in a process whose MLflow connections to it
+    are open: a sweep's jobs in one process, a notebook's client. Another process's runs must stay
+    visible to them. Before, the check read the file's header with open() and close(), which
+    dropped this process's SQLite locks: the other process's check then took itself for the
+    last connection and removed the WAL under this one, which read a stale store from then on
+    (and "database disk image is malformed": test_evidence.py's sweep run twice)."""
+    import subprocess
+    import sys
+
+    uri, _ = store_locations(str(tmp_path / "mlruns"))
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("e")
+    assert client.search_runs([experiment]) == []  # a connection of this process, pooled
+    assert store_locations(str(tmp_path / "mlruns"))[0] == uri  # what the next job does
+    # another process: a job's check, then its run (the check's own SQLite connection closes
+    # first: the last connection to a database checkpoints its WAL and removes it)
+    subprocess.run([sys.executable, "-c", "import sys; from mlflow.tracking import MlflowClient; "
+                    "from cifar_sweep.tracking.experiments import store_locations; "
+                    "store_locations(sys.argv[3]); MlflowClient(sys.argv[1]).create_run(sys.argv[2])",
+                    uri, experiment, str(tmp_path / "mlruns")], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert len(client.search_runs([experiment])) == 1
 
 
 def test_a_new_experiment_is_made_with_its_kind_and_artifacts_in_the_folder(folder):

@@ -62,12 +62,27 @@ DRIVERS = {"psycopg": "psycopg[binary] (pip install -e '.[server]')",
 
 def not_a_database(db: Path, shown: str) -> UserInputError | None:
     """A file at `db` that is not an SQLite database (a text file, a copy cut short), said
-    before MLflow opens it: SQLAlchemy's "file is not a database" is a 60-line traceback."""
+    before MLflow opens it: SQLAlchemy's "file is not a database" is a 60-line traceback.
+
+    SQLite itself reads the header, through its own connection: every job calls this, in
+    processes that already hold MLflow's connections to `db`, and closing any other descriptor
+    of the file drops every POSIX lock the process holds on it. Another process then took itself
+    for the last one, checkpointed and removed the WAL under those connections, which read a
+    stale store and then "database disk image is malformed" (seen: a sweep run again beside an
+    open client; sqlite.org/howtocorrupt.html, 2.2). Only a file SQLite refuses is opened here."""
     try:
-        with db.open("rb") as f:
+        with closing(sqlite3.connect(f"{db.expanduser().resolve().as_uri()}?mode=ro", uri=True,
+                                     timeout=30)) as conn:
+            conn.execute("PRAGMA schema_version")  # reads the header: SQLITE_NOTADB if none
+        return None
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_NOTADB:
+            return None  # missing (made below), unreadable (the writable check says so), busy
+    try:
+        with db.open("rb") as f:  # a file SQLite refuses: no connection of ours holds it
             head = f.read(16)
     except OSError:
-        return None  # missing (made below) or unreadable (the writable check says so)
+        return None
     if not head or head == SQLITE_HEADER:
         return None
     return UserInputError(f"tracking.uri={shown}: {db} is not an SQLite database (its first bytes "
