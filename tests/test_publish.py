@@ -9,6 +9,7 @@ import hashlib
 import json
 import socket
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,37 @@ def test_a_dataset_inputs_file_uri_is_published_without_its_path(tmp_path):
     copy = MlflowClient(f"sqlite:///{publish.working_copy(done.folder)}/mlflow.db")
     (read,) = copy.get_run(run.info.run_id).inputs.dataset_inputs
     assert read.dataset.source == '{"uri": "<local>/cifar10-jpeg"}'
+
+
+def test_a_damaged_store_is_refused_and_nothing_is_published(published, tmp_path):
+    """A really damaged database (an index page of `runs` overwritten on disk): one line naming
+    the store and SQLite's finding, exit 2, the destination untouched."""
+    import shutil
+
+    from conftest import Project
+
+    _project, store, _dest, _proc = published
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store / "artifacts", damaged / "artifacts")
+    with closing(sqlite3.connect(store / "mlflow.db")) as conn:  # a copy: the module's stays sound
+        conn.execute("VACUUM INTO ?", (str(damaged / "mlflow.db"),))
+    with closing(sqlite3.connect(damaged / "mlflow.db")) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        [root] = conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'index' AND "
+                              "tbl_name = 'runs' ORDER BY name LIMIT 1").fetchone()
+    with open(damaged / "mlflow.db", "r+b") as f:  # no connection is open on it
+        f.seek((root - 1) * page_size + 8)
+        f.write(b"\xff" * 64)
+    dest = tmp_path / "published"
+    proc = Project(tmp_path).run(str(damaged), str(dest), script=PUBLISH)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    [line] = lines
+    assert line.startswith(f"error: STORE={damaged}: its database is damaged (SQLite's integrity "
+                           "check: "), line
+    assert line.endswith("nothing published: publish a sound copy of the store"), line
+    assert not dest.exists()
 
 
 def test_publishing_a_server_is_refused(tmp_path):

@@ -118,6 +118,18 @@ def publish(source: str, dest: Path, host: str | None = None) -> Published:
         raise UserInputError(f"STORE={source}: no {DB} there; a store is made by a run "
                              f"(tracking.uri=<folder>)")
     host = socket.gethostname() if host is None else host
+    with closing(sqlite3.connect(src / DB)) as db:
+        # before the snapshot, which rebuilds every index from its table and would hide a damaged
+        # one: a damaged store is not copied into the repo (about 0.3 s for the studies' 30 MB)
+        try:
+            problems = [row[0] for row in db.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:  # damaged where the check itself reads
+            problems = [str(exc)]
+    if problems != ["ok"]:
+        found = "; ".join(line for p in problems for line in p.splitlines() if line.strip())
+        found = found if len(found) <= 200 else found[:200] + " ..."
+        raise UserInputError(f"STORE={source}: its database is damaged (SQLite's integrity check: "
+                             f"{found}); nothing published: publish a sound copy of the store")
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / DB
