@@ -122,3 +122,22 @@ def test_curves_of_early_stopped_seeds_run_to_the_longest_seed(drawn, tmp_path):
     for epoch in (1, 20, 21, 25, 26, 30):  # the mean over the seeds still training then
         still = [s for s in range(3) if 20 + 5 * s >= epoch]
         assert y[epoch - 1] == pytest.approx(statistics.fmean(epoch / 100 + s / 1000 for s in still))
+
+
+def test_a_title_wider_than_its_figure_is_broken_into_lines_that_fit(drawn, tmp_path):
+    """The published per-class figures lost both ends of their titles (a study name and caption
+    wider than the page): a long title wraps to the figure's width, a short one stays one line."""
+    long = ("optimizer_tuned, CIFAR-10 (JPEG copy), early-stopped (patience 10) within 100 "
+            "epochs, 3 seeds")
+    evals = {f"{r}-{s}": {"classes": ["a", "b"], "confusion": [[3, 1], [1, 3]]}
+             for r in RATES for s in range(3)}
+    for title, lines in ((long, 2), ("lr", 1)):
+        study_figures.curves(History(), rows(3), tmp_path, title, 0.1, setting="lr.value")
+        study_figures.per_class(evals, rows(3), tmp_path, title, setting="lr.value")
+        for stem in ("curves", "per_class_accuracy"):
+            fig = drawn[stem]
+            text = fig._suptitle
+            said = text.get_text()
+            assert said.count("\n") + 1 == lines, said
+            assert " ".join(said.split()).startswith(f"{title}: ")  # its words, whole
+            assert text.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width

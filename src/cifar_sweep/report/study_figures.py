@@ -83,6 +83,17 @@ def _save(fig, out: Path, stem: str, pdf: bool = True, dpi: int | None = None) -
     plt.close(fig)
 
 
+def _title(fig, text: str) -> None:
+    """The figure's title, broken into lines where one line would be wider than the figure (a
+    long study name and caption: `optimizer_tuned`'s curves lost both ends), at the width the
+    drawn text measures, so that a title that fits keeps one line and its bytes."""
+    title = fig.suptitle(text)
+    width = title.get_window_extent(fig.canvas.get_renderer()).width
+    room = 0.97 * fig.bbox.width
+    if width > room:
+        title.set_text(textwrap.fill(text, max(20, int(len(text) * room / width))))
+
+
 def spread_note(rows: list[FigureRow], what: str = "mean over seeds, error = ±1 std") -> str:
     """What the points are: `what` where a row has several seeds, else `one seed` (no mean, no
     error bars to speak of)."""
@@ -155,7 +166,7 @@ def curves(client: MlflowClient, rows: list[FigureRow], out: Path, title: str,
         if handles:
             fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
                        ncol=min(len(handles), 4), frameon=False, title=setting or None)
-        fig.suptitle(f"{title}: {spread_note(rows)}")
+        _title(fig, f"{title}: {spread_note(rows)}")
         _save(fig, out, "curves", pdf)
 
 
@@ -215,7 +226,7 @@ def confusion(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
             ax.axis("off")
         fig.colorbar(image, ax=axes, shrink=0.6, label="share of the true class",
                      format=matplotlib.ticker.PercentFormatter(1.0))
-        fig.suptitle(f"{title}: test confusion, normalised per true class (cells: %)")
+        _title(fig, f"{title}: test confusion, normalised per true class (cells: %)")
         _save(fig, out, "confusion", for_paper)
 
 
@@ -249,7 +260,7 @@ def per_class(evals: dict[str, dict], rows: list[FigureRow], out: Path, title: s
         ax.grid(axis="y", alpha=0.3)
         fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
                    ncol=min(len(handles), 4), frameon=False, title=setting or None)
-        fig.suptitle(f"{title}: per-class accuracy, {spread_note(rows)}")
+        _title(fig, f"{title}: per-class accuracy, {spread_note(rows)}")
         _save(fig, out, "per_class_accuracy", pdf)
 
 
@@ -312,7 +323,7 @@ def ranking(rows: list[FigureRow], out: Path, title: str, chance: float | None,
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="best", frameon=False)
-        fig.suptitle(f"{title}: {plural(len(rows), 'setting')}, test accuracy")
+        _title(fig, f"{title}: {plural(len(rows), 'setting')}, test accuracy")
         _save(fig, out, "ranking", pdf)
 
 
@@ -367,7 +378,7 @@ def accuracy_vs(rows: list[FigureRow], out: Path, title: str, setting: str,
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.grid(alpha=0.3)
         ax.legend(handles, [h.get_label() for h in handles], loc="best", frameon=False)
-        fig.suptitle(title)
+        _title(fig, title)
         _save(fig, out, f"accuracy_vs_{_slug(setting)}", pdf)
 
 
@@ -506,7 +517,7 @@ def trials(arms: list[tuple[str, list[Trial], Trial | None, list[str]]], out: Pa
                 if col == 0:
                     ax.set_ylabel("validation accuracy")
         axes[0][0].legend(loc="best", frameon=False)
-        fig.suptitle(f"{title}: each arm's trials")
+        _title(fig, f"{title}: each arm's trials")
         _save(fig, out, "trials", pdf)
 
 
