@@ -42,7 +42,9 @@ def test_seeds_join_their_row_and_another_batch_size_is_not_mixed_in(project):
 
     # the earlier fixed settings, chosen by the user: five seeds again, the others named
     proc = project.run("ablation=lr", "where=trainer.batch_size=64", script=REPORT, check=True)
-    [row] = table_rows(project)
+    # an earlier sweep's table: its own folder, the one it names (LATEST: the newest sweep's)
+    [folder] = re.findall(r"^wrote (results/lr/\S+)/", proc.stdout, re.M)
+    [row] = csv.DictReader((project.workdir / folder / "table.csv").open())
     assert row["runs"] == "5" and row["baseline"] == "True"
     assert "trainer.batch_size=256: 2 runs, not mixed in" in proc.stdout
     # reading made nothing: no run, no artifact on the sweeps
