@@ -194,12 +194,14 @@ def make_ui(*args: str, project_dir: Path = ROOT, timeout: float = 120):
     try:
         wait_for(lambda: _answers(ui), timeout, "make ui to answer", step=1)
         yield ui
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
+    finally:  # (a make ui that ended by itself has no session left to signal)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
         try:
             ui.printed, _ = server.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
             ui.printed, _ = server.communicate()
 
 

@@ -19,6 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cifar_sweep.tracking.store import read_only
 from cifar_sweep.tracking.tags import RUN_NAME
 
 
@@ -57,7 +58,7 @@ def find(db: Path, experiment_ids: list[str], tags: dict[str, str] | None = None
     """The active runs of these experiments that carry each of `tags` with its value, newest
     first, as `search_runs(ids, "tags.`k` = 'v' and ...")` finds them; None as above."""
     try:
-        connection = sqlite3.connect(f"{db.expanduser().resolve().as_uri()}?mode=ro", uri=True)
+        connection = read_only(db.expanduser())
     except sqlite3.Error:
         return None
     with closing(connection) as con:
@@ -104,7 +105,7 @@ def artifact_uris(db: Path, run_ids: list[str]) -> dict[str, str] | None:
     """run id -> its artifact location, for these runs of the store, in one query (a table's
     predictions: a `get_run` each took longer than reading their files); None as above."""
     try:
-        connection = sqlite3.connect(f"{db.expanduser().resolve().as_uri()}?mode=ro", uri=True)
+        connection = read_only(db.expanduser())
     except sqlite3.Error:
         return None
     with closing(connection) as con:

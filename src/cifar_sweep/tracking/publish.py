@@ -26,8 +26,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from cifar_sweep.errors import UserInputError
+from cifar_sweep.tracking.store import read_only
 
 DB = "mlflow.db"
+# what SQLite says of a damaged file (an error opening or locking it is not damage)
+DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 ARTIFACTS = "artifacts"
 # What a table, its figures and the evidence columns read of a job's artifacts; the rest (weights,
 # logged models, per-run figures, a config that names the machine's paths) stays behind
@@ -123,7 +126,9 @@ def publish(source: str, dest: Path, host: str | None = None) -> Published:
         # one: a damaged store is not copied into the repo (about 0.3 s for the studies' 30 MB)
         try:
             problems = [row[0] for row in db.execute("PRAGMA integrity_check")]
-        except sqlite3.DatabaseError as exc:  # damaged where the check itself reads
+        except sqlite3.DatabaseError as exc:  # damaged where the check itself reads; a lock or
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in DAMAGED:  # a file it cannot
+                raise                                                       # open is not damage
             problems = [str(exc)]
     if problems != ["ok"]:
         found = "; ".join(line for p in problems for line in p.splitlines() if line.strip())
@@ -192,7 +197,7 @@ def is_published(folder: Path) -> bool:
     db = folder / DB
     if not db.is_file():
         return False
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+    with closing(read_only(db)) as conn:
         row = conn.execute("SELECT artifact_uri FROM runs LIMIT 1").fetchone()
         if row is None:
             row = conn.execute("SELECT artifact_location FROM experiments LIMIT 1").fetchone()

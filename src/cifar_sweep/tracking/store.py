@@ -42,6 +42,15 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def read_only(db: Path, immutable: bool = False) -> sqlite3.Connection:
+    """A read-only SQLite connection to `db`, its path encoded as a file URI (a `?` or `#` in a
+    folder's name would otherwise cut the path short and drop `mode=ro`). `immutable`: no locks,
+    no `-wal` or `-shm` files made beside it and no wait for a writer: for reading the header
+    only, since it ignores what the WAL holds."""
+    flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+    return sqlite3.connect(f"{db.resolve().as_uri()}?{flags}", uri=True)
+
+
 def claim_lock(uri: str) -> FileLock | None:
     """Held by a new run from its creation until it has checked for another live run of its
     config (job/steps.py's `_claim`); None for a server, whose runs are ordered by their start instead.
@@ -71,8 +80,7 @@ def not_a_database(db: Path, shown: str) -> UserInputError | None:
     stale store and then "database disk image is malformed" (seen: a sweep run again beside an
     open client; sqlite.org/howtocorrupt.html, 2.2). Only a file SQLite refuses is opened here."""
     try:
-        with closing(sqlite3.connect(f"{db.expanduser().resolve().as_uri()}?mode=ro", uri=True,
-                                     timeout=30)) as conn:
+        with closing(read_only(db, immutable=True)) as conn:
             conn.execute("PRAGMA schema_version")  # reads the header: SQLITE_NOTADB if none
         return None
     except sqlite3.Error as exc:
