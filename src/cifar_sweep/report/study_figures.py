@@ -88,10 +88,13 @@ def _title(fig, text: str) -> None:
     long study name and caption: `optimizer_tuned`'s curves lost both ends), at the width the
     drawn text measures, so that a title that fits keeps one line and its bytes."""
     title = fig.suptitle(text)
-    width = title.get_window_extent(fig.canvas.get_renderer()).width
-    room = 0.97 * fig.bbox.width
-    if width > room:
-        title.set_text(textwrap.fill(text, max(20, int(len(text) * room / width))))
+    room, renderer = 0.97 * fig.bbox.width, fig.canvas.get_renderer()
+    width = title.get_window_extent(renderer).width
+    chars = len(text)
+    while width > room and chars > 20:  # narrower until every line fits (widths vary by letter)
+        chars = min(chars - 1, int(chars * room / width))
+        title.set_text(textwrap.fill(text, chars, break_long_words=False, break_on_hyphens=False))
+        width = title.get_window_extent(renderer).width
 
 
 def spread_note(rows: list[FigureRow], what: str = "mean over seeds, error = ±1 std") -> str:
