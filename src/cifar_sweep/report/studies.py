@@ -20,6 +20,7 @@ from cifar_sweep.errors import UserInputError
 from cifar_sweep.report import epochs_run, paper_table, per_example, unfinished, writers
 from cifar_sweep.report.cells import cells, csv_records, p_text, power_level, seeds_text, signed
 from cifar_sweep.report.epochs_run import Length
+from cifar_sweep.report.protocol import at_report_protocol
 from cifar_sweep.report.rows import ACCURACY, CHANCE_FACTOR, CHANCE_MARK, Record, data_of, records
 from cifar_sweep.report.selection import Selection, choose, describe_left_out, parse_overrides
 from cifar_sweep.report.writers import plural
@@ -112,7 +113,8 @@ class Table:
 
     def caption(self) -> str:
         """The table's caption, two sentences (what a paper prints under `table.tex`): the
-        study, its data, budget and seeds; what Δ and its interval are. Everything else a
+        study, its data (and "at the report's protocol" where its runs were: report/protocol.py),
+        budget and seeds; what Δ and its interval are. Everything else a
         reader needs is a note (`caption_notes`)."""
         s = self.study
         seeds = sorted({s for r in self.records for s in r.seeds}, key=_num)
@@ -120,7 +122,8 @@ class Table:
         per_row = (f"{plural(counts[0], 'seed')} per setting" if len(counts) == 1
                    else f"{counts[0]}-{counts[-1]} seeds per setting")
         spread = ", mean ± std over seeds" if counts[-1] > 1 else ""
-        first = (f"{s.kind} `{s.name}` on {self.data['data']}, "
+        protocol = " at the report's protocol" if at_report_protocol(self.selection.fixed) else ""
+        first = (f"{s.kind} `{s.name}` on {self.data['data']}{protocol}, "
                  f"{self.length}, {per_row} ({seeds_text(seeds)}): test accuracy of the best-on-validation "
                  f"weights{spread}.")
         if self.tuning:  # a tuned study: its protocol, one sentence
