@@ -121,7 +121,7 @@ def publish(source: str, dest: Path, host: str | None = None) -> Published:
         raise UserInputError(f"STORE={source}: no {DB} there; a store is made by a run "
                              f"(tracking.uri=<folder>)")
     host = socket.gethostname() if host is None else host
-    with closing(sqlite3.connect(src / DB)) as db:
+    with closing(read_only(src / DB)) as db:
         # before the snapshot, which rebuilds every index from its table and would hide a damaged
         # one: a damaged store is not copied into the repo (about 0.3 s for the studies' 30 MB)
         try:
